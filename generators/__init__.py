@@ -1,1 +1,1 @@
-"""x"""
+"""Generators: pure functions from the IR to Kubernetes objects, and the writers for them."""

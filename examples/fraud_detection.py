@@ -1,0 +1,131 @@
+"""Fraud detection: score every card transaction as it arrives; escalate the suspicious ones.
+
+Transactions arrive on a Kafka topic. Each is turned into features, scored by a model, and the
+decision is published. A score above the review threshold branches to a review by several
+specialised models (fanned out in parallel) and a human analyst's approval before the card is
+blocked. Whatever happens, the on-call channel hears how the run ended.
+
+Compile:  rtflow compile examples/fraud_detection.py -o manifests
+Graph:    rtflow graph examples/fraud_detection.py
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import rtflow
+
+REGISTRY = "ghcr.io/acme/fraud"
+REVIEW_MODELS = ["graph-risk", "merchant-history", "velocity"]
+
+# Weights of the scoring model's logistic layer (features in the order of FEATURES).
+FEATURES = ("log_amount", "foreign", "night", "card_not_present", "new_merchant")
+WEIGHTS = (0.9, 1.4, 0.8, 1.1, 1.3)
+BIAS = -7.0
+
+retry_transient = rtflow.Retry(
+    limit=3, policy="OnError", backoff=rtflow.Backoff("1s", factor=2, max_duration="20s")
+)
+
+
+class Decision(NamedTuple):
+    risk: float
+    action: str
+
+
+@rtflow.stage(
+    image=f"{REGISTRY}/features:1.4.0",
+    cpu="500m",
+    memory="512Mi",
+    retry=retry_transient,
+    timeout="30s",
+)
+def compute_features(transaction: dict[str, Any]) -> dict[str, Any]:
+    """Turn a raw transaction into the model's features."""
+    hour = int(transaction.get("hour", 12))
+    return {
+        "log_amount": math.log1p(float(transaction["amount"])),
+        "foreign": float(transaction.get("country", "US") != transaction.get("card_country", "US")),
+        "night": float(hour < 6 or hour >= 23),
+        "card_not_present": float(transaction.get("channel") == "online"),
+        "new_merchant": float(bool(transaction.get("first_time_merchant", False))),
+    }
+
+
+@rtflow.stage(image=f"{REGISTRY}/scorer:2.1.0", cpu="1", memory="1Gi", retry=retry_transient)
+def score(features: dict[str, Any]) -> Decision:
+    """Logistic scoring; the same weights the Triton model serves."""
+    z = BIAS + sum(w * float(features[name]) for w, name in zip(WEIGHTS, FEATURES, strict=True))
+    risk = 1.0 / (1.0 + math.exp(-z))
+    return Decision(risk=risk, action="review" if risk > 0.9 else "allow")
+
+
+@rtflow.stage(image=f"{REGISTRY}/reviewer:1.0.3", memory="1Gi", timeout="2m")
+def review(features: dict[str, Any], model: str) -> dict[str, Any]:
+    """One specialised model's second opinion on a suspicious transaction."""
+    weight = {"graph-risk": 0.5, "merchant-history": 0.3, "velocity": 0.2}.get(model, 0.0)
+    evidence = sum(float(v) for v in features.values()) * weight
+    return {"model": model, "evidence": round(evidence, 4)}
+
+
+@rtflow.stage(image=f"{REGISTRY}/reviewer:1.0.3")
+def summarize(reviews: list[dict[str, Any]], risk: float) -> str:
+    """One line an analyst can decide on."""
+    parts = ", ".join(f"{r['model']}={r['evidence']}" for r in reviews)
+    return f"risk {risk:.3f}; {parts}"
+
+
+publish = rtflow.container(
+    "publish-decision",
+    image=f"{REGISTRY}/publisher:1.2.0",
+    command=["/publisher"],
+    args=["--topic", "fraud-decisions", "--risk", "{risk}", "--action", "{action}"],
+    inputs={"risk": float, "action": str},
+    memory="128Mi",
+    retry=retry_transient,
+    secrets=[rtflow.Secret(env="KAFKA_SASL_PASSWORD", secret="kafka-credentials", key="password")],
+)
+
+block_card = rtflow.container(
+    "block-card",
+    image=f"{REGISTRY}/card-actions:3.0.0",
+    command=["/card-actions", "block"],
+    args=["--reason", "{reason}"],
+    inputs={"reason": str},
+    secrets=[rtflow.Secret(env="CARD_API_TOKEN", secret="card-api", key="token")],
+)
+
+notify = rtflow.container(
+    "notify-on-call",
+    image=f"{REGISTRY}/notifier:1.0.0",
+    args=["--status", "{status}", "--workflow", "{workflow}"],
+    inputs={"status": str, "workflow": str},
+    secrets=[rtflow.Secret(env="SLACK_WEBHOOK_URL", secret="on-call-slack", key="url")],
+)
+
+
+@rtflow.pipeline(
+    name="fraud-detection",
+    description="Score card transactions in real time; escalate suspicious ones to review.",
+    parallelism=20,
+    latency_budget_ms=35,
+    deadline="1h",
+    labels={"team": "risk"},
+)
+def fraud_detection(transaction: dict[str, Any], review_threshold: float = 0.9) -> None:
+    features = compute_features(transaction)
+    decision = score(features)
+    publish(risk=decision.risk, action=decision.action)
+    with rtflow.when(decision.risk > review_threshold):
+        reviews = rtflow.for_each(REVIEW_MODELS, lambda m: review(features=features, model=m))
+        summary = summarize(reviews=reviews, risk=decision.risk)
+        analyst = rtflow.approval(
+            "analyst-approval",
+            description="Block the card? The summary is in the previous step's output.",
+            after=[summary],
+        )
+        with rtflow.when(analyst.approved):
+            block_card(reason=summary)
+    with rtflow.on_exit():
+        notify(status=rtflow.workflow.status, workflow=rtflow.workflow.name)

@@ -1,0 +1,30 @@
+"""IR values and conditions as Argo template tags and ``when`` expressions."""
+
+from __future__ import annotations
+
+from rtflow import ir
+
+
+def value(v: ir.Value) -> str:
+    if isinstance(v, ir.Constant):
+        return v.text
+    if isinstance(v, ir.PipelineInput):
+        return f"{{{{workflow.parameters.{v.name}}}}}"
+    if isinstance(v, ir.TaskOutput):
+        return f"{{{{tasks.{v.task}.outputs.parameters.{v.output}}}}}"
+    if isinstance(v, ir.Item):
+        return "{{item}}"
+    return f"{{{{workflow.{v.field}}}}}"
+
+
+def condition(c: ir.Condition) -> str:
+    """A govaluate expression, as Argo's ``when`` evaluates it after substituting the tags."""
+    if isinstance(c, ir.Compare):
+        left, right = value(c.left), value(c.right)
+        if c.quoted:
+            left, right = f"'{left}'", f"'{right}'"
+        return f"{left} {c.op} {right}"
+    if isinstance(c, ir.Not):
+        return f"!({condition(c.part)})"
+    joiner = " && " if isinstance(c, ir.AllOf) else " || "
+    return joiner.join(f"({condition(p)})" for p in c.parts)

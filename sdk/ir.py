@@ -1,0 +1,220 @@
+"""The intermediate representation: what a pipeline means, with nothing of how it was written.
+
+Frozen dataclasses, built and validated once by ``rtflow.ir_builder``; every generator may trust
+them. Names are already DNS-1123-safe, quantities already checked, collections already sorted, so
+the same meaning always gives the same IR and so the same bytes on disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rtflow.param_types import ParamType
+
+
+@dataclass(frozen=True)
+class Param:
+    """An input of a pipeline or a stage. ``default`` is the Argo text; None means required."""
+
+    name: str
+    type: ParamType
+    default: str | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    type: ParamType
+    path: str
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu_request: str
+    memory_request: str
+    cpu_limit: str
+    memory_limit: str
+
+
+@dataclass(frozen=True)
+class Backoff:
+    duration: str
+    factor: int
+    max_duration: str | None = None
+
+
+RetryPolicyName = Literal["Always", "OnFailure", "OnError", "OnTransientError"]
+
+
+@dataclass(frozen=True)
+class Retry:
+    limit: int
+    policy: RetryPolicyName
+    backoff: Backoff | None = None
+
+
+@dataclass(frozen=True)
+class SecretKey:
+    secret: str
+    key: str
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """A literal value or a Secret reference, never both: credentials come only from Secrets."""
+
+    name: str
+    value: str | None = None
+    secret: SecretKey | None = None
+
+
+# Values a task argument or a condition can read.
+
+
+@dataclass(frozen=True)
+class Constant:
+    text: str
+
+
+@dataclass(frozen=True)
+class PipelineInput:
+    name: str
+
+
+@dataclass(frozen=True)
+class TaskOutput:
+    task: str
+    output: str
+
+
+@dataclass(frozen=True)
+class Item:
+    """The current element of a fan-out."""
+
+
+WorkflowFieldName = Literal["name", "namespace", "uid", "status", "duration"]
+
+
+@dataclass(frozen=True)
+class WorkflowField:
+    field: WorkflowFieldName
+
+
+Value = Constant | PipelineInput | TaskOutput | Item | WorkflowField
+
+CompareOp = Literal["==", "!=", ">", ">=", "<", "<="]
+
+
+@dataclass(frozen=True)
+class Compare:
+    """``quoted`` compares as strings (both sides quoted in the Argo expression)."""
+
+    left: Value
+    op: CompareOp
+    right: Value
+    quoted: bool
+
+
+@dataclass(frozen=True)
+class AllOf:
+    parts: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    parts: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    part: Condition
+
+
+Condition = Compare | AllOf | AnyOf | Not
+
+StageKind = Literal["function", "container", "approval"]
+
+
+@dataclass(frozen=True)
+class Approval:
+    choices: tuple[str, ...]
+    default: str
+    approve: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One Argo template: a function or container stage, or an approval (suspend) step."""
+
+    name: str
+    kind: StageKind
+    inputs: tuple[Param, ...] = ()
+    outputs: tuple[Output, ...] = ()
+    image: str | None = None
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    function: str | None = None
+    resources: Resources | None = None
+    retry: Retry | None = None
+    deadline_seconds: int | None = None
+    env: tuple[EnvVar, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+    service_account: str | None = None
+    description: str | None = None
+    approval: Approval | None = None
+
+    def output(self, name: str) -> Output:
+        return next(o for o in self.outputs if o.name == name)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One use of a stage in the DAG. ``fan_out`` is the list the task runs once per item of."""
+
+    name: str
+    stage: str
+    arguments: tuple[tuple[str, Value], ...] = ()
+    depends: tuple[str, ...] = ()
+    when: Condition | None = None
+    fan_out: Value | None = None
+
+
+@dataclass(frozen=True)
+class Ttl:
+    after_success: int
+    after_failure: int
+    after_completion: int
+
+
+PodGcStrategy = Literal[
+    "OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess"
+]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    source: str
+    inputs: tuple[Param, ...]
+    stages: tuple[Stage, ...]
+    tasks: tuple[Task, ...]
+    exit_tasks: tuple[Task, ...] = ()
+    namespace: str | None = None
+    description: str | None = None
+    parallelism: int | None = None
+    latency_budget_ms: int | None = None
+    deadline_seconds: int = 3600
+    ttl: Ttl = field(default_factory=lambda: Ttl(3600, 86400, 604800))
+    pod_gc: PodGcStrategy = "OnPodSuccess"
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+    service_account: str | None = None
+
+    def stage(self, name: str) -> Stage:
+        return next(s for s in self.stages if s.name == name)
+
+    def task(self, name: str) -> Task:
+        return next(t for t in (*self.tasks, *self.exit_tasks) if t.name == name)

@@ -1,0 +1,548 @@
+"""From a recorded pipeline to validated IR.
+
+Every rule about what makes a pipeline definition wrong lives here, so that each error can name
+the pipeline, the stage and the field it is about. The pipeline function is run once to record
+its calls; stage functions are only inspected (signature, annotations), never called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import cast
+
+from rtflow import ir, stage_ir
+from rtflow.errors import DefinitionError
+from rtflow.names import check_dns1123_label
+from rtflow.param_types import ParamType, encode, list_of
+from rtflow.pipeline import Pipeline
+from rtflow.quantity import check_seconds
+from rtflow.recording import (
+    All,
+    Any_,
+    ApprovalDef,
+    Call,
+    Compare,
+    Cond,
+    Each,
+    InputRef,
+    Negate,
+    OutputRef,
+    Ref,
+    Truthy,
+    WorkflowRef,
+    recording,
+)
+from rtflow.stage import StageDef
+
+POD_GC = ("OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess")
+_WORKFLOW_FIELD_TYPES: dict[str, ParamType] = {
+    "name": ParamType("str"),
+    "namespace": ParamType("str"),
+    "uid": ParamType("str"),
+    "status": ParamType("str"),
+    "duration": ParamType("float"),
+}
+_EXIT_ONLY_FIELDS = frozenset({"status", "duration"})
+_ORDERING_OPS = frozenset({">", ">=", "<", "<="})
+
+
+def build_pipeline(definition: Pipeline) -> ir.Pipeline:
+    try:
+        return _PipelineBuilder(definition).build()
+    except DefinitionError as error:
+        raise error.located(pipeline=definition.name) from None
+
+
+@dataclass
+class _Resolved:
+    value: ir.Value
+    type: ParamType | None
+    producer: Call | None
+
+
+class _PipelineBuilder:
+    def __init__(self, definition: Pipeline) -> None:
+        self.definition = definition
+        self.options = definition.options
+        self.stage_of: dict[int, ir.Stage] = {}
+        self.task_of: dict[int, str] = {}
+        self.input_types: dict[str, ParamType] = {}
+
+    def build(self) -> ir.Pipeline:
+        name = check_dns1123_label(self.definition.name, field="name", what="pipeline name")
+        inputs = self._pipeline_inputs()
+        calls, exit_calls = self._record(inputs)
+        all_calls = [*calls, *exit_calls]
+        if not calls:
+            raise DefinitionError(
+                "the pipeline calls no stage",
+                fix="call at least one @rtflow.stage or rtflow.container stage in its function",
+                field="function",
+            )
+        stages = self._stages(all_calls)
+        self._name_tasks(all_calls)
+        self.input_types = {p.name: p.type for p in inputs}
+        tasks = [self._task(c) for c in calls]
+        exit_tasks = [self._task(c) for c in exit_calls]
+        _check_acyclic(tasks)
+        _check_acyclic(exit_tasks)
+        options = self.options
+        return ir.Pipeline(
+            name=name,
+            source=getattr(self.definition.function, "__module__", "?"),
+            inputs=tuple(inputs),
+            stages=tuple(sorted(stages, key=lambda s: s.name)),
+            tasks=tuple(sorted(tasks, key=lambda t: t.name)),
+            exit_tasks=tuple(sorted(exit_tasks, key=lambda t: t.name)),
+            namespace=check_dns1123_label(options.namespace, field="namespace", what="namespace")
+            if options.namespace is not None
+            else None,
+            description=options.description,
+            parallelism=stage_ir.positive_int(options.parallelism, field="parallelism"),
+            latency_budget_ms=stage_ir.positive_int(
+                options.latency_budget_ms, field="latency_budget_ms"
+            ),
+            deadline_seconds=check_seconds(options.deadline, field="deadline"),
+            ttl=ir.Ttl(
+                after_success=check_seconds(options.ttl_after_success, field="ttl_after_success"),
+                after_failure=check_seconds(options.ttl_after_failure, field="ttl_after_failure"),
+                after_completion=check_seconds(
+                    options.ttl_after_completion, field="ttl_after_completion"
+                ),
+            ),
+            pod_gc=cast(ir.PodGcStrategy, stage_ir.one_of(options.pod_gc, POD_GC, field="pod_gc")),
+            labels=stage_ir.label_pairs(options.labels),
+            annotations=stage_ir.annotation_pairs(options.annotations),
+            service_account=stage_ir.service_account(options.service_account),
+        )
+
+    # Pipeline inputs and recording
+
+    def _pipeline_inputs(self) -> list[ir.Param]:
+        return stage_ir.function_inputs(
+            self.definition.function, what="pipeline input", field_prefix="input"
+        )
+
+    def _record(self, inputs: list[ir.Param]) -> tuple[list[Call], list[Call]]:
+        placeholders = {p.name: InputRef(p.name) for p in inputs}
+        with recording() as recorder:
+            try:
+                self.definition.function(**placeholders)
+            except DefinitionError:
+                raise
+            except Exception as exc:  # the user's pipeline function is user code
+                raise DefinitionError(
+                    f"the pipeline function raised {type(exc).__name__}: {exc}",
+                    fix="a pipeline function only calls stages and rtflow.when/for_each/"
+                    "approval/on_exit; compute values inside a stage",
+                    field="function",
+                ) from None
+        return recorder.calls, recorder.exit_calls
+
+    # Stages
+
+    def _stages(self, calls: list[Call]) -> list[ir.Stage]:
+        """One IR stage per distinct definition; two definitions may not share a name."""
+        built_for: dict[int, ir.Stage] = {}
+        owner: dict[str, StageDef | ApprovalDef] = {}
+        for call in calls:
+            definition = call.definition
+            if id(definition) not in built_for:
+                if isinstance(definition, ApprovalDef):
+                    built = stage_ir.approval_ir(definition)
+                else:
+                    built = stage_ir.stage_ir(definition, self.options)
+                if built.name in owner:
+                    raise DefinitionError(
+                        f"two different stages are named {built.name!r}",
+                        fix="give one of them another name (name=... on the decorator)",
+                        stage=built.name,
+                        field="name",
+                    )
+                owner[built.name] = definition
+                built_for[id(definition)] = built
+            self.stage_of[id(call)] = built_for[id(definition)]
+        return list(built_for.values())
+
+    def _name_tasks(self, calls: list[Call]) -> None:
+        seen: dict[str, int] = {}
+        taken: set[str] = set()
+        for call in calls:
+            base = self.stage_of[id(call)].name
+            seen[base] = seen.get(base, 0) + 1
+            name = base if seen[base] == 1 else f"{base}-{seen[base]}"
+            if name in taken:
+                raise DefinitionError(
+                    f"the task name {name!r} is used twice (a stage called several times is "
+                    "numbered -2, -3, ...)",
+                    fix="rename the stage whose name ends in a number",
+                    stage=base,
+                    field="name",
+                )
+            check_dns1123_label(name, field="name", what="task name")
+            taken.add(name)
+            self.task_of[id(call)] = name
+
+    # Tasks
+
+    def _task(self, call: Call) -> ir.Task:
+        stage = self.stage_of[id(call)]
+        task_name = self.task_of[id(call)]
+        try:
+            return self._task_unlocated(call, stage, task_name)
+        except DefinitionError as error:
+            raise error.located(stage=task_name) from None
+
+    def _task_unlocated(
+        self,
+        call: Call,
+        stage: ir.Stage,
+        task_name: str,
+    ) -> ir.Task:
+        declared = {p.name: p for p in stage.inputs}
+        unknown = sorted(set(call.arguments) - set(declared))
+        if unknown:
+            raise DefinitionError(
+                f"it has no input {unknown[0]!r}",
+                fix=f"its inputs are: {', '.join(declared) or 'none'}",
+                field=unknown[0],
+            )
+        producers: list[Call] = []
+        arguments: list[tuple[str, ir.Value]] = []
+        fan_out: ir.Value | None = None
+        fanned = False
+        for param in stage.inputs:
+            if param.name not in call.arguments:
+                if param.default is None:
+                    raise DefinitionError(
+                        f"input {param.name!r} ({param.type}) is not provided",
+                        fix=f"pass {param.name}=... when calling it, or give the "
+                        "parameter a default",
+                        field=param.name,
+                    )
+                continue
+            raw = call.arguments[param.name]
+            if isinstance(raw, Each):
+                if fanned:
+                    raise DefinitionError(
+                        "a call can fan out over one input only",
+                        fix="pass the item to one argument only",
+                        field=param.name,
+                    )
+                fanned = True
+                source = self._fan_out_source(raw, call, param)
+                fan_out = source.value
+                if source.producer is not None:
+                    producers.append(source.producer)
+                arguments.append((param.name, ir.Item()))
+                continue
+            resolved = self._resolve(raw, call, param.name)
+            self._check_feeds(resolved, raw, param)
+            if resolved.producer is not None:
+                producers.append(resolved.producer)
+            arguments.append((param.name, resolved.value))
+
+        conditions = [self._condition(c, call, producers) for c in call.conditions]
+        when: ir.Condition | None = None
+        if len(conditions) == 1:
+            when = conditions[0]
+        elif conditions:
+            when = ir.AllOf(tuple(conditions))
+        for other in call.explicit_after:
+            if id(other) not in self.task_of:
+                raise DefinitionError(
+                    "after() names a call from another pipeline",
+                    fix="only order calls made in this pipeline function",
+                    field="after",
+                )
+            if other.on_exit != call.on_exit:
+                raise DefinitionError(
+                    "after() links the exit handler with the main DAG",
+                    fix="exit-handler stages already run after every main stage",
+                    field="after",
+                )
+            producers.append(other)
+        depends = sorted({self.task_of[id(p)] for p in producers if p is not call})
+        if any(p is call for p in producers):
+            raise DefinitionError(
+                "the stage depends on itself", fix="remove the self-reference", field="after"
+            )
+        return ir.Task(
+            name=task_name,
+            stage=stage.name,
+            arguments=tuple(arguments),
+            depends=tuple(depends),
+            when=when,
+            fan_out=fan_out,
+        )
+
+    def _fan_out_source(self, marker: Each, call: Call, param: ir.Param) -> _Resolved:
+        items = marker.items
+        if isinstance(items, Ref):
+            source = self._resolve(items, call, param.name)
+            if source.type is not None and source.type.kind != "list":
+                raise DefinitionError(
+                    f"rtflow.for_each() needs a list, got a {source.type}",
+                    fix="fan out over a list-typed input or output",
+                    field=param.name,
+                )
+            item_type = source.type.item if source.type is not None else None
+        elif isinstance(items, (list, tuple)):
+            if not items:
+                raise DefinitionError(
+                    "rtflow.for_each() over an empty list runs nothing",
+                    fix="give at least one item",
+                    field=param.name,
+                )
+            if not ParamType("list").accepts_value(list(items)):
+                raise DefinitionError(
+                    "rtflow.for_each() items must be JSON values",
+                    fix="use strings, numbers, booleans, dicts or lists",
+                    field=param.name,
+                )
+            source = _Resolved(ir.Constant(encode(list(items))), None, None)
+            item_type = None
+            bad = [v for v in items if not param.type.accepts_value(v)]
+            if bad:
+                raise DefinitionError(
+                    f"rtflow.for_each() item {bad[0]!r} is not a {param.type}",
+                    fix=f"give items of type {param.type}",
+                    field=param.name,
+                )
+        else:
+            raise DefinitionError(
+                f"rtflow.for_each() needs a list, got {type(items).__name__}",
+                fix="pass a list literal or a list-typed input or output",
+                field=param.name,
+            )
+        if item_type is not None and not param.type.accepts(item_type):
+            raise DefinitionError(
+                f"items are {item_type} but input {param.name!r} is {param.type}",
+                fix=f"fan out over a list[{param.type}]",
+                field=param.name,
+            )
+        return source
+
+    def _check_feeds(self, resolved: _Resolved, raw: object, param: ir.Param) -> None:
+        if resolved.type is None:
+            if not param.type.accepts_value(raw):
+                raise DefinitionError(
+                    f"input {param.name!r} is {param.type} but the value {raw!r} is not",
+                    fix=f"pass a {param.type}",
+                    field=param.name,
+                )
+            return
+        if not param.type.accepts(resolved.type):
+            raise DefinitionError(
+                f"input {param.name!r} is {param.type} but it is fed a {resolved.type}"
+                f"{_from_where(resolved, self.task_of)}",
+                fix=f"make the types agree (change the annotation to {resolved.type}, "
+                f"or convert inside a stage)",
+                field=param.name,
+            )
+
+    def _resolve(self, raw: object, consumer: Call, field: str) -> _Resolved:
+        if isinstance(raw, Each):
+            raise DefinitionError(
+                "the for_each item can only be passed as a stage argument",
+                fix="pass it directly, e.g. lambda m: review(model=m)",
+                field=field,
+            )
+        if isinstance(raw, InputRef):
+            return _Resolved(ir.PipelineInput(raw.name), self.input_types[raw.name], None)
+        if isinstance(raw, WorkflowRef):
+            if raw.field in _EXIT_ONLY_FIELDS and not consumer.on_exit:
+                raise DefinitionError(
+                    f"rtflow.workflow.{raw.field} is only known in the exit handler",
+                    fix="read it in a stage called inside `with rtflow.on_exit():`",
+                    field=field,
+                )
+            return _Resolved(
+                ir.WorkflowField(cast(ir.WorkflowFieldName, raw.field)),
+                _WORKFLOW_FIELD_TYPES[raw.field],
+                None,
+            )
+        if isinstance(raw, OutputRef):
+            return self._output(raw.call, raw.output, consumer, field)
+        if isinstance(raw, Call):
+            producer_stage = self._stage_for(raw, field)
+            if len(producer_stage.outputs) != 1:
+                outputs = ", ".join(o.name for o in producer_stage.outputs) or "none"
+                raise DefinitionError(
+                    f"{self.task_of[id(raw)]!r} has {len(producer_stage.outputs)} outputs "
+                    f"({outputs}), so it cannot stand for one value",
+                    fix="pass one output, e.g. call.<output>"
+                    if producer_stage.outputs
+                    else "give that stage a return annotation",
+                    field=field,
+                )
+            return self._output(raw, producer_stage.outputs[0].name, consumer, field)
+        if isinstance(raw, Ref):  # pragma: no cover - every Ref kind is handled above
+            raise TypeError(raw)
+        return _Resolved(ir.Constant(encode(raw)), None, None)
+
+    def _stage_for(self, producer: Call, field: str) -> ir.Stage:
+        if id(producer) not in self.stage_of:
+            raise DefinitionError(
+                "the value comes from a call made outside this pipeline function",
+                fix="call the stage inside this pipeline's function",
+                field=field,
+            )
+        return self.stage_of[id(producer)]
+
+    def _output(self, producer: Call, output: str, consumer: Call, field: str) -> _Resolved:
+        stage = self._stage_for(producer, field)
+        names = [o.name for o in stage.outputs]
+        if output not in names:
+            raise DefinitionError(
+                f"{self.task_of[id(producer)]!r} has no output {output!r}",
+                fix=f"its outputs are: {', '.join(names) or 'none'}",
+                field=field,
+            )
+        if producer.on_exit != consumer.on_exit:
+            raise DefinitionError(
+                "the exit handler cannot read outputs of the main DAG (or the reverse)",
+                fix="pass what it needs through rtflow.workflow fields or pipeline inputs",
+                field=field,
+            )
+        missing = [c for c in producer.conditions if all(c is not d for d in consumer.conditions)]
+        if missing:
+            raise DefinitionError(
+                f"it reads {self.task_of[id(producer)]!r}, which runs only under a "
+                "`when` this stage is not under, so the value may not exist",
+                fix="call it inside the same `with rtflow.when(...)` block",
+                field=field,
+            )
+        out_type = stage.output(output).type
+        if _fans_out(producer):
+            out_type = list_of(out_type)
+        return _Resolved(ir.TaskOutput(self.task_of[id(producer)], output), out_type, producer)
+
+    # Conditions
+
+    def _condition(self, cond: Cond, call: Call, producers: list[Call]) -> ir.Condition:
+        if isinstance(cond, All):
+            return ir.AllOf(tuple(self._condition(c, call, producers) for c in cond.parts))
+        if isinstance(cond, Any_):
+            return ir.AnyOf(tuple(self._condition(c, call, producers) for c in cond.parts))
+        if isinstance(cond, Negate):
+            return ir.Not(self._condition(cond.part, call, producers))
+        if isinstance(cond, Truthy):
+            left = self._condition_operand(cond.ref, call, producers)
+            if left.type is not None and left.type.kind != "bool":
+                raise DefinitionError(
+                    f"`when` needs a bool, got a {left.type}",
+                    fix="compare it, e.g. `with rtflow.when(score > 0.9):`",
+                    field="when",
+                )
+            return ir.Compare(left.value, "==", ir.Constant("true"), quoted=False)
+        assert isinstance(cond, Compare)
+        left = self._condition_operand(cond.left, call, producers)
+        if isinstance(cond.right, Ref):
+            right = self._condition_operand(cond.right, call, producers)
+            right_type = right.type
+        else:
+            right = _Resolved(ir.Constant(encode(cond.right)), None, None)
+            right_type = _literal_type(cond.right)
+        return ir.Compare(
+            left.value,
+            cast(ir.CompareOp, cond.op),
+            right.value,
+            quoted=_comparison_quoted(cond.op, left.type, right_type, cond.right),
+        )
+
+    def _condition_operand(self, ref: Ref, call: Call, producers: list[Call]) -> _Resolved:
+        resolved = self._resolve(ref, call, "when")
+        if resolved.producer is not None:
+            producers.append(resolved.producer)
+        return resolved
+
+
+def _fans_out(call: Call) -> bool:
+    return any(isinstance(v, Each) for v in call.arguments.values())
+
+
+def _from_where(resolved: _Resolved, task_of: Mapping[int, str]) -> str:
+    value = resolved.value
+    if isinstance(value, ir.TaskOutput):
+        return f" (output {value.output!r} of {value.task!r})"
+    if isinstance(value, ir.PipelineInput):
+        return f" (pipeline input {value.name!r})"
+    return ""
+
+
+def _literal_type(value: object) -> ParamType | None:
+    if isinstance(value, bool):
+        return ParamType("bool")
+    if isinstance(value, int):
+        return ParamType("int")
+    if isinstance(value, float):
+        return ParamType("float")
+    if isinstance(value, str):
+        return ParamType("str")
+    return None
+
+
+def _comparison_quoted(
+    op: str, left: ParamType | None, right: ParamType | None, raw_right: object
+) -> bool:
+    kinds = {t.kind for t in (left, right) if t is not None}
+    if right is None and not isinstance(raw_right, Ref):
+        raise DefinitionError(
+            f"cannot compare with {raw_right!r}",
+            fix="compare with a str, int, float or bool",
+            field="when",
+        )
+    if kinds & {"dict", "list"}:
+        raise DefinitionError(
+            "dicts and lists cannot be compared in `when`",
+            fix="return the deciding value as its own str, number or bool output",
+            field="when",
+        )
+    numeric = kinds <= {"int", "float"}
+    if op in _ORDERING_OPS and not numeric:
+        raise DefinitionError(
+            f"`{op}` needs numbers, got {' and '.join(sorted(kinds))}",
+            fix="order only int or float values; use == or != for strings and bools",
+            field="when",
+        )
+    if len(kinds) > 1 and not numeric:
+        raise DefinitionError(
+            f"cannot compare {' with '.join(sorted(kinds))}",
+            fix="compare values of the same type",
+            field="when",
+        )
+    if isinstance(raw_right, str) and "'" in raw_right:
+        raise DefinitionError(
+            f"the string {raw_right!r} contains a single quote, which Argo expressions cannot hold",
+            fix="compare with a value without quotes",
+            field="when",
+        )
+    return kinds == {"str"}
+
+
+def _check_acyclic(tasks: list[ir.Task]) -> None:
+    """Kahn's algorithm; a cycle can only come from after(), and names every task in it."""
+    indegree = {t.name: len(t.depends) for t in tasks}
+    children: dict[str, list[str]] = {t.name: [] for t in tasks}
+    for t in tasks:
+        for d in t.depends:
+            children[d].append(t.name)
+    ready = [n for n, d in indegree.items() if d == 0]
+    seen = 0
+    while ready:
+        node = ready.pop()
+        seen += 1
+        for child in children[node]:
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                ready.append(child)
+    if seen != len(tasks):
+        cycle = sorted(n for n, d in indegree.items() if d > 0)
+        raise DefinitionError(
+            f"the stages {', '.join(cycle)} depend on each other in a cycle",
+            fix="remove one of the after() links so the graph has no loop",
+            stage=cycle[0],
+            field="after",
+        )

@@ -1,0 +1,62 @@
+"""Option values a user passes to stages and pipelines.
+
+Plain records with no checking of their own: everything is validated together when the IR is
+built, so an error can name the pipeline and stage it belongs to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff between retries: ``duration`` * ``factor`` ** n, capped."""
+
+    duration: str = "1s"
+    factor: int = 2
+    max_duration: str | None = None
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Argo retry strategy. ``policy``: Always, OnFailure, OnError or OnTransientError."""
+
+    limit: int = 3
+    policy: str = "OnFailure"
+    backoff: Backoff | None = None
+
+
+@dataclass(frozen=True)
+class Secret:
+    """An environment variable read from a Kubernetes Secret: the only way to pass credentials."""
+
+    env: str
+    secret: str
+    key: str
+
+
+class _NoDefault:
+    def __repr__(self) -> str:
+        return "NO_DEFAULT"
+
+
+NO_DEFAULT: Any = _NoDefault()
+
+
+@dataclass(frozen=True)
+class Param:
+    """A declared container-stage input, when a bare type is not enough (a default, a text)."""
+
+    type: Any
+    default: Any = NO_DEFAULT
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class Output:
+    """A declared container-stage output and the file the container writes it to."""
+
+    type: Any
+    path: str | None = None

@@ -1,0 +1,484 @@
+"""The IR of one stage definition, and the field checks stages and pipelines share.
+
+A stage is inspected, never run: its signature and annotations give its inputs and outputs, its
+options give resources, retries, deadline, environment and metadata, each checked here so that
+an error can point at the exact field.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import string
+import typing
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any, cast
+
+from rtflow import ir
+from rtflow.errors import DefinitionError
+from rtflow.names import (
+    check_annotation_key,
+    check_dns1123_label,
+    check_dns1123_subdomain,
+    check_env_name,
+    check_label,
+    check_parameter_name,
+    from_identifier,
+)
+from rtflow.options import NO_DEFAULT, Backoff, Output, Param, Retry, Secret
+from rtflow.param_types import SUPPORTED, ParamType, encode, from_annotation
+from rtflow.quantity import check_go_duration, check_quantity, check_seconds, parse_quantity
+from rtflow.recording import ApprovalDef
+from rtflow.stage import StageDef
+from rtflow.stages import contract
+
+RESERVED_TEMPLATE_NAMES = frozenset({"main", "exit-handler"})
+RETRY_POLICIES = ("Always", "OnError", "OnFailure", "OnTransientError")
+DEFAULT_CPU = "250m"
+DEFAULT_MEMORY = "256Mi"
+MIN_CPU_LIMIT = Decimal(1)
+_CREDENTIAL_NAME = re.compile(
+    r"PASSW(OR)?D|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIAL|ACCESS_?KEY|AUTH", re.IGNORECASE
+)
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
+def function_inputs(
+    function: Callable[..., Any], *, what: str, field_prefix: str
+) -> list[ir.Param]:
+    hints = _type_hints(function, field="annotations")
+    params: list[ir.Param] = []
+    for p in inspect.signature(function).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise DefinitionError(
+                f"{what}s cannot be *args or **kwargs ({p.name!r})",
+                fix="declare each input as a named parameter",
+                field=p.name,
+            )
+        check_parameter_name(p.name, field=p.name)
+        annotation = hints.get(p.name, inspect.Parameter.empty)
+        param_type = from_annotation(annotation)
+        if param_type is None:
+            shown = "no annotation" if annotation is inspect.Parameter.empty else repr(annotation)
+            raise DefinitionError(
+                f"{what} {p.name!r} has {shown}",
+                fix=f"annotate it as {SUPPORTED}",
+                field=p.name,
+            )
+        default: str | None = None
+        if p.default is not inspect.Parameter.empty:
+            if not param_type.accepts_value(p.default):
+                raise DefinitionError(
+                    f"the default {p.default!r} of {p.name!r} is not a {param_type}",
+                    fix=f"give a {param_type} default",
+                    field=p.name,
+                )
+            default = encode(p.default)
+        params.append(ir.Param(p.name, param_type, default))
+    return params
+
+
+def _type_hints(function: Callable[..., Any], *, field: str) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(function, include_extras=True)
+    except Exception as exc:
+        raise DefinitionError(
+            f"its annotations cannot be resolved ({type(exc).__name__}: {exc})",
+            fix="import every type its annotations name at module level",
+            field=field,
+        ) from None
+
+
+def _function_outputs(function: Callable[..., Any]) -> list[ir.Output]:
+    hints = _type_hints(function, field="return")
+    if "return" not in hints or hints["return"] is type(None):
+        return []
+    annotation = hints["return"]
+    fields = getattr(annotation, "_fields", None)
+    if isinstance(annotation, type) and issubclass(annotation, tuple) and fields is not None:
+        field_hints = _type_hints(annotation, field="return")
+        outputs = []
+        for name in fields:
+            check_parameter_name(name, field="return")
+            param_type = from_annotation(field_hints.get(name))
+            if param_type is None:
+                raise DefinitionError(
+                    f"output {name!r} of the returned NamedTuple is not a supported type",
+                    fix=f"annotate it as {SUPPORTED}",
+                    field="return",
+                )
+            outputs.append(ir.Output(name, param_type, contract.output_path(name)))
+        return outputs
+    param_type = from_annotation(annotation)
+    if param_type is None:
+        raise DefinitionError(
+            f"the return annotation {annotation!r} is not a supported type",
+            fix=f"return {SUPPORTED}, a NamedTuple of those, or None",
+            field="return",
+        )
+    return [ir.Output("result", param_type, contract.output_path("result"))]
+
+
+def _function_reference(function: Callable[..., Any]) -> str:
+    module = getattr(function, "__module__", None)
+    qualname = getattr(function, "__qualname__", "")
+    if "<locals>" in qualname or "<lambda>" in qualname:
+        raise DefinitionError(
+            f"the function {qualname!r} is not at module level, so the stage runtime cannot "
+            "import it in the container",
+            fix="define stage functions at the top level of a module",
+            field="function",
+        )
+    if not module or module == "__main__":
+        raise DefinitionError(
+            "the function lives in __main__, which the stage runtime cannot import",
+            fix="compile the file with `rtflow compile path.py` or import it from a module",
+            field="function",
+        )
+    return f"{module}:{qualname}"
+
+
+def stage_ir(definition: StageDef, pipeline: Any) -> ir.Stage:
+    """The IR of a function or container stage; errors name the stage as the user wrote it."""
+    written = definition.name
+    if written is None and definition.function is not None:
+        written = from_identifier(definition.function.__name__)
+    try:
+        name = check_dns1123_label(written or "", field="name", what="stage name")
+        return _stage_unlocated(definition, pipeline, name)
+    except DefinitionError as error:
+        raise error.located(stage=written or definition.display_name) from None
+
+
+def _stage_unlocated(definition: StageDef, pipeline: Any, name: str) -> ir.Stage:
+    options = definition.options
+    if name in RESERVED_TEMPLATE_NAMES:
+        raise DefinitionError(
+            f"{name!r} is reserved for the pipeline's own templates",
+            fix=f"name the stage e.g. {name + '-stage'!r}",
+            field="name",
+        )
+    image = options.image or pipeline.default_image
+    if not image or not isinstance(image, str) or image != image.strip() or " " in image:
+        raise DefinitionError(
+            "the stage has no image" if not image else f"image {image!r} is not an image reference",
+            fix="set image='registry/name:tag' on the stage, or default_image= on the pipeline",
+            field="image",
+        )
+    if definition.function is not None:
+        inputs = function_inputs(definition.function, what="input", field_prefix="input")
+        outputs = _function_outputs(definition.function)
+        function = _function_reference(definition.function)
+        command: tuple[str, ...] = contract.COMMAND
+        args = tuple(contract.run_args(function, [p.name for p in inputs]))
+    else:
+        function = None
+        inputs = _container_inputs(definition.inputs)
+        outputs = _container_outputs(definition.outputs)
+        names = {p.name for p in inputs}
+        command = tuple(_placeholders(a, names, "command") for a in definition.command or ())
+        args = tuple(_placeholders(a, names, "args") for a in definition.args)
+    retry = options.retry if options.retry is not None else pipeline.default_retry
+    return ir.Stage(
+        name=name,
+        kind="function" if definition.function is not None else "container",
+        inputs=tuple(inputs),
+        outputs=tuple(outputs),
+        image=image,
+        command=command,
+        args=args,
+        function=function,
+        resources=_resources(options),
+        retry=_retry(retry) if retry is not None else None,
+        deadline_seconds=check_seconds(options.timeout, field="timeout")
+        if options.timeout is not None
+        else None,
+        env=_env(options.env, options.secrets),
+        labels=label_pairs(options.labels),
+        annotations=annotation_pairs(options.annotations),
+        service_account=service_account(options.service_account),
+        description=options.description
+        or (inspect.getdoc(definition.function) if definition.function else None),
+    )
+
+
+def approval_ir(definition: ApprovalDef) -> ir.Stage:
+    name = check_dns1123_label(definition.name, field="name", what="approval name")
+    if name in RESERVED_TEMPLATE_NAMES:
+        raise DefinitionError(
+            f"{name!r} is reserved for the pipeline's own templates",
+            fix=f"name the approval e.g. {name + '-approval'!r}",
+            stage=name,
+            field="name",
+        )
+    choices = definition.choices
+    if len(choices) < 2 or len(set(choices)) != len(choices) or not all(choices):
+        raise DefinitionError(
+            f"choices {list(choices)!r} must be at least two distinct, non-empty strings",
+            fix="use e.g. choices=('approve', 'reject'); the first one approves",
+            stage=name,
+            field="choices",
+        )
+    if any("'" in c for c in choices):
+        raise DefinitionError(
+            "a choice contains a single quote, which Argo expressions cannot hold",
+            fix="use plain words",
+            stage=name,
+            field="choices",
+        )
+    if definition.default not in choices:
+        raise DefinitionError(
+            f"default {definition.default!r} is not one of {list(choices)!r}",
+            fix="use one of the choices",
+            stage=name,
+            field="default",
+        )
+    return ir.Stage(
+        name=name,
+        kind="approval",
+        outputs=(ir.Output("decision", ParamType("str"), ""),),
+        description=definition.description,
+        approval=ir.Approval(
+            choices=tuple(choices), default=definition.default, approve=definition.approve
+        ),
+    )
+
+
+def _container_inputs(declared: Mapping[str, Any]) -> list[ir.Param]:
+    params = []
+    for name, spec in declared.items():
+        check_parameter_name(name, field=name)
+        param = spec if isinstance(spec, Param) else Param(spec)
+        param_type = from_annotation(param.type)
+        if param_type is None:
+            raise DefinitionError(
+                f"input {name!r} has the type {param.type!r}",
+                fix=f"declare it as {SUPPORTED}",
+                field=name,
+            )
+        default: str | None = None
+        if param.default is not NO_DEFAULT:
+            if not param_type.accepts_value(param.default):
+                raise DefinitionError(
+                    f"the default {param.default!r} of {name!r} is not a {param_type}",
+                    fix=f"give a {param_type} default",
+                    field=name,
+                )
+            default = encode(param.default)
+        params.append(ir.Param(name, param_type, default, param.description))
+    return params
+
+
+def _container_outputs(declared: Mapping[str, Any]) -> list[ir.Output]:
+    outputs = []
+    for name, spec in declared.items():
+        check_parameter_name(name, field=name)
+        output = spec if isinstance(spec, Output) else Output(spec)
+        param_type = from_annotation(output.type)
+        if param_type is None:
+            raise DefinitionError(
+                f"output {name!r} has the type {output.type!r}",
+                fix=f"declare it as {SUPPORTED}",
+                field=name,
+            )
+        path = output.path or contract.output_path(name)
+        if not path.startswith("/"):
+            raise DefinitionError(
+                f"output path {path!r} is not absolute",
+                fix="give an absolute path inside the container, e.g. '/tmp/out/result'",
+                field=name,
+            )
+        outputs.append(ir.Output(name, param_type, path))
+    return outputs
+
+
+def _placeholders(text: str, inputs: set[str], field: str) -> str:
+    """``{input}`` becomes Argo's ``{{inputs.parameters.input}}``; ``{{``/``}}`` are braces."""
+    if not isinstance(text, str):
+        raise DefinitionError(
+            f"{field} must hold strings, got {text!r}", fix="quote every item", field=field
+        )
+    out = []
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise DefinitionError(
+            f"{text!r} has unbalanced braces ({exc})",
+            fix="write {input} for an input and {{ or }} for a literal brace",
+            field=field,
+        ) from None
+    for literal, name, spec, conversion in parsed:
+        out.append(literal)
+        if name is None:
+            continue
+        if spec or conversion or name not in inputs:
+            raise DefinitionError(
+                f"{{{name}}} in {text!r} is not an input of this stage",
+                fix=f"use one of: {', '.join('{' + i + '}' for i in sorted(inputs)) or 'none'}",
+                field=field,
+            )
+        out.append(f"{{{{inputs.parameters.{name}}}}}")
+    return "".join(out)
+
+
+def _resources(options: Any) -> ir.Resources:
+    cpu = check_quantity(options.cpu or DEFAULT_CPU, kind="cpu", field="cpu")
+    memory = check_quantity(options.memory or DEFAULT_MEMORY, kind="memory", field="memory")
+    if options.cpu_limit is not None:
+        cpu_limit = check_quantity(options.cpu_limit, kind="cpu", field="cpu_limit")
+    else:
+        cpu_limit = cpu if parse_quantity(cpu) >= MIN_CPU_LIMIT else "1"
+    memory_limit = (
+        check_quantity(options.memory_limit, kind="memory", field="memory_limit")
+        if options.memory_limit is not None
+        else memory
+    )
+    for request, limit, field in (
+        (cpu, cpu_limit, "cpu_limit"),
+        (memory, memory_limit, "memory_limit"),
+    ):
+        if parse_quantity(limit) < parse_quantity(request):
+            raise DefinitionError(
+                f"limit {limit!r} is below the request {request!r}",
+                fix=f"raise {field} to at least {request!r} or lower the request",
+                field=field,
+            )
+    return ir.Resources(cpu, memory, cpu_limit, memory_limit)
+
+
+def _retry(retry: object) -> ir.Retry:
+    if not isinstance(retry, Retry):
+        raise DefinitionError(
+            f"retry must be rtflow.Retry, got {type(retry).__name__}",
+            fix="use rtflow.Retry(limit=3, policy='OnError', backoff=rtflow.Backoff('2s'))",
+            field="retry",
+        )
+    if isinstance(retry.limit, bool) or not isinstance(retry.limit, int) or retry.limit < 0:
+        raise DefinitionError(
+            f"retry limit {retry.limit!r} is not a whole number >= 0",
+            fix="use e.g. Retry(limit=3)",
+            field="retry.limit",
+        )
+    policy = one_of(retry.policy, RETRY_POLICIES, field="retry.policy")
+    backoff = None
+    if retry.backoff is not None:
+        b = retry.backoff
+        if not isinstance(b, Backoff):
+            raise DefinitionError(
+                f"backoff must be rtflow.Backoff, got {type(b).__name__}",
+                fix="use rtflow.Backoff(duration='2s', factor=2, max_duration='1m')",
+                field="retry.backoff",
+            )
+        if isinstance(b.factor, bool) or not isinstance(b.factor, int) or b.factor < 1:
+            raise DefinitionError(
+                f"backoff factor {b.factor!r} is not a whole number >= 1",
+                fix="use e.g. factor=2",
+                field="retry.backoff.factor",
+            )
+        backoff = ir.Backoff(
+            duration=check_go_duration(b.duration, field="retry.backoff.duration"),
+            factor=b.factor,
+            max_duration=check_go_duration(b.max_duration, field="retry.backoff.max_duration")
+            if b.max_duration is not None
+            else None,
+        )
+    return ir.Retry(limit=retry.limit, policy=cast(ir.RetryPolicyName, policy), backoff=backoff)
+
+
+def _env(env: Mapping[str, str], secrets: Any) -> tuple[ir.EnvVar, ...]:
+    result: dict[str, ir.EnvVar] = {}
+    for name, value in env.items():
+        check_env_name(name, field=f"env.{name}")
+        if not isinstance(value, str):
+            raise DefinitionError(
+                f"env {name}={value!r} is not a string",
+                fix=f"write env={{{name!r}: {str(value)!r}}}",
+                field=f"env.{name}",
+            )
+        if _CREDENTIAL_NAME.search(name) and value:
+            raise DefinitionError(
+                f"env {name} looks like a credential and is given inline",
+                fix=f"take it from a Secret: secrets=[rtflow.Secret(env={name!r}, "
+                "secret='<secret-name>', key='<key>')]",
+                field=f"env.{name}",
+            )
+        result[name] = ir.EnvVar(name=name, value=value)
+    for secret in secrets:
+        if not isinstance(secret, Secret):
+            raise DefinitionError(
+                f"secrets must hold rtflow.Secret, got {type(secret).__name__}",
+                fix="use rtflow.Secret(env='DB_PASSWORD', secret='db-creds', key='password')",
+                field="secrets",
+            )
+        check_env_name(secret.env, field=f"secrets.{secret.env}")
+        check_dns1123_subdomain(secret.secret, field=f"secrets.{secret.env}", what="secret name")
+        if not isinstance(secret.key, str) or not _SECRET_KEY.match(secret.key):
+            raise DefinitionError(
+                f"secret key {secret.key!r} is not a valid Secret data key",
+                fix="use letters, digits, '-', '_' and '.'",
+                field=f"secrets.{secret.env}",
+            )
+        if secret.env in result:
+            raise DefinitionError(
+                f"{secret.env} is set twice (env and secrets)",
+                fix="set it in one place",
+                field=f"secrets.{secret.env}",
+            )
+        result[secret.env] = ir.EnvVar(
+            name=secret.env, secret=ir.SecretKey(secret.secret, secret.key)
+        )
+    return tuple(result[n] for n in sorted(result))
+
+
+def label_pairs(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    for key, value in labels.items():
+        if not isinstance(value, str):
+            raise DefinitionError(
+                f"label {key}={value!r} is not a string",
+                fix="quote it",
+                field=f"labels.{key}",
+            )
+        check_label(key, value, field=f"labels.{key}")
+    return tuple(sorted(labels.items()))
+
+
+def annotation_pairs(annotations: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    for key, value in annotations.items():
+        check_annotation_key(key, field=f"annotations.{key}")
+        if not isinstance(value, str):
+            raise DefinitionError(
+                f"annotation {key}={value!r} is not a string",
+                fix="quote it",
+                field=f"annotations.{key}",
+            )
+    return tuple(sorted(annotations.items()))
+
+
+def service_account(name: str | None) -> str | None:
+    if name is None:
+        return None
+    return check_dns1123_subdomain(name, field="service_account", what="service account")
+
+
+def positive_int(value: int | None, *, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DefinitionError(
+            f"{value!r} is not a whole number >= 1", fix=f"set {field} to e.g. 10", field=field
+        )
+    return value
+
+
+def one_of(value: object, allowed: tuple[str, ...], *, field: str) -> str:
+    if isinstance(value, str) and value in allowed:
+        return value
+    lowered = {a.lower(): a for a in allowed}
+    near = lowered.get(str(value).lower().replace("_", "").replace("-", ""))
+    hint = f"did you mean {near!r}? " if near else ""
+    raise DefinitionError(
+        f"{value!r} is not a known {field.rsplit('.', 1)[-1].replace('_', ' ')}",
+        fix=f"{hint}use one of {', '.join(allowed)}",
+        field=field,
+    )

@@ -1,0 +1,72 @@
+"""Strict validation against the upstream Argo JSON schemas in ../shared/schemas.
+
+The published schemas allow unknown fields; a strict check adds ``additionalProperties: false``
+to every object schema that lists properties, so a misspelt or misplaced field fails here the
+way the API server's structural schema would prune it silently. IntOrString and Quantity are
+typed as plain strings upstream, while Kubernetes also accepts numbers: those two are widened.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+SCHEMAS = Path(__file__).resolve().parents[1].parent / "shared" / "schemas"
+WORKFLOWS = "argo-workflows-v4.1.2.schema.json"
+EVENTS = "argo-events-v1.9.11.schema.json"
+_WIDEN = {
+    "io.k8s.apimachinery.pkg.util.intstr.IntOrString": {"type": ["string", "integer"]},
+    "io.k8s.apimachinery.pkg.api.resource.Quantity": {"type": ["string", "number"]},
+}
+
+
+def schema_path(name: str) -> Path:
+    return SCHEMAS / name
+
+
+def _strict(node: Any) -> None:
+    if isinstance(node, dict):
+        if node.get("type") == "object" and "properties" in node:
+            node.setdefault("additionalProperties", False)
+        for value in node.values():
+            _strict(value)
+    elif isinstance(node, list):
+        for value in node:
+            _strict(value)
+
+
+@functools.cache
+def _validator(name: str) -> jsonschema.protocols.Validator:
+    schema = json.loads(schema_path(name).read_text(encoding="utf-8"))
+    schema = copy.deepcopy(schema)
+    _strict(schema)
+    for definition, replacement in _WIDEN.items():
+        if definition in schema["definitions"]:
+            schema["definitions"][definition] = {
+                **{k: v for k, v in schema["definitions"][definition].items() if k != "type"},
+                **replacement,
+            }
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)
+
+
+def _definition_for(name: str, kind: str) -> dict[str, Any]:
+    schema = _validator(name).schema
+    for ref in schema.get("oneOf", []):
+        key = ref["$ref"].rsplit("/", 1)[-1]
+        if key.rsplit(".", 1)[-1] == kind:
+            return {"$ref": ref["$ref"], "definitions": schema["definitions"]}
+    raise KeyError(f"{kind} is not a top-level kind of {name}")
+
+
+def errors(document: dict[str, Any], schema_name: str = WORKFLOWS) -> list[str]:
+    """Every violation, as 'path: message', validating against the document's own kind."""
+    validator = _validator(schema_name)
+    target = _definition_for(schema_name, document["kind"])
+    found = type(validator)(target).iter_errors(document)
+    return sorted(f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in found)
