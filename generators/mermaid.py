@@ -1,32 +1,36 @@
-"""A pipeline's DAG as Mermaid flowchart text: renders on GitHub, so a review sees the shape."""
+"""A pipeline's DAG as Mermaid flowchart text: renders on GitHub, so a review sees the shape.
+
+Conditions are written on the node they guard, in words a reviewer reads ("score.risk > 0.9
+and ..."), not as Argo template tags.
+"""
 
 from __future__ import annotations
 
+import json
+
 from rtflow import ir
-from rtflow.generators import argo_expressions
 
 
 def flowchart(pipeline: ir.Pipeline) -> str:
     stages = {s.name: s for s in pipeline.stages}
     lines = ["flowchart TD"]
     for param in pipeline.inputs:
-        lines.append(f'    input_{_id(param.name)}[/"{param.name}: {param.type}"/]')
+        lines.append(f'    in_{_id(param.name)}[/"{param.name}: {param.type}"/]')
     for task in (*pipeline.tasks, *pipeline.exit_tasks):
         lines.append(f"    {_node(task, stages[task.stage])}")
     for task in pipeline.tasks:
-        label = _edge_label(task)
-        for dependency in task.depends:
-            lines.append(f"    {_id(dependency)} -->{label} {_id(task.name)}")
-        for _, value in task.arguments:
-            if isinstance(value, ir.PipelineInput):
-                lines.append(f"    input_{_id(value.name)} -.-> {_id(task.name)}")
+        lines += [f"    {_id(d)} --> {_id(task.name)}" for d in task.depends]
+        lines += [
+            f"    in_{_id(v.name)} -.-> {_id(task.name)}"
+            for _, v in task.arguments
+            if isinstance(v, ir.PipelineInput)
+        ]
     if pipeline.exit_tasks:
         lines.append('    subgraph on_exit["on exit"]')
         lines += [f"        {_id(t.name)}" for t in pipeline.exit_tasks]
         lines.append("    end")
         for task in pipeline.exit_tasks:
-            for dependency in task.depends:
-                lines.append(f"    {_id(dependency)} --> {_id(task.name)}")
+            lines += [f"    {_id(d)} --> {_id(task.name)}" for d in task.depends]
     return "\n".join(dict.fromkeys(lines)) + "\n"
 
 
@@ -37,16 +41,44 @@ def _id(name: str) -> str:
 def _node(task: ir.Task, stage: ir.Stage) -> str:
     text = task.name if task.name == stage.name else f"{task.name} ({stage.name})"
     if stage.kind == "approval":
-        return f'{_id(task.name)}{{{{"{text}: approval"}}}}'
+        text += ": approval"
     if task.fan_out is not None:
-        return f'{_id(task.name)}[["{text}: for each"]]'
+        text += f": for each of {_items(task.fan_out)}"
+    if task.when is not None:
+        text += f"<br/>when {_condition(task.when)}"
+    text = text.replace('"', "#quot;")
+    if stage.kind == "approval":
+        return f'{_id(task.name)}{{{{"{text}"}}}}'
+    if task.fan_out is not None:
+        return f'{_id(task.name)}[["{text}"]]'
     return f'{_id(task.name)}["{text}"]'
 
 
-def _edge_label(task: ir.Task) -> str:
-    if task.when is None:
-        return ""
-    text = argo_expressions.condition(task.when)
-    text = text.replace("{{tasks.", "").replace("{{workflow.parameters.", "").replace("}}", "")
-    text = text.replace(".outputs.parameters.", ".").replace('"', "'")
-    return f'|"{text}"|'
+def _items(v: ir.Value) -> str:
+    if isinstance(v, ir.Constant):
+        return ", ".join(str(item) for item in json.loads(v.text))
+    return _value(v)
+
+
+def _value(v: ir.Value) -> str:
+    if isinstance(v, ir.Constant):
+        return v.text
+    if isinstance(v, ir.PipelineInput):
+        return v.name
+    if isinstance(v, ir.TaskOutput):
+        return f"{v.task}.{v.output}"
+    if isinstance(v, ir.Item):
+        return "item"
+    return f"workflow.{v.field}"
+
+
+def _condition(c: ir.Condition) -> str:
+    if isinstance(c, ir.Compare):
+        right = f"'{_value(c.right)}'" if c.quoted and isinstance(c.right, ir.Constant) else None
+        return f"{_value(c.left)} {c.op} {right or _value(c.right)}"
+    if isinstance(c, ir.Not):
+        return f"not ({_condition(c.part)})"
+    joiner = " and " if isinstance(c, ir.AllOf) else " or "
+    return joiner.join(
+        _condition(p) if isinstance(p, ir.Compare) else f"({_condition(p)})" for p in c.parts
+    )

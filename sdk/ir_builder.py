@@ -248,7 +248,7 @@ class _PipelineBuilder:
         if len(conditions) == 1:
             when = conditions[0]
         elif conditions:
-            when = ir.AllOf(tuple(conditions))
+            when = ir.AllOf(_flatten(conditions, ir.AllOf))
         for other in call.explicit_after:
             if id(other) not in self.task_of:
                 raise DefinitionError(
@@ -423,9 +423,11 @@ class _PipelineBuilder:
 
     def _condition(self, cond: Cond, call: Call, producers: list[Call]) -> ir.Condition:
         if isinstance(cond, All):
-            return ir.AllOf(tuple(self._condition(c, call, producers) for c in cond.parts))
+            parts = [self._condition(c, call, producers) for c in cond.parts]
+            return ir.AllOf(_flatten(parts, ir.AllOf))
         if isinstance(cond, Any_):
-            return ir.AnyOf(tuple(self._condition(c, call, producers) for c in cond.parts))
+            parts = [self._condition(c, call, producers) for c in cond.parts]
+            return ir.AnyOf(_flatten(parts, ir.AnyOf))
         if isinstance(cond, Negate):
             return ir.Not(self._condition(cond.part, call, producers))
         if isinstance(cond, Truthy):
@@ -457,6 +459,16 @@ class _PipelineBuilder:
         if resolved.producer is not None:
             producers.append(resolved.producer)
         return resolved
+
+
+def _flatten(
+    parts: list[ir.Condition], kind: type[ir.AllOf] | type[ir.AnyOf]
+) -> tuple[ir.Condition, ...]:
+    """(a & b) & c is a & b & c: one level of parentheses in the Argo expression, not two."""
+    flat: list[ir.Condition] = []
+    for part in parts:
+        flat.extend(part.parts if isinstance(part, kind) else (part,))
+    return tuple(flat)
 
 
 def _fans_out(call: Call) -> bool:

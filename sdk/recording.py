@@ -64,7 +64,7 @@ class Ref:
         return Negate(Truthy(self))
 
     def __bool__(self) -> bool:
-        raise DefinitionError(_NOT_A_BOOL[0], fix=_NOT_A_BOOL_FIX)
+        raise DefinitionError(_NOT_A_BOOL[0], fix=_NOT_A_BOOL_FIX, field="function")
 
     def __iter__(self) -> Iterator[Any]:
         raise DefinitionError(
@@ -136,7 +136,7 @@ class Cond:
         return Negate(self)
 
     def __bool__(self) -> bool:
-        raise DefinitionError(_NOT_A_BOOL[0], fix=_NOT_A_BOOL_FIX)
+        raise DefinitionError(_NOT_A_BOOL[0], fix=_NOT_A_BOOL_FIX, field="function")
 
 
 @dataclass(eq=False)
