@@ -11,7 +11,14 @@ from typing import Any
 
 import yaml
 
-_Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_Base: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Dumper(_Base):  # type: ignore[valid-type,misc]
+    """Our own dumper: other libraries (hera) register global representers on SafeDumper."""
+
+
+_Dumper.add_representer(str, yaml.representer.SafeRepresenter.represent_str)
 _OBJECT_FIRST = ("apiVersion", "kind", "metadata")
 _ITEM_FIRST = ("name",)
 

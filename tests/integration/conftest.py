@@ -1,0 +1,29 @@
+"""Session fixtures for tests that need a real component, started once and shared."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from components import component_missing
+
+from rtflow.testing.kafka_broker import KafkaBroker, KafkaUnavailable
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[KafkaBroker]:
+    """One Kafka broker for the session: a start costs seconds, a fresh topic milliseconds.
+
+    Tests share it, so each uses topics of its own. A missing prerequisite (java 17+, the jars
+    from tools/kafka/provision.sh, confluent-kafka) skips here and fails under CI=true; a broker
+    that was started and then broke is always an error.
+    """
+    broker = KafkaBroker()
+    try:
+        try:
+            broker.start()
+        except KafkaUnavailable as exc:
+            component_missing(str(exc))
+        yield broker
+    finally:
+        broker.close()  # also after a failed start: its log tail is already in the error
