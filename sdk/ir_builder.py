@@ -120,9 +120,7 @@ class _PipelineBuilder:
     # Pipeline inputs and recording
 
     def _pipeline_inputs(self) -> list[ir.Param]:
-        return stage_ir.function_inputs(
-            self.definition.function, what="pipeline input", field_prefix="input"
-        )
+        return stage_ir.function_inputs(self.definition.function, what="pipeline input")
 
     def _record(self, inputs: list[ir.Param]) -> tuple[list[Call], list[Call]]:
         placeholders = {p.name: InputRef(p.name) for p in inputs}

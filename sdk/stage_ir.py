@@ -44,9 +44,7 @@ _CREDENTIAL_NAME = re.compile(
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 
-def function_inputs(
-    function: Callable[..., Any], *, what: str, field_prefix: str
-) -> list[ir.Param]:
+def function_inputs(function: Callable[..., Any], *, what: str) -> list[ir.Param]:
     hints = _type_hints(function, field="annotations")
     params: list[ir.Param] = []
     for p in inspect.signature(function).parameters.values():
@@ -167,7 +165,7 @@ def _stage_unlocated(definition: StageDef, pipeline: Any, name: str) -> ir.Stage
             field="image",
         )
     if definition.function is not None:
-        inputs = function_inputs(definition.function, what="input", field_prefix="input")
+        inputs = function_inputs(definition.function, what="input")
         outputs = _function_outputs(definition.function)
         function = _function_reference(definition.function)
         command: tuple[str, ...] = contract.COMMAND
