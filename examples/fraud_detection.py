@@ -105,6 +105,40 @@ notify = rtflow.container(
 )
 
 
+kafka_credentials = rtflow.Sasl(
+    user=rtflow.SecretKey("kafka-credentials", "username"),
+    password=rtflow.SecretKey("kafka-credentials", "password"),
+)
+
+transactions = rtflow.kafka(
+    "transactions",
+    brokers=["kafka-0.kafka.svc:9092", "kafka-1.kafka.svc:9092", "kafka-2.kafka.svc:9092"],
+    consumer_group="fraud-detection",
+    sasl=kafka_credentials,
+    tls=rtflow.Tls(ca_cert=rtflow.SecretKey("kafka-ca", "ca.crt")),
+    limit_events_per_second=500,
+    inputs={
+        "transaction": "body",
+        "review_threshold": rtflow.field("body.review_threshold", default=0.9),
+    },
+    filter=rtflow.payload("body.type").isin(["purchase", "cash_withdrawal"])
+    & (rtflow.payload("body.amount") > 0),
+    payload_schema={
+        "type": str,
+        "amount": float,
+        "country": str,
+        "card_country": str,
+        "channel": str,
+        "hour": int,
+        "first_time_merchant": bool,
+        "review_threshold": float,
+    },
+    delivery=rtflow.Delivery(
+        retries=3, rate_limit=200, dead_letter=rtflow.DeadLetter("transactions-dead-letter")
+    ),
+)
+
+
 @rtflow.pipeline(
     name="fraud-detection",
     description="Score card transactions in real time; escalate suspicious ones to review.",
@@ -112,6 +146,7 @@ notify = rtflow.container(
     latency_budget_ms=35,
     deadline="1h",
     labels={"team": "risk"},
+    triggers=[transactions],
 )
 def fraud_detection(transaction: dict[str, Any], review_threshold: float = 0.9) -> None:
     features = compute_features(transaction)

@@ -37,6 +37,27 @@ class Manifest:
     def filename(self) -> str:
         return f"{self.kind.lower()}-{self.name}.yaml"
 
+    @property
+    def apply_order(self) -> tuple[int, str, str]:
+        """Identities first, then the bus, the template, and what starts it."""
+        return (KIND_ORDER.get(self.kind, len(KIND_ORDER)), self.kind, self.name)
+
+
+KIND_ORDER = {
+    kind: rank
+    for rank, kind in enumerate(
+        (
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "EventBus",
+            "WorkflowTemplate",
+            "EventSource",
+            "Sensor",
+        )
+    )
+}
+
 
 @dataclass(frozen=True)
 class ExtraFile:
@@ -109,7 +130,110 @@ def _depends_names(depends: str) -> list[str]:
     return names
 
 
-CHECKS: tuple[Check, ...] = (check_unique_objects, check_dag_tasks)
+def _by_kind(bundle: Bundle, kind: str) -> dict[tuple[str, str], Manifest]:
+    return {
+        (str(m.body["metadata"].get("namespace") or ""), m.name): m
+        for m in bundle.manifests
+        if m.kind == kind
+    }
+
+
+def check_sensors(bundle: Bundle) -> Iterable[str]:
+    """Sensor -> EventSource, event and bus; trigger -> WorkflowTemplate and its parameters."""
+    sources = _by_kind(bundle, "EventSource")
+    templates = _by_kind(bundle, "WorkflowTemplate")
+    accounts = _by_kind(bundle, "ServiceAccount")
+    buses = {(m.pipeline, m.name) for m in bundle.manifests if m.kind == "EventBus"}
+    for (namespace, name), sensor in _by_kind(bundle, "Sensor").items():
+        where = f"Sensor {name!r}"
+        spec = sensor.body["spec"]
+        bus = spec.get("eventBusName")
+        emitted = {b for p, b in buses if p == sensor.pipeline}
+        if emitted and bus not in emitted:
+            yield f"{where}: uses EventBus {bus!r}, but the pipeline emits {sorted(emitted)}"
+        account = spec.get("template", {}).get("serviceAccountName")
+        if account and (namespace, account) not in accounts:
+            yield f"{where}: ServiceAccount {account!r} is not generated"
+        for dependency in spec["dependencies"]:
+            yield from _check_dependency(
+                where, bus, dependency, sources.get((namespace, dependency["eventSourceName"]))
+            )
+        for trigger in spec["triggers"]:
+            k8s = trigger["template"].get("k8s")
+            if k8s is not None:
+                yield from _check_start(where, k8s, templates, namespace)
+
+
+def _check_dependency(
+    where: str, bus: str | None, dependency: Document, source: Manifest | None
+) -> Iterable[str]:
+    if source is None:
+        yield (
+            f"{where}: dependency {dependency['name']!r} names EventSource "
+            f"{dependency['eventSourceName']!r}, which is not generated"
+        )
+        return
+    spec = source.body["spec"]
+    events = {
+        event
+        for key, value in spec.items()
+        if isinstance(value, dict) and key not in ("template", "service")
+        for event in value
+    }
+    if dependency["eventName"] not in events:
+        yield f"{where}: EventSource {source.name!r} has no event {dependency['eventName']!r}"
+    if spec.get("eventBusName") != bus:
+        yield (
+            f"{where}: uses EventBus {bus!r} but EventSource {source.name!r} publishes to "
+            f"{spec.get('eventBusName')!r}"
+        )
+
+
+def _check_start(
+    where: str, k8s: Document, templates: dict[tuple[str, str], Manifest], namespace: str
+) -> Iterable[str]:
+    workflow = k8s["source"]["resource"]
+    ref = workflow["spec"]["workflowTemplateRef"]["name"]
+    template = templates.get((namespace, ref))
+    if template is None:
+        yield f"{where}: a trigger starts WorkflowTemplate {ref!r}, which is not generated"
+        return
+    declared = {p["name"] for p in template.body["spec"].get("arguments", {}).get("parameters", [])}
+    passed = workflow["spec"].get("arguments", {}).get("parameters", [])
+    for p in passed:
+        if p["name"] not in declared:
+            yield (
+                f"{where}: trigger passes {p['name']!r}, which WorkflowTemplate {ref!r} "
+                "does not declare"
+            )
+    for parameter in k8s.get("parameters", []):
+        dest = parameter["dest"].split(".")
+        index_ok = len(dest) == 5 and dest[3].isdigit() and int(dest[3]) < len(passed)
+        if dest[:3] != ["spec", "arguments", "parameters"] or not index_ok:
+            yield (
+                f"{where}: parameter destination {parameter['dest']!r} is not one of the "
+                "Workflow's arguments"
+            )
+
+
+def check_service_accounts(bundle: Bundle) -> Iterable[str]:
+    """A RoleBinding binds a Role and a ServiceAccount that are generated beside it."""
+    roles = _by_kind(bundle, "Role")
+    accounts = _by_kind(bundle, "ServiceAccount")
+    for (namespace, name), binding in _by_kind(bundle, "RoleBinding").items():
+        if (namespace, binding.body["roleRef"]["name"]) not in roles:
+            yield f"RoleBinding {name!r}: Role {binding.body['roleRef']['name']!r} is not generated"
+        for subject in binding.body["subjects"]:
+            if (namespace, subject["name"]) not in accounts:
+                yield f"RoleBinding {name!r}: ServiceAccount {subject['name']!r} is not generated"
+
+
+CHECKS: tuple[Check, ...] = (
+    check_unique_objects,
+    check_dag_tasks,
+    check_sensors,
+    check_service_accounts,
+)
 
 
 def check(bundle: Bundle, checks: Iterable[Check] = CHECKS) -> Bundle:

@@ -7,6 +7,7 @@ from typing import Any
 
 from rtflow import ir
 from rtflow.generators import bundle as bundle_module
+from rtflow.generators import events, rbac
 from rtflow.generators.bundle import Bundle, Manifest
 from rtflow.generators.workflow_template import workflow_template
 
@@ -21,5 +22,7 @@ def compile_pipelines(pipelines: Iterable[ir.Pipeline]) -> Bundle:
     sources: list[tuple[str, str]] = []
     for pipeline in sorted(pipelines, key=lambda p: p.name):
         manifests.append(Manifest(pipeline.name, to_document(workflow_template(pipeline))))
+        manifests += [Manifest(pipeline.name, d) for d in events.documents(pipeline)]
+        manifests += [Manifest(pipeline.name, d) for d in rbac.documents(pipeline)]
         sources.append((pipeline.name, pipeline.source))
     return bundle_module.check(Bundle(manifests=tuple(manifests), sources=tuple(sources)))

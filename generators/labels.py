@@ -11,6 +11,7 @@ MANAGED_BY_KEY = "app.kubernetes.io/managed-by"
 COMPONENT = "app.kubernetes.io/component"
 PIPELINE = "rtflow.dev/pipeline"
 STAGE = "rtflow.dev/stage"
+TRIGGER = "rtflow.dev/trigger"
 LATENCY_BUDGET = "rtflow.dev/latency-budget-ms"
 DESCRIPTION = "workflows.argoproj.io/description"
 

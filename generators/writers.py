@@ -101,10 +101,11 @@ def _stale_generated(root: Path, files: dict[str, str]) -> list[Path]:
 
 
 def render_stream(bundle: Bundle) -> str:
-    """All objects as one multi-document YAML stream (``-o -``), pipelines in name order."""
+    """All objects as one multi-document YAML stream (``-o -``): pipelines in name order, each
+    in the order it can be applied (identities, bus, template, event sources, sensor)."""
     documents = [
         m.body
         for pipeline in bundle.pipelines()
-        for m in sorted(bundle.for_pipeline(pipeline), key=lambda m: m.filename)
+        for m in sorted(bundle.for_pipeline(pipeline), key=lambda m: m.apply_order)
     ]
     return yaml_text.dump_all(documents)

@@ -2,7 +2,8 @@
 
 The public surface: ``stage``, ``container`` and ``pipeline`` declare; ``when``, ``for_each``,
 ``approval`` and ``on_exit`` shape the graph inside a pipeline function; ``Retry``,
-``Backoff``, ``Secret``, ``Param`` and ``Output`` are option values.
+``Backoff``, ``Secret``, ``Param`` and ``Output`` are option values; ``kafka``, ``webhook`` and
+``calendar`` declare triggers, with ``field``, ``payload``, ``Delivery`` and ``SecretKey``.
 """
 
 from rtflow.errors import DefinitionError, LoadError, RtflowError
@@ -10,23 +11,49 @@ from rtflow.options import Backoff, Output, Param, Retry, Secret
 from rtflow.pipeline import Pipeline, pipeline
 from rtflow.recording import approval, for_each, on_exit, when, workflow
 from rtflow.stage import container, stage
+from rtflow.triggers import (
+    DeadLetter,
+    Delivery,
+    EventBus,
+    Sasl,
+    SecretKey,
+    Tls,
+    calendar,
+    constant,
+    field,
+    kafka,
+    payload,
+    webhook,
+)
 
 __all__ = [
     "Backoff",
+    "DeadLetter",
     "DefinitionError",
+    "Delivery",
+    "EventBus",
     "LoadError",
     "Output",
     "Param",
     "Pipeline",
     "Retry",
     "RtflowError",
+    "Sasl",
     "Secret",
+    "SecretKey",
+    "Tls",
     "approval",
+    "calendar",
+    "constant",
     "container",
+    "field",
     "for_each",
+    "kafka",
     "on_exit",
+    "payload",
     "pipeline",
     "stage",
+    "webhook",
     "when",
     "workflow",
 ]

@@ -182,6 +182,126 @@ class Task:
     fan_out: Value | None = None
 
 
+# Triggers: what starts a pipeline (Argo Events).
+
+
+@dataclass(frozen=True)
+class Tls:
+    ca_cert: SecretKey | None = None
+    client_cert: SecretKey | None = None
+    client_key: SecretKey | None = None
+    insecure_skip_verify: bool = False
+
+
+@dataclass(frozen=True)
+class Sasl:
+    mechanism: str
+    user: SecretKey
+    password: SecretKey
+
+
+@dataclass(frozen=True)
+class KafkaSource:
+    brokers: tuple[str, ...]
+    topic: str
+    consumer_group: str
+    oldest: bool
+    json_body: bool
+    tls: Tls | None = None
+    sasl: Sasl | None = None
+    limit_events_per_second: int | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class WebhookSource:
+    endpoint: str
+    port: int
+    method: str
+    auth_secret: SecretKey | None = None
+    max_payload_size: int | None = None
+
+
+@dataclass(frozen=True)
+class CalendarSource:
+    schedule: str | None
+    interval: str | None
+    timezone: str
+
+
+Source = KafkaSource | WebhookSource | CalendarSource
+
+
+@dataclass(frozen=True)
+class InputMapping:
+    """Input ``input`` takes the payload field at ``path`` (``default`` when absent); with no
+    path, it takes ``default`` on every event."""
+
+    input: str
+    path: str | None
+    default: str | None = None
+
+
+DataFilterType = Literal["string", "number", "bool"]
+
+
+@dataclass(frozen=True)
+class DataFilter:
+    path: str
+    type: DataFilterType
+    comparator: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ExprFilter:
+    """An expression over named fields; ``fields`` maps each name to its payload path."""
+
+    expr: str
+    fields: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    topic: str
+    brokers: tuple[str, ...]
+    tls: Tls | None = None
+    sasl: Sasl | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    at_least_once: bool
+    retries: int
+    backoff: str
+    backoff_factor: str
+    backoff_jitter: str
+    rate_limit: int | None = None
+    rate_limit_unit: str = "Second"
+    dead_letter: DeadLetter | None = None
+
+
+@dataclass(frozen=True)
+class Trigger:
+    name: str
+    source: Source
+    inputs: tuple[InputMapping, ...] = ()
+    data_filters: tuple[DataFilter, ...] = ()
+    expr_filters: tuple[ExprFilter, ...] = ()
+    delivery: Delivery = field(default_factory=lambda: Delivery(True, 3, "1s", "2", "0.1"))
+
+
+@dataclass(frozen=True)
+class EventBus:
+    """A NATS JetStream EventBus that rtflow emits (None on the pipeline: use an existing one)."""
+
+    name: str
+    replicas: int
+    version: str
+    storage: str
+    storage_class: str | None = None
+
+
 @dataclass(frozen=True)
 class Ttl:
     after_success: int
@@ -212,6 +332,10 @@ class Pipeline:
     labels: tuple[tuple[str, str], ...] = ()
     annotations: tuple[tuple[str, str], ...] = ()
     service_account: str | None = None
+    owns_service_account: bool = False
+    triggers: tuple[Trigger, ...] = ()
+    event_bus_name: str = "default"
+    event_bus: EventBus | None = None
 
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)

@@ -16,7 +16,7 @@ from rtflow.errors import DefinitionError
 from rtflow.names import check_dns1123_label
 from rtflow.param_types import ParamType, encode, list_of
 from rtflow.pipeline import Pipeline
-from rtflow.quantity import check_seconds
+from rtflow.quantity import check_quantity, check_seconds
 from rtflow.recording import (
     All,
     Any_,
@@ -34,6 +34,8 @@ from rtflow.recording import (
     recording,
 )
 from rtflow.stage import StageDef
+from rtflow.trigger_ir import build_triggers
+from rtflow.triggers import EventBus
 
 POD_GC = ("OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess")
 _WORKFLOW_FIELD_TYPES: dict[str, ParamType] = {
@@ -88,6 +90,7 @@ class _PipelineBuilder:
         _check_acyclic(tasks)
         _check_acyclic(exit_tasks)
         options = self.options
+        bus_name, bus = _event_bus(options.event_bus)
         return ir.Pipeline(
             name=name,
             source=getattr(self.definition.function, "__module__", "?"),
@@ -114,7 +117,11 @@ class _PipelineBuilder:
             pod_gc=cast(ir.PodGcStrategy, stage_ir.one_of(options.pod_gc, POD_GC, field="pod_gc")),
             labels=stage_ir.label_pairs(options.labels),
             annotations=stage_ir.annotation_pairs(options.annotations),
-            service_account=stage_ir.service_account(options.service_account),
+            service_account=stage_ir.service_account(options.service_account) or f"{name}-workflow",
+            owns_service_account=options.service_account is None,
+            triggers=build_triggers(options.triggers, name, inputs),
+            event_bus_name=bus_name,
+            event_bus=bus,
         )
 
     # Pipeline inputs and recording
@@ -457,6 +464,26 @@ class _PipelineBuilder:
         if resolved.producer is not None:
             producers.append(resolved.producer)
         return resolved
+
+
+def _event_bus(bus: object) -> tuple[str, ir.EventBus | None]:
+    if isinstance(bus, str):
+        return check_dns1123_label(bus, field="event_bus", what="EventBus name"), None
+    if not isinstance(bus, EventBus):
+        raise DefinitionError(
+            f"event_bus must be a name or rtflow.EventBus, got {type(bus).__name__}",
+            fix="pass event_bus='default' (existing) or event_bus=rtflow.EventBus(...)",
+            field="event_bus",
+        )
+    name = check_dns1123_label(bus.name, field="event_bus.name", what="EventBus name")
+    if isinstance(bus.replicas, bool) or not isinstance(bus.replicas, int) or bus.replicas < 3:
+        raise DefinitionError(
+            f"a JetStream EventBus needs at least 3 replicas, got {bus.replicas!r}",
+            fix="use replicas=3 (or more)",
+            field="event_bus.replicas",
+        )
+    storage = check_quantity(bus.storage, kind="memory", field="event_bus.storage")
+    return name, ir.EventBus(name, bus.replicas, bus.version, storage, bus.storage_class)
 
 
 def _flatten(

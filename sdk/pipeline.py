@@ -6,12 +6,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from rtflow import ir
 from rtflow.options import Retry
+from rtflow.triggers import EventBus, Trigger
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,6 +32,8 @@ class PipelineOptions:
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     service_account: str | None = None
+    triggers: tuple[Trigger, ...] = ()
+    event_bus: str | EventBus = "default"
 
 
 class Pipeline:
@@ -81,11 +84,15 @@ def pipeline(
     labels: Mapping[str, str] | None = None,
     annotations: Mapping[str, str] | None = None,
     service_account: str | None = None,
+    triggers: Sequence[Trigger] = (),
+    event_bus: str | EventBus = "default",
 ) -> Callable[[Callable[..., Any]], Pipeline]:
     """Declare a pipeline. Its parameters (annotated) are the pipeline's inputs.
 
     ``deadline`` bounds a whole run (activeDeadlineSeconds); ``latency_budget_ms`` is the
     end-to-end budget the hot path is checked against; ``parallelism`` caps concurrent pods.
+    ``triggers`` start runs from events (rtflow.kafka / webhook / calendar) through the Argo
+    Events bus ``event_bus``: the name of an existing EventBus, or an rtflow.EventBus to emit.
     """
     options = PipelineOptions(
         name=name,
@@ -103,6 +110,8 @@ def pipeline(
         labels=dict(labels or {}),
         annotations=dict(annotations or {}),
         service_account=service_account,
+        triggers=tuple(triggers),
+        event_bus=event_bus,
     )
 
     def wrap(function: Callable[..., Any]) -> Pipeline:

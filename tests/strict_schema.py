@@ -51,8 +51,10 @@ def _validator(name: str) -> jsonschema.protocols.Validator:
                 **{k: v for k, v in schema["definitions"][definition].items() if k != "type"},
                 **replacement,
             }
-    cls = jsonschema.validators.validator_for(schema)
-    return cls(schema)
+    # Argo Events names the unversioned "http://json-schema.org/schema#"; both files only use
+    # keywords that mean the same in draft 7 and 2020-12, so the latest draft reads them.
+    schema.pop("$schema", None)
+    return jsonschema.Draft202012Validator(schema)
 
 
 def _definition_for(name: str, kind: str) -> dict[str, Any]:
@@ -62,6 +64,28 @@ def _definition_for(name: str, kind: str) -> dict[str, Any]:
         if key.rsplit(".", 1)[-1] == kind:
             return {"$ref": ref["$ref"], "definitions": schema["definitions"]}
     raise KeyError(f"{kind} is not a top-level kind of {name}")
+
+
+EVENTS_KINDS = frozenset({"EventSource", "Sensor", "EventBus"})
+WORKFLOWS_KINDS = frozenset(
+    {"WorkflowTemplate", "Workflow", "CronWorkflow", "ClusterWorkflowTemplate"}
+)
+
+
+def errors_any(document: dict[str, Any]) -> list[str]:
+    """Route a generated document to its strict check: Argo schemas, or kubernetes-validate."""
+    kind = document["kind"]
+    if kind in WORKFLOWS_KINDS:
+        return errors(document, WORKFLOWS)
+    if kind in EVENTS_KINDS:
+        return errors(document, EVENTS)
+    import kubernetes_validate
+
+    try:
+        kubernetes_validate.validate(document, "1.29", strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        return [str(exc)]
+    return []
 
 
 def errors(document: dict[str, Any], schema_name: str = WORKFLOWS) -> list[str]:

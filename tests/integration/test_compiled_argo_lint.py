@@ -1,4 +1,5 @@
-"""What rtflow compiles passes the real `argo lint --offline` of Argo Workflows 4.1."""
+"""What rtflow compiles passes the real `argo lint --offline` (Argo Workflows 4.1) and
+`argo-events lint` (Argo Events 1.9)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ from pipelines import kitchen_sink, two_pipelines
 from rtflow.generators.compiler import compile_pipelines
 from rtflow.generators.writers import write_folder
 from rtflow.loader import load_pipelines
-from rtflow.verify.argo_linters import LinterUnavailable, find_argo_lint, run_argo_lint
+from rtflow.verify.argo_linters import (
+    LinterUnavailable,
+    find_argo_events_lint,
+    find_argo_lint,
+    run_argo_events_lint,
+    run_argo_lint,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +43,27 @@ def test_examples_and_every_feature_pass_argo_lint(tmp_path: Path) -> None:
     manifests = sorted(tmp_path.rglob("workflowtemplate-*.yaml"))
     assert len(manifests) == len(pipelines)
     result = run_argo_lint(manifests)
+    assert result.ok, "\n".join(result.findings)
+
+
+def test_examples_pass_argo_events_lint(tmp_path: Path) -> None:
+    try:
+        find_argo_events_lint()
+    except LinterUnavailable as exc:
+        component_missing(str(exc))
+    pipelines = [
+        p.build()
+        for e in sorted((ROOT / "examples").glob("*.py"))
+        for p in load_pipelines(str(e))[1]
+    ]
+    write_folder(compile_pipelines(pipelines), tmp_path)
+    events = sorted(
+        p
+        for pattern in ("eventsource-*.yaml", "sensor-*.yaml", "eventbus-*.yaml")
+        for p in tmp_path.rglob(pattern)
+    )
+    assert {p.name.split("-")[0] for p in events} == {"eventsource", "sensor", "eventbus"}
+    result = run_argo_events_lint(events)
     assert result.ok, "\n".join(result.findings)
 
 

@@ -1,0 +1,83 @@
+"""Least-privilege RBAC for what a pipeline runs: each identity gets exactly what it uses.
+
+* The Sensor's ServiceAccount may create Workflows in its own namespace: its k8s trigger does
+  nothing else.
+* The Workflow's ServiceAccount (when rtflow owns it) gets what the Argo executor in every pod
+  needs to report results, ``workflowtaskresults`` create and patch, and nothing more.
+
+ServiceAccounts do not mount their token unless the pod needs it: the sensor does (it calls the
+API server), and so does every workflow pod (the executor does).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rtflow import ir
+from rtflow.generators import labels
+from rtflow.generators.events import sensor_service_account
+
+Document = dict[str, Any]
+ARGO_GROUP = "argoproj.io"
+
+
+def _metadata(pipeline: ir.Pipeline, name: str, component: str) -> Document:
+    metadata: Document = {"name": name}
+    if pipeline.namespace:
+        metadata["namespace"] = pipeline.namespace
+    metadata["labels"] = labels.standard_labels(pipeline, component)
+    return metadata
+
+
+def _identity(
+    pipeline: ir.Pipeline, name: str, component: str, rules: list[Document]
+) -> list[Document]:
+    subject: Document = {"kind": "ServiceAccount", "name": name}
+    if pipeline.namespace:
+        subject["namespace"] = pipeline.namespace
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _metadata(pipeline, name, component),
+            "automountServiceAccountToken": True,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _metadata(pipeline, name, component),
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _metadata(pipeline, name, component),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [subject],
+        },
+    ]
+
+
+def documents(pipeline: ir.Pipeline) -> list[Document]:
+    docs: list[Document] = []
+    if pipeline.owns_service_account and pipeline.service_account:
+        docs += _identity(
+            pipeline,
+            pipeline.service_account,
+            "workflow",
+            [
+                {
+                    "apiGroups": [ARGO_GROUP],
+                    "resources": ["workflowtaskresults"],
+                    "verbs": ["create", "patch"],
+                }
+            ],
+        )
+    if pipeline.triggers:
+        docs += _identity(
+            pipeline,
+            sensor_service_account(pipeline),
+            "sensor",
+            [{"apiGroups": [ARGO_GROUP], "resources": ["workflows"], "verbs": ["create"]}],
+        )
+    return docs

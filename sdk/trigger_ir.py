@@ -1,0 +1,566 @@
+"""The IR of a pipeline's triggers, checked against the inputs they feed.
+
+Every rule about a trigger lives here: legal Kafka topics and brokers, webhook ports, cron and
+time zones, credentials only from Secrets, payload mappings onto real pipeline inputs of the right
+type, filters on paths the payload has. Errors name the field as ``triggers.<name>.<field>``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+from rtflow import ir
+from rtflow.cron import check_cron, check_timezone
+from rtflow.errors import DefinitionError
+from rtflow.names import check_dns1123_label, check_dns1123_subdomain, suggest_dns1123_label
+from rtflow.options import NO_DEFAULT
+from rtflow.param_types import ParamType, encode, from_annotation
+from rtflow.quantity import check_go_duration
+from rtflow.triggers import (
+    DeadLetter,
+    Delivery,
+    Field,
+    FilterAll,
+    FilterAny,
+    FilterCompare,
+    FilterExpr,
+    FilterNot,
+    Sasl,
+    SecretKey,
+    Tls,
+    Trigger,
+)
+
+_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
+_BROKER = re.compile(r"^[A-Za-z0-9.-]+:([0-9]{1,5})$")
+_PATH = re.compile(r"^[A-Za-z0-9_\-.#@*?|\\\[\]]+$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_REGEX_SPECIAL = set("\\.+*?()|[]{}^$")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+RATE_UNITS = ("Second", "Minute", "Hour")
+# Fields Argo Events puts beside the body, per source kind.
+META_ROOTS: dict[str, dict[str, ParamType | None]] = {
+    "kafka": {
+        "topic": ParamType("str"),
+        "partition": ParamType("int"),
+        "key": ParamType("str"),
+        "timestamp": ParamType("str"),
+        "headers": None,
+    },
+    "webhook": {"header": None},
+    "calendar": {"eventTime": ParamType("str"), "metadata": None},
+}
+_FILTER_OPS = {"==": "=", "!=": "!=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
+
+
+def build_triggers(
+    triggers: Sequence[Trigger], pipeline: str, inputs: Sequence[ir.Param]
+) -> tuple[ir.Trigger, ...]:
+    built: list[ir.Trigger] = []
+    for index, trigger in enumerate(triggers):
+        if not isinstance(trigger, Trigger):
+            raise DefinitionError(
+                f"triggers[{index}] is a {type(trigger).__name__}",
+                fix="use rtflow.kafka(...), rtflow.webhook(...) or rtflow.calendar(...)",
+                field="triggers",
+            )
+        built.append(_TriggerBuilder(trigger, pipeline, inputs).build())
+    names = [t.name for t in built]
+    for name in names:
+        if names.count(name) > 1:
+            raise DefinitionError(
+                f"two triggers are named {name!r}",
+                fix="give each trigger its own name=",
+                field=f"triggers.{name}",
+            )
+    return tuple(built)
+
+
+class _TriggerBuilder:
+    def __init__(self, trigger: Trigger, pipeline: str, inputs: Sequence[ir.Param]) -> None:
+        self.trigger = trigger
+        self.pipeline = pipeline
+        self.inputs = {p.name: p for p in inputs}
+        self.name = self._name()
+        self.schema = trigger.payload_schema
+
+    def field(self, name: str) -> str:
+        return f"triggers.{self.name}.{name}"
+
+    def _name(self) -> str:
+        t = self.trigger
+        if t.name is not None:
+            name = check_dns1123_label(t.name, field="triggers.name", what="trigger name")
+        elif t.kind == "kafka":
+            name = suggest_dns1123_label(str(t.source["topic"])) or "kafka"
+        else:
+            name = t.kind
+        full = f"{self.pipeline}-{name}"
+        if len(full) > 63:
+            raise DefinitionError(
+                f"the event source name {full!r} is {len(full)} characters; Kubernetes allows 63",
+                fix="give the trigger a shorter name=",
+                field=f"triggers.{name}.name",
+            )
+        return name
+
+    def build(self) -> ir.Trigger:
+        t = self.trigger
+        source: ir.Source
+        if t.kind == "kafka":
+            source = self._kafka(t.source)
+        elif t.kind == "webhook":
+            source = self._webhook(t.source)
+        else:
+            source = self._calendar(t.source)
+        data_filters, expr_filters = self._filters(t.filter)
+        return ir.Trigger(
+            name=self.name,
+            source=source,
+            inputs=self._mappings(t.inputs),
+            data_filters=data_filters,
+            expr_filters=expr_filters,
+            delivery=self._delivery(t.delivery),
+        )
+
+    # Sources
+
+    def _kafka(self, s: Mapping[str, Any]) -> ir.KafkaSource:
+        topic = check_topic(s["topic"], field=self.field("topic"))
+        group = s["consumer_group"] or f"rtflow-{self.pipeline}-{self.name}"
+        if not isinstance(group, str) or not _TOPIC.match(group):
+            raise DefinitionError(
+                f"consumer group {group!r} has characters Kafka does not allow",
+                fix="use letters, digits, '.', '_' and '-'",
+                field=self.field("consumer_group"),
+            )
+        if s["start"] not in ("newest", "oldest"):
+            raise DefinitionError(
+                f"start={s['start']!r} is not newest or oldest",
+                fix="use start='newest' (only new messages) or start='oldest' (the whole topic)",
+                field=self.field("start"),
+            )
+        return ir.KafkaSource(
+            brokers=self._brokers(s["brokers"], "brokers"),
+            topic=topic,
+            consumer_group=group,
+            oldest=s["start"] == "oldest",
+            json_body=bool(s["json_body"]),
+            tls=self._tls(s["tls"], "tls"),
+            sasl=self._sasl(s["sasl"], "sasl"),
+            limit_events_per_second=_positive(
+                s["limit_events_per_second"], self.field("limit_events_per_second")
+            ),
+            version=s["version"],
+        )
+
+    def _brokers(self, brokers: Sequence[str], name: str) -> tuple[str, ...]:
+        if not brokers:
+            raise DefinitionError(
+                "no Kafka brokers are given",
+                fix="pass brokers=['kafka-0.kafka:9092', ...]",
+                field=self.field(name),
+            )
+        for broker in brokers:
+            match = _BROKER.match(broker) if isinstance(broker, str) else None
+            if match is None or not 0 < int(match.group(1)) < 65536:
+                raise DefinitionError(
+                    f"broker {broker!r} is not host:port",
+                    fix="write e.g. 'kafka-0.kafka.svc:9092'",
+                    field=self.field(name),
+                )
+        return tuple(brokers)
+
+    def _webhook(self, s: Mapping[str, Any]) -> ir.WebhookSource:
+        endpoint = s["endpoint"]
+        if not isinstance(endpoint, str) or not endpoint.startswith("/") or " " in endpoint:
+            raise DefinitionError(
+                f"endpoint {endpoint!r} is not a URL path",
+                fix="start it with '/', e.g. '/transactions'",
+                field=self.field("endpoint"),
+            )
+        port = s["port"]
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise DefinitionError(
+                f"port {port!r} is out of range",
+                fix="use a port from 1 to 65535, e.g. 12000",
+                field=self.field("port"),
+            )
+        method = str(s["method"]).upper()
+        if method not in HTTP_METHODS:
+            raise DefinitionError(
+                f"method {s['method']!r} is not an HTTP method a webhook takes",
+                fix=f"use one of {', '.join(HTTP_METHODS)}",
+                field=self.field("method"),
+            )
+        return ir.WebhookSource(
+            endpoint=endpoint,
+            port=port,
+            method=method,
+            auth_secret=self._secret(s["auth_secret"], "auth_secret", optional=True),
+            max_payload_size=_positive(s["max_payload_size"], self.field("max_payload_size")),
+        )
+
+    def _calendar(self, s: Mapping[str, Any]) -> ir.CalendarSource:
+        schedule, interval = s["schedule"], s["interval"]
+        if (schedule is None) == (interval is None):
+            raise DefinitionError(
+                "a calendar trigger needs exactly one of schedule and interval",
+                fix="pass a cron schedule ('0 * * * *') or interval='10m'",
+                field=self.field("schedule"),
+            )
+        return ir.CalendarSource(
+            schedule=check_cron(schedule, field=self.field("schedule")) if schedule else None,
+            interval=check_go_duration(interval, field=self.field("interval"))
+            if interval
+            else None,
+            timezone=check_timezone(s["timezone"], field=self.field("timezone")),
+        )
+
+    # Credentials
+
+    def _secret(self, value: object, name: str, *, optional: bool = False) -> ir.SecretKey | None:
+        if value is None and optional:
+            return None
+        if isinstance(value, str):
+            raise DefinitionError(
+                f"{name} is a plaintext credential",
+                fix=f"store it in a Secret and pass {name}=rtflow.SecretKey('<secret>', '<key>')",
+                field=self.field(name),
+            )
+        if not isinstance(value, SecretKey):
+            raise DefinitionError(
+                f"{name} must be rtflow.SecretKey, got {type(value).__name__}",
+                fix=f"pass {name}=rtflow.SecretKey('<secret>', '<key>')",
+                field=self.field(name),
+            )
+        check_dns1123_subdomain(value.secret, field=self.field(name), what="secret name")
+        if not _SECRET_KEY.match(value.key):
+            raise DefinitionError(
+                f"secret key {value.key!r} is not a valid Secret data key",
+                fix="use letters, digits, '-', '_' and '.'",
+                field=self.field(name),
+            )
+        return ir.SecretKey(value.secret, value.key)
+
+    def _tls(self, tls: Tls | None, name: str) -> ir.Tls | None:
+        if tls is None:
+            return None
+        return ir.Tls(
+            ca_cert=self._secret(tls.ca_cert, f"{name}.ca_cert", optional=True),
+            client_cert=self._secret(tls.client_cert, f"{name}.client_cert", optional=True),
+            client_key=self._secret(tls.client_key, f"{name}.client_key", optional=True),
+            insecure_skip_verify=tls.insecure_skip_verify,
+        )
+
+    def _sasl(self, sasl: Sasl | None, name: str) -> ir.Sasl | None:
+        if sasl is None:
+            return None
+        if sasl.mechanism not in SASL_MECHANISMS:
+            raise DefinitionError(
+                f"SASL mechanism {sasl.mechanism!r} is not supported",
+                fix=f"use one of {', '.join(SASL_MECHANISMS)}",
+                field=self.field(f"{name}.mechanism"),
+            )
+        user = self._secret(sasl.user, f"{name}.user")
+        password = self._secret(sasl.password, f"{name}.password")
+        assert user is not None and password is not None
+        return ir.Sasl(mechanism=sasl.mechanism, user=user, password=password)
+
+    # Payload
+
+    def _path_type(self, path: str, name: str) -> ParamType | None:
+        """The type at ``path`` when known; DefinitionError when the payload cannot have it."""
+        if not isinstance(path, str) or not path or not _PATH.match(path):
+            raise DefinitionError(
+                f"{path!r} is not a payload path",
+                fix="write a dotted path such as 'body.amount'",
+                field=self.field(name),
+            )
+        root, _, rest = path.partition(".")
+        kind = self.trigger.kind
+        metas = META_ROOTS[kind]
+        if root in metas:
+            return metas[root] if not rest else None
+        if root != "body" or kind == "calendar":
+            roots = ", ".join(sorted(metas) + ([] if kind == "calendar" else ["body"]))
+            raise DefinitionError(
+                f"a {kind} event has no field {root!r}",
+                fix=f"start the path with one of: {roots}",
+                field=self.field(name),
+            )
+        if self.schema is None:
+            return None
+        node: Any = dict(self.schema)
+        walked = "body"
+        for key in rest.split(".") if rest else []:
+            if not isinstance(node, Mapping) or key not in node:
+                known = ", ".join(sorted(node)) if isinstance(node, Mapping) else "none"
+                raise DefinitionError(
+                    f"{path!r} is not in the declared payload schema ({walked} has: {known})",
+                    fix="fix the path, or add the field to payload_schema",
+                    field=self.field(name),
+                )
+            node = node[key]
+            walked += f".{key}"
+        if isinstance(node, Mapping):
+            return ParamType("dict")
+        found = from_annotation(node)
+        if found is None:
+            raise DefinitionError(
+                f"payload_schema gives {walked} the type {node!r}",
+                fix="use str, int, float, bool, dict, list[...] or a nested dict",
+                field="payload_schema",
+            )
+        return found
+
+    def _mappings(self, mappings: Mapping[str, str | Field]) -> tuple[ir.InputMapping, ...]:
+        result = []
+        for input_name, spec in mappings.items():
+            field_name = f"inputs.{input_name}"
+            if input_name not in self.inputs:
+                raise DefinitionError(
+                    f"it maps to {input_name!r}, which is not an input of the pipeline",
+                    fix=f"the pipeline's inputs are: {', '.join(self.inputs) or 'none'}",
+                    field=self.field(field_name),
+                )
+            mapped = spec if isinstance(spec, Field) else Field(spec)
+            param = self.inputs[input_name]
+            if mapped.path is None and mapped.default is NO_DEFAULT:
+                raise DefinitionError(
+                    "a constant mapping needs a value",
+                    fix="use rtflow.constant(value)",
+                    field=self.field(field_name),
+                )
+            source_type = (
+                self._path_type(mapped.path, field_name) if mapped.path is not None else None
+            )
+            if source_type is not None and not param.type.accepts(source_type):
+                raise DefinitionError(
+                    f"{mapped.path!r} is a {source_type} but input {input_name!r} is {param.type}",
+                    fix="map a field of the input's type, or change the input's annotation",
+                    field=self.field(field_name),
+                )
+            default: str | None = None
+            if mapped.default is not NO_DEFAULT:
+                if not param.type.accepts_value(mapped.default):
+                    raise DefinitionError(
+                        f"default {mapped.default!r} is not a {param.type}",
+                        fix=f"give a {param.type} default",
+                        field=self.field(field_name),
+                    )
+                default = encode(mapped.default)
+            result.append(ir.InputMapping(input_name, mapped.path, default))
+        mapped_names = {m.input for m in result}
+        for param in self.inputs.values():
+            if param.default is None and param.name not in mapped_names:
+                raise DefinitionError(
+                    f"pipeline input {param.name!r} has no default and the trigger does not "
+                    "map it, so every run it starts would fail",
+                    fix=f"add inputs={{{param.name!r}: 'body.<field>'}} to the trigger",
+                    field=self.field("inputs"),
+                )
+        return tuple(sorted(result, key=lambda m: m.input))
+
+    # Filters
+
+    def _filters(
+        self, expr: FilterExpr | None
+    ) -> tuple[tuple[ir.DataFilter, ...], tuple[ir.ExprFilter, ...]]:
+        if expr is None:
+            return (), ()
+        if self.trigger.kind == "calendar":
+            raise DefinitionError(
+                "a calendar trigger has no payload to filter",
+                fix="drop filter=, or filter in the first stage",
+                field=self.field("filter"),
+            )
+        parts = _conjuncts(expr)
+        if all(isinstance(p, FilterCompare) for p in parts):
+            return tuple(self._data_filter(cast(FilterCompare, p)) for p in parts), ()
+        fields: dict[str, str] = {}
+        text = self._expr(expr, fields)
+        ordered = tuple(sorted(fields.items(), key=lambda item: item[1]))
+        return (), (ir.ExprFilter(text, ordered),)
+
+    def _checked_filter_type(
+        self, compare: FilterCompare
+    ) -> tuple[ir.DataFilterType, list[object]]:
+        values = list(compare.value) if compare.op == "in" else [compare.value]  # type: ignore[call-overload]
+        if not values:
+            raise DefinitionError(
+                "isin() needs at least one value",
+                fix="pass the accepted values",
+                field=self.field("filter"),
+            )
+        kinds = {_filter_type(v) for v in values}
+        if None in kinds or len(kinds) != 1:
+            raise DefinitionError(
+                f"filter values {values!r} must all be str, all numbers, or all bool",
+                fix="compare a field with values of one type",
+                field=self.field("filter"),
+            )
+        kind = cast(ir.DataFilterType, kinds.pop())
+        known = self._path_type(compare.path, "filter")
+        if known is not None:
+            fits = {"string": {"str"}, "number": {"int", "float"}, "bool": {"bool"}}[kind]
+            if known.kind not in fits:
+                raise DefinitionError(
+                    f"{compare.path!r} is a {known} but is compared with {values[0]!r}",
+                    fix="compare it with a value of its own type",
+                    field=self.field("filter"),
+                )
+        if kind != "number" and compare.op not in ("==", "!=", "in"):
+            raise DefinitionError(
+                f"`{compare.op}` needs numbers, got {values[0]!r}",
+                fix="order only numbers; use == or != (or isin) for strings and bools",
+                field=self.field("filter"),
+            )
+        return kind, values
+
+    def _data_filter(self, compare: FilterCompare) -> ir.DataFilter:
+        kind, values = self._checked_filter_type(compare)
+        if kind == "string":
+            # Argo Events matches string values as unanchored regular expressions.
+            texts = tuple(f"^{_regex_escape(str(v))}$" for v in values)
+        elif kind == "bool":
+            texts = tuple("true" if v else "false" for v in values)
+        else:
+            texts = tuple(json.dumps(v) for v in values)
+        comparator = "=" if compare.op == "in" else _FILTER_OPS[compare.op]
+        return ir.DataFilter(compare.path, kind, comparator, texts)
+
+    def _expr(self, expr: FilterExpr, fields: dict[str, str]) -> str:
+        if isinstance(expr, FilterAll):
+            return " && ".join(f"({self._expr(p, fields)})" for p in expr.parts)
+        if isinstance(expr, FilterAny):
+            return " || ".join(f"({self._expr(p, fields)})" for p in expr.parts)
+        if isinstance(expr, FilterNot):
+            return f"!({self._expr(expr.part, fields)})"
+        assert isinstance(expr, FilterCompare)
+        _, values = self._checked_filter_type(expr)
+        name = fields.setdefault(expr.path, f"f{len(fields)}")
+        literals = [json.dumps(v) for v in values]
+        if expr.op == "in":
+            return " || ".join(f"{name} == {lit}" for lit in literals)
+        return f"{name} {expr.op} {literals[0]}"
+
+    # Delivery
+
+    def _delivery(self, delivery: Delivery) -> ir.Delivery:
+        if not isinstance(delivery, Delivery):
+            raise DefinitionError(
+                f"delivery must be rtflow.Delivery, got {type(delivery).__name__}",
+                fix="pass delivery=rtflow.Delivery(...)",
+                field=self.field("delivery"),
+            )
+        if (
+            isinstance(delivery.retries, bool)
+            or not isinstance(delivery.retries, int)
+            or delivery.retries < 0
+        ):
+            raise DefinitionError(
+                f"retries={delivery.retries!r} is not a whole number >= 0",
+                fix="use e.g. retries=3",
+                field=self.field("delivery.retries"),
+            )
+        if delivery.rate_limit_unit not in RATE_UNITS:
+            raise DefinitionError(
+                f"rate_limit_unit={delivery.rate_limit_unit!r} is not a unit",
+                fix=f"use one of {', '.join(RATE_UNITS)}",
+                field=self.field("delivery.rate_limit_unit"),
+            )
+        for number, name in (
+            (delivery.backoff_factor, "backoff_factor"),
+            (delivery.backoff_jitter, "backoff_jitter"),
+        ):
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or number < 0:
+                raise DefinitionError(
+                    f"{name}={number!r} is not a number >= 0",
+                    fix=f"use e.g. {name}=2",
+                    field=self.field(f"delivery.{name}"),
+                )
+        return ir.Delivery(
+            at_least_once=bool(delivery.at_least_once),
+            retries=delivery.retries,
+            backoff=check_go_duration(delivery.backoff, field=self.field("delivery.backoff")),
+            backoff_factor=_number(delivery.backoff_factor),
+            backoff_jitter=_number(delivery.backoff_jitter),
+            rate_limit=_positive(delivery.rate_limit, self.field("delivery.rate_limit")),
+            rate_limit_unit=delivery.rate_limit_unit,
+            dead_letter=self._dead_letter(delivery.dead_letter),
+        )
+
+    def _dead_letter(self, dead_letter: DeadLetter | None) -> ir.DeadLetter | None:
+        if dead_letter is None:
+            return None
+        source = self.trigger.source
+        brokers = dead_letter.brokers or (source["brokers"] if self.trigger.kind == "kafka" else ())
+        return ir.DeadLetter(
+            topic=check_topic(dead_letter.topic, field=self.field("delivery.dead_letter.topic")),
+            brokers=self._brokers(brokers, "delivery.dead_letter.brokers"),
+            tls=self._tls(
+                dead_letter.tls or (source["tls"] if self.trigger.kind == "kafka" else None),
+                "delivery.dead_letter.tls",
+            ),
+            sasl=self._sasl(
+                dead_letter.sasl or (source["sasl"] if self.trigger.kind == "kafka" else None),
+                "delivery.dead_letter.sasl",
+            ),
+        )
+
+
+def check_topic(topic: object, *, field: str) -> str:
+    """A name Kafka accepts: [a-zA-Z0-9._-], at most 249 characters, not '.' or '..'."""
+    if (
+        isinstance(topic, str)
+        and _TOPIC.match(topic)
+        and len(topic) <= 249
+        and topic not in (".", "..")
+    ):
+        return topic
+    fixed = re.sub(r"[^a-zA-Z0-9._-]+", "-", str(topic)).strip("-")[:249] or "events"
+    raise DefinitionError(
+        f"{topic!r} is not a topic name Kafka accepts",
+        fix=f"use letters, digits, '.', '_' and '-' (at most 249), e.g. {fixed!r}",
+        field=field,
+    )
+
+
+def _conjuncts(expr: FilterExpr) -> list[FilterExpr]:
+    """a & b & c as [a, b, c]: each may become one data filter under dataLogicalOperator and."""
+    if isinstance(expr, FilterAll):
+        return [c for part in expr.parts for c in _conjuncts(part)]
+    return [expr]
+
+
+def _filter_type(value: object) -> str | None:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return None
+
+
+def _regex_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in _REGEX_SPECIAL else c for c in text)
+
+
+def _positive(value: int | None, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DefinitionError(
+            f"{value!r} is not a whole number >= 1", fix="use e.g. 100", field=field
+        )
+    return value
+
+
+def _number(value: float) -> str:
+    return json.dumps(value)
