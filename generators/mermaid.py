@@ -14,8 +14,12 @@ from rtflow import ir
 def flowchart(pipeline: ir.Pipeline) -> str:
     stages = {s.name: s for s in pipeline.stages}
     lines = ["flowchart TD"]
+    for trigger in pipeline.triggers:
+        lines.append(f'    on_{_id(trigger.name)}(["{_trigger_label(trigger)}"])')
     for param in pipeline.inputs:
         lines.append(f'    in_{_id(param.name)}[/"{param.name}: {param.type}"/]')
+    for trigger in pipeline.triggers:
+        lines += [f"    on_{_id(trigger.name)} --> in_{_id(m.input)}" for m in trigger.inputs]
     for task in (*pipeline.tasks, *pipeline.exit_tasks):
         lines.append(f"    {_node(task, stages[task.stage])}")
     for task in pipeline.tasks:
@@ -32,6 +36,15 @@ def flowchart(pipeline: ir.Pipeline) -> str:
         for task in pipeline.exit_tasks:
             lines += [f"    {_id(d)} --> {_id(task.name)}" for d in task.depends]
     return "\n".join(dict.fromkeys(lines)) + "\n"
+
+
+def _trigger_label(trigger: ir.Trigger) -> str:
+    source = trigger.source
+    if isinstance(source, ir.KafkaSource):
+        return f"kafka topic {source.topic}"
+    if isinstance(source, ir.WebhookSource):
+        return f"{source.method} {source.endpoint}"
+    return f"every {source.interval}" if source.interval else f"cron {source.schedule}"
 
 
 def _id(name: str) -> str:

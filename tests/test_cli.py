@@ -168,5 +168,7 @@ def test_graph_prints_mermaid() -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == "flowchart TD"
     assert "    compute_features --> score" in lines
+    assert '    on_transactions(["kafka topic transactions"])' in lines
+    assert "    on_transactions --> in_transaction" in lines
     assert any("analyst_approval{{" in line for line in lines)
     assert any("review[[" in line for line in lines)
