@@ -9,6 +9,8 @@ before any writer touches the disk.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,30 +97,44 @@ def check_unique_objects(bundle: Bundle) -> Iterable[str]:
 
 
 def check_dag_tasks(bundle: Bundle) -> Iterable[str]:
-    """Each DAG task names a template of the same WorkflowTemplate and passes exactly its inputs."""
+    """Each DAG task names a template of the same WorkflowTemplate and passes exactly its inputs;
+    every task it depends on or reads (``{{tasks.X...}}``) exists in the same DAG."""
     for m in bundle.manifests:
         if m.kind != "WorkflowTemplate":
             continue
-        templates = {t["name"]: t for t in m.body["spec"]["templates"]}
+        templates = {t.get("name"): t for t in m.body.get("spec", {}).get("templates", [])}
         for template in templates.values():
-            tasks = template.get("dag", {}).get("tasks", [])
-            task_names = {t["name"] for t in tasks}
+            tasks = (template.get("dag") or {}).get("tasks") or []
+            task_names = {t.get("name") for t in tasks}
             for task in tasks:
-                target = templates.get(task["template"])
-                where = f"WorkflowTemplate {m.name!r}, task {task['name']!r}"
-                if target is None:
-                    yield f"{where}: template {task['template']!r} does not exist"
-                    continue
-                declared = {p["name"]: p for p in target.get("inputs", {}).get("parameters", [])}
-                passed = {p["name"] for p in task.get("arguments", {}).get("parameters", [])}
-                for extra in sorted(passed - set(declared)):
-                    yield f"{where}: passes {extra!r}, which {task['template']!r} does not declare"
-                for name, p in sorted(declared.items()):
-                    if name not in passed and "default" not in p and "value" not in p:
-                        yield f"{where}: does not pass required input {name!r}"
-                for dependency in _depends_names(task.get("depends", "")):
+                where = f"WorkflowTemplate {m.name!r}, task {task.get('name')!r}"
+                yield from _check_task_target(where, task, templates)
+                named = _depends_names(task.get("depends", "")) + list(
+                    task.get("dependencies") or []
+                )
+                named += _TASK_REFERENCE.findall(json.dumps(task))
+                for dependency in sorted(set(named)):
                     if dependency not in task_names:
-                        yield f"{where}: depends on unknown task {dependency!r}"
+                        yield f"{where}: refers to unknown task {dependency!r}"
+
+
+_TASK_REFERENCE = re.compile(r"\{\{tasks\.([A-Za-z0-9_-]+)\.")
+
+
+def _check_task_target(where: str, task: Document, templates: dict[Any, Document]) -> Iterable[str]:
+    if "template" not in task:
+        return  # templateRef or inline: resolved by Argo against other objects
+    target = templates.get(task["template"])
+    if target is None:
+        yield f"{where}: template {task['template']!r} does not exist"
+        return
+    declared = {p["name"]: p for p in (target.get("inputs") or {}).get("parameters", [])}
+    passed = {p["name"] for p in (task.get("arguments") or {}).get("parameters", [])}
+    for extra in sorted(passed - set(declared)):
+        yield f"{where}: passes {extra!r}, which {task['template']!r} does not declare"
+    for name, p in sorted(declared.items()):
+        if name not in passed and "default" not in p and "value" not in p:
+            yield f"{where}: does not pass required input {name!r}"
 
 
 def _depends_names(depends: str) -> list[str]:
@@ -147,19 +163,24 @@ def check_sensors(bundle: Bundle) -> Iterable[str]:
     for (namespace, name), sensor in _by_kind(bundle, "Sensor").items():
         where = f"Sensor {name!r}"
         spec = sensor.body["spec"]
-        bus = spec.get("eventBusName")
+        bus = spec.get("eventBusName") or "default"
         emitted = {b for p, b in buses if p == sensor.pipeline}
         if emitted and bus not in emitted:
             yield f"{where}: uses EventBus {bus!r}, but the pipeline emits {sorted(emitted)}"
         account = spec.get("template", {}).get("serviceAccountName")
         if account and (namespace, account) not in accounts:
             yield f"{where}: ServiceAccount {account!r} is not generated"
-        for dependency in spec["dependencies"]:
+        for dependency in spec.get("dependencies") or []:
+            if "eventSourceName" not in dependency or "eventName" not in dependency:
+                yield (
+                    f"{where}: dependency {dependency.get('name')!r} names no EventSource or event"
+                )
+                continue
             yield from _check_dependency(
                 where, bus, dependency, sources.get((namespace, dependency["eventSourceName"]))
             )
-        for trigger in spec["triggers"]:
-            k8s = trigger["template"].get("k8s")
+        for trigger in spec.get("triggers") or []:
+            k8s = (trigger.get("template") or {}).get("k8s")
             if k8s is not None:
                 yield from _check_start(where, k8s, templates, namespace)
 
@@ -182,7 +203,7 @@ def _check_dependency(
     }
     if dependency["eventName"] not in events:
         yield f"{where}: EventSource {source.name!r} has no event {dependency['eventName']!r}"
-    if spec.get("eventBusName") != bus:
+    if (spec.get("eventBusName") or "default") != bus:
         yield (
             f"{where}: uses EventBus {bus!r} but EventSource {source.name!r} publishes to "
             f"{spec.get('eventBusName')!r}"

@@ -61,6 +61,22 @@ def _parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
 
+    lint_cmd = commands.add_parser(
+        "lint",
+        help="check manifests offline (structure, cross-resource, security, Argo linters)",
+        description="Check folders or files of manifests; exit 0 clean, 1 findings, 2 usage.",
+    )
+    lint_cmd.add_argument("paths", nargs="+", metavar="PATH")
+    lint_cmd.add_argument("--output", choices=("human", "json"), default="human")
+    lint_cmd.add_argument(
+        "--no-real-linters",
+        action="store_true",
+        help="skip argo lint --offline and argo-events lint even when installed",
+    )
+    lint_cmd.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+
     graph_cmd = commands.add_parser("graph", help="print a pipeline's DAG as Mermaid text")
     graph_cmd.add_argument("targets", nargs="+", metavar="PATH_OR_MODULE[:ATTR]")
     graph_cmd.add_argument(
@@ -118,6 +134,17 @@ def _compile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _lint(args: argparse.Namespace) -> int:
+    from rtflow.verify.lint import UsageError, lint_paths
+
+    try:
+        report = lint_paths(args.paths, real_linters=not args.no_real_linters)
+    except UsageError as error:
+        raise RtflowError(str(error)) from None
+    sys.stdout.write(report.json() if args.output == "json" else report.human())
+    return EXIT_OK if report.ok else EXIT_FINDINGS
+
+
 def _graph(args: argparse.Namespace) -> int:
     from rtflow.generators.mermaid import flowchart
 
@@ -139,7 +166,7 @@ def batch_gc() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     batch_gc()
-    handlers = {"compile": _compile, "graph": _graph}
+    handlers = {"compile": _compile, "graph": _graph, "lint": _lint}
     try:
         return handlers[args.command](args)
     except RtflowError as error:

@@ -20,6 +20,7 @@ from rtflow.verify.argo_linters import (
     run_argo_events_lint,
     run_argo_lint,
 )
+from rtflow.verify.lint import lint_paths
 
 pytestmark = pytest.mark.integration
 
@@ -81,3 +82,24 @@ def test_argo_lint_rejects_a_broken_compile(tmp_path: Path) -> None:
     result = run_argo_lint([path])
     assert not result.ok
     assert any("nope" in line for line in result.findings)
+
+
+def test_rtflow_lint_with_the_real_linters_is_clean_on_the_examples(tmp_path: Path) -> None:
+    try:
+        find_argo_lint()
+        find_argo_events_lint()
+    except LinterUnavailable as exc:
+        component_missing(str(exc))
+    pipelines = [
+        p.build()
+        for e in sorted((ROOT / "examples").glob("*.py"))
+        for p in load_pipelines(str(e))[1]
+    ]
+    write_folder(compile_pipelines(pipelines), tmp_path)
+    report = lint_paths([tmp_path])
+    assert report.ok, report.human()
+    assert report.skipped == []
+    broken = tmp_path / "fraud-detection" / "workflowtemplate-fraud-detection.yaml"
+    broken.write_text(broken.read_text().replace("depends: compute-features", "depends: nope"))
+    rules = {f.rule for f in lint_paths([tmp_path]).findings}
+    assert {"argo-lint", "cross-resource"} <= rules

@@ -1,0 +1,306 @@
+"""``rtflow lint``: check a folder of manifests offline, generated or hand-edited.
+
+Four kinds of finding, each naming the file, the object and the field:
+
+* ``structure``: Argo Workflows objects against hera's typed models with unknown fields
+  forbidden (pydantic ignores unknown fields, so a round trip shows which ones it dropped);
+  core Kubernetes kinds against kubernetes-validate, strict.
+* ``cross-resource``: the compiler's own bundle checks (a DAG task names a template that exists
+  and passes its inputs; a Sensor names generated EventSources, events and WorkflowTemplate
+  parameters; a RoleBinding binds generated identities).
+* ``security``: non-root, read-only root filesystem, no privilege escalation, CPU and memory
+  limits on every container, no credential given inline.
+* ``argo-lint`` / ``argo-events-lint``: the real upstream linters, when they are installed
+  (tools/install-argo-linters.sh); when they are not, the report says they were skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rtflow.generators import bundle as bundle_module
+from rtflow.generators.labels import PIPELINE
+from rtflow.verify import argo_linters
+
+WORKFLOW_KINDS = ("WorkflowTemplate", "Workflow", "CronWorkflow", "ClusterWorkflowTemplate")
+EVENTS_KINDS = ("EventSource", "Sensor", "EventBus")
+KUBERNETES_VERSION = "1.29"
+_CREDENTIAL = re.compile(
+    r"PASSW(OR)?D|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIAL|ACCESS_?KEY", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    file: str
+    object: str
+    field: str
+    message: str
+
+    def line(self) -> str:
+        parts = [p for p in (self.file, self.object, self.field) if p]
+        return ": ".join([*parts, f"{self.message} [{self.rule}]"])
+
+
+@dataclass
+class LintReport:
+    findings: list[Finding] = field(default_factory=list)
+    checked: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def human(self) -> str:
+        lines = [f.line() for f in self.findings]
+        lines += [f"skipped: {s}" for s in self.skipped]
+        verdict = "clean" if self.ok else f"{len(self.findings)} finding(s)"
+        lines.append(f"rtflow lint: {self.checked} object(s), {verdict}")
+        return "\n".join(lines) + "\n"
+
+    def json(self) -> str:
+        return (
+            json.dumps(
+                {
+                    "ok": self.ok,
+                    "checked": self.checked,
+                    "findings": [asdict(f) for f in self.findings],
+                    "skipped": self.skipped,
+                },
+                indent=2,
+                sort_keys=True,
+            )
+            + "\n"
+        )
+
+
+@dataclass(frozen=True)
+class Loaded:
+    path: Path
+    body: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        metadata = self.body.get("metadata") or {}
+        return f"{self.body.get('kind')}/{metadata.get('name') or metadata.get('generateName')}"
+
+
+class UsageError(Exception):
+    """A path that does not exist: the caller's mistake, exit 2, not a finding."""
+
+
+def yaml_files(paths: Sequence[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml"))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or folder")
+    return files
+
+
+def load(files: Iterable[Path], report: LintReport) -> list[Loaded]:
+    loaded: list[Loaded] = []
+    for path in files:
+        try:
+            documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        except yaml.YAMLError as exc:
+            report.findings.append(Finding("parse", str(path), "", "", f"not YAML: {exc}"))
+            continue
+        for document in documents:
+            if not isinstance(document, dict) or "kind" not in document:
+                continue
+            if document.get("kind") == "Kustomization":
+                continue
+            loaded.append(Loaded(path, document))
+    return loaded
+
+
+# structure
+
+
+def _dropped(original: Any, kept: Any, path: str) -> Iterator[str]:
+    """Paths present in ``original`` that the model round trip did not keep: unknown fields."""
+    if isinstance(original, dict) and isinstance(kept, dict):
+        for key, value in original.items():
+            child = f"{path}.{key}" if path else str(key)
+            if key not in kept:
+                yield child
+            else:
+                yield from _dropped(value, kept[key], child)
+    elif isinstance(original, list) and isinstance(kept, list):
+        for index, (a, b) in enumerate(zip(original, kept, strict=False)):
+            yield from _dropped(a, b, f"{path}[{index}]")
+
+
+def check_workflow_structure(item: Loaded) -> Iterator[Finding]:
+    from hera.workflows import models
+    from pydantic import ValidationError
+
+    kind = str(item.body["kind"])
+    model = getattr(models, kind)
+    try:
+        parsed = model.model_validate(item.body)
+    except ValidationError as exc:
+        for error in exc.errors():
+            location = ".".join(str(p) for p in error["loc"])
+            yield Finding("structure", str(item.path), item.label, location, error["msg"])
+        return
+    kept = parsed.model_dump(by_alias=True, exclude_unset=True, mode="json")
+    for unknown in _dropped(item.body, kept, ""):
+        yield Finding("structure", str(item.path), item.label, unknown, "unknown field")
+
+
+def check_core_structure(item: Loaded) -> Iterator[Finding]:
+    import kubernetes_validate
+
+    try:
+        kubernetes_validate.validate(item.body, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.SchemaNotFoundError:
+        return  # a CRD kubernetes-validate does not know: nothing to say about it
+    except kubernetes_validate.ValidationError as exc:
+        location = ".".join(str(p) for p in getattr(exc, "path", []) or [])
+        yield Finding("structure", str(item.path), item.label, location, str(exc).splitlines()[0])
+
+
+# security
+
+
+def _containers(body: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    kind = body.get("kind")
+    spec = body.get("spec") or {}
+    if kind in WORKFLOW_KINDS:
+        workflow_spec = spec.get("workflowSpec", spec) if kind == "CronWorkflow" else spec
+        for index, template in enumerate(workflow_spec.get("templates") or []):
+            for key in ("container", "script"):
+                if key in template:
+                    yield f"spec.templates[{index}].{key}", template[key]
+    elif kind in ("EventSource", "Sensor"):
+        container = (spec.get("template") or {}).get("container")
+        yield "spec.template.container", container or {}
+    elif kind in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+        pod = (spec.get("template") or {}).get("spec") or {}
+        for index, container in enumerate(pod.get("containers") or []):
+            yield f"spec.template.spec.containers[{index}]", container
+
+
+def _pod_security(body: dict[str, Any]) -> dict[str, Any]:
+    spec = body.get("spec") or {}
+    kind = body.get("kind")
+    if kind in WORKFLOW_KINDS:
+        return dict(spec.get("securityContext") or {})
+    if kind in ("EventSource", "Sensor"):
+        return dict((spec.get("template") or {}).get("securityContext") or {})
+    return dict(((spec.get("template") or {}).get("spec") or {}).get("securityContext") or {})
+
+
+def check_security(item: Loaded) -> Iterator[Finding]:
+    pod = _pod_security(item.body)
+    for where, container in _containers(item.body):
+
+        def finding(field_name: str, message: str, where: str = where) -> Finding:
+            return Finding("security", str(item.path), item.label, f"{where}.{field_name}", message)
+
+        context = container.get("securityContext") or {}
+        if not (context.get("runAsNonRoot") or pod.get("runAsNonRoot")):
+            yield finding("securityContext.runAsNonRoot", "may run as root; set runAsNonRoot: true")
+        if context.get("readOnlyRootFilesystem") is not True:
+            yield finding(
+                "securityContext.readOnlyRootFilesystem",
+                "root filesystem is writable; set readOnlyRootFilesystem: true",
+            )
+        if context.get("allowPrivilegeEscalation") is not False:
+            yield finding(
+                "securityContext.allowPrivilegeEscalation",
+                "privilege escalation is not disabled; set allowPrivilegeEscalation: false",
+            )
+        if context.get("privileged"):
+            yield finding("securityContext.privileged", "runs privileged")
+        limits = (container.get("resources") or {}).get("limits") or {}
+        for resource in ("cpu", "memory"):
+            if resource not in limits:
+                yield finding(f"resources.limits.{resource}", f"no {resource} limit")
+        for index, env in enumerate(container.get("env") or []):
+            if "value" in env and env["value"] and _CREDENTIAL.search(str(env.get("name", ""))):
+                yield finding(
+                    f"env[{index}]",
+                    f"{env.get('name')} looks like a credential given inline; "
+                    "use valueFrom.secretKeyRef",
+                )
+
+
+# cross-resource
+
+
+def check_cross_resource(items: Sequence[Loaded]) -> Iterator[Finding]:
+    manifests = tuple(
+        bundle_module.Manifest(
+            str(((i.body.get("metadata") or {}).get("labels") or {}).get(PIPELINE, "")),
+            i.body,
+        )
+        for i in items
+        if (i.body.get("metadata") or {}).get("name")
+    )
+    bundle = bundle_module.Bundle(manifests)
+    for check in bundle_module.CHECKS:
+        try:
+            problems = list(check(bundle))
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+            problems = [
+                f"{check.__name__} could not read the objects ({type(exc).__name__}: {exc})"
+            ]
+        for problem in problems:
+            yield Finding("cross-resource", "", "", "", problem)
+
+
+# the real linters
+
+
+def run_real_linters(items: Sequence[Loaded], report: LintReport) -> None:
+    workflow_files = sorted({str(i.path) for i in items if i.body.get("kind") in WORKFLOW_KINDS})
+    events_files = sorted({str(i.path) for i in items if i.body.get("kind") in EVENTS_KINDS})
+    for files, runner, name in (
+        (workflow_files, argo_linters.run_argo_lint, "argo-lint"),
+        (events_files, argo_linters.run_argo_events_lint, "argo-events-lint"),
+    ):
+        if not files:
+            continue
+        try:
+            result = runner(files)
+        except argo_linters.LinterError as exc:
+            report.skipped.append(f"{name}: {exc}")
+            continue
+        for line in result.findings:
+            report.findings.append(Finding(name, "", "", "", line))
+
+
+def lint_paths(paths: Sequence[str | Path], *, real_linters: bool = True) -> LintReport:
+    report = LintReport()
+    items = load(yaml_files(paths), report)
+    report.checked = len(items)
+    for item in items:
+        kind = item.body.get("kind")
+        api = str(item.body.get("apiVersion", ""))
+        if kind in WORKFLOW_KINDS and api.startswith("argoproj.io/"):
+            report.findings += check_workflow_structure(item)
+        elif not api.startswith("argoproj.io/"):
+            report.findings += check_core_structure(item)
+        report.findings += check_security(item)
+    report.findings += check_cross_resource(items)
+    if real_linters:
+        run_real_linters(items, report)
+    else:
+        report.skipped.append("argo-lint and argo-events-lint (--no-real-linters)")
+    return report
