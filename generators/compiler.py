@@ -7,8 +7,8 @@ from typing import Any
 
 from rtflow import ir
 from rtflow.generators import bundle as bundle_module
-from rtflow.generators import events, rbac
-from rtflow.generators.bundle import Bundle, Manifest
+from rtflow.generators import events, gitops, rbac
+from rtflow.generators.bundle import Bundle, ExtraFile, Manifest
 from rtflow.generators.workflow_template import workflow_template
 
 
@@ -19,10 +19,14 @@ def to_document(model: Any) -> dict[str, Any]:
 
 def compile_pipelines(pipelines: Iterable[ir.Pipeline]) -> Bundle:
     manifests: list[Manifest] = []
+    files: list[ExtraFile] = []
     sources: list[tuple[str, str]] = []
     for pipeline in sorted(pipelines, key=lambda p: p.name):
-        manifests.append(Manifest(pipeline.name, to_document(workflow_template(pipeline))))
-        manifests += [Manifest(pipeline.name, d) for d in events.documents(pipeline)]
-        manifests += [Manifest(pipeline.name, d) for d in rbac.documents(pipeline)]
+        documents = [to_document(workflow_template(pipeline))]
+        documents += events.documents(pipeline)
+        documents += rbac.documents(pipeline)
+        manifests += [Manifest(pipeline.name, gitops.with_sync_wave(d)) for d in documents]
+        files.append(ExtraFile(pipeline.name, "README.md", gitops.readme(pipeline)))
         sources.append((pipeline.name, pipeline.source))
-    return bundle_module.check(Bundle(manifests=tuple(manifests), sources=tuple(sources)))
+    bundle = Bundle(manifests=tuple(manifests), files=tuple(files), sources=tuple(sources))
+    return bundle_module.check(bundle)

@@ -90,13 +90,14 @@ def _stale_generated(root: Path, files: dict[str, str]) -> list[Path]:
     if not root.exists():
         return []
     stale = []
-    for path in sorted(root.rglob("*.yaml")):
+    for path in sorted([*root.rglob("*.yaml"), *root.rglob("*.md")]):
         relative = path.relative_to(root).as_posix()
         if relative in files:
             continue
         with path.open(encoding="utf-8") as handle:
-            if handle.readline().startswith(HEADER_MARK):
-                stale.append(path)
+            first = handle.readline()
+        if first.startswith((HEADER_MARK, f"<!-- {HEADER_MARK[2:]}")):
+            stale.append(path)
     return stale
 
 

@@ -32,9 +32,11 @@ def test_compile_writes_one_file_per_object_and_kustomizations(tmp_path: Path) -
         "workflowtemplate-fraud-detection.yaml",
     ]
     assert files == sorted(
-        ["kustomization.yaml", "fraud-detection/kustomization.yaml"]
+        ["kustomization.yaml", "fraud-detection/kustomization.yaml", "fraud-detection/README.md"]
         + [f"fraud-detection/{o}" for o in objects]
     )
+    readme = (tmp_path / "fraud-detection/README.md").read_text()
+    assert "```mermaid\nflowchart TD\n" in readme
     top = yaml.safe_load((tmp_path / "kustomization.yaml").read_text())
     assert top["resources"] == ["fraud-detection"]
     inner = yaml.safe_load((tmp_path / "fraud-detection/kustomization.yaml").read_text())

@@ -520,3 +520,19 @@ def test_a_bad_broker_and_a_filter_on_a_schedule() -> None:
 def test_duplicate_trigger_names() -> None:
     error = error_of(make(kafka(name="in"), kafka(name="in")))
     assert "two triggers are named 'in'" in error.problem
+
+
+def test_sync_waves_follow_the_apply_order() -> None:
+    docs = compile_docs(make(kafka(), event_bus=rtflow.EventBus("bus")))
+    waves = {
+        d["kind"]: int(d["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]) for d in docs
+    }
+    assert waves == {
+        "ServiceAccount": 0,
+        "Role": 0,
+        "RoleBinding": 0,
+        "EventBus": 1,
+        "WorkflowTemplate": 3,
+        "EventSource": 4,
+        "Sensor": 5,
+    }

@@ -213,6 +213,7 @@ def test_labels_and_annotations(sink_doc: dict[str, Any]) -> None:
         assert labels["app.kubernetes.io/managed-by"] == "rtflow"
         assert labels["team"] == "ml-platform"
     assert metadata["annotations"] == {
+        "argocd.argoproj.io/sync-wave": "3",
         "kitchen.example.com/ticket": "ML-42",
         "rtflow.dev/latency-budget-ms": "250",
         "workflows.argoproj.io/description": "Exercise every SDK feature.",
