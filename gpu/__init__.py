@@ -1,1 +1,96 @@
-"""x"""
+"""GPU pools and Triton: models, config.pbtxt, serving manifests, KServe v2 requests, a launcher.
+
+Submodules:
+
+* :mod:`rtflow.gpu.pools`: GPU node pools and pod placement (node selectors, tolerations, MIG).
+* :mod:`rtflow.gpu.models`: Triton model declarations and model-repository locations.
+* :mod:`rtflow.gpu.config`: ``config.pbtxt`` (jinja2) and the model-repository layout.
+* :mod:`rtflow.gpu.serving`: a Triton server declaration and its Kubernetes objects.
+* :mod:`rtflow.gpu.kserve`: the KServe v2 JSON request body and response parser.
+* :mod:`rtflow.gpu.client`: the gRPC request path (tritonclient).
+* :mod:`rtflow.gpu.triton_server`: a real local Triton (from the nvidia-pytriton wheel).
+
+The names below are importable from ``rtflow.gpu`` directly; they load on first use, so
+``import rtflow.gpu.triton_server`` stays free of hera and jinja2.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rtflow.gpu.config import render_config, repository_layout, write_repository
+    from rtflow.gpu.kserve import infer_request, parse_infer_response
+    from rtflow.gpu.models import (
+        DynamicBatching,
+        InstanceGroup,
+        QueuePolicy,
+        Tensor,
+        TritonModel,
+        VersionPolicy,
+        Warmup,
+        model_repository,
+        triton_model,
+    )
+    from rtflow.gpu.pools import GpuPool, Toleration, gpu_pool, placement
+    from rtflow.gpu.serving import Autoscaling, TritonServing, serving_manifests, triton_serving
+
+_EXPORTS = {
+    "render_config": "config",
+    "repository_layout": "config",
+    "write_repository": "config",
+    "infer_request": "kserve",
+    "parse_infer_response": "kserve",
+    "DynamicBatching": "models",
+    "InstanceGroup": "models",
+    "QueuePolicy": "models",
+    "Tensor": "models",
+    "TritonModel": "models",
+    "VersionPolicy": "models",
+    "Warmup": "models",
+    "model_repository": "models",
+    "triton_model": "models",
+    "GpuPool": "pools",
+    "Toleration": "pools",
+    "gpu_pool": "pools",
+    "placement": "pools",
+    "Autoscaling": "serving",
+    "TritonServing": "serving",
+    "serving_manifests": "serving",
+    "triton_serving": "serving",
+}
+
+__all__ = [
+    "Autoscaling",
+    "DynamicBatching",
+    "GpuPool",
+    "InstanceGroup",
+    "QueuePolicy",
+    "Tensor",
+    "Toleration",
+    "TritonModel",
+    "TritonServing",
+    "VersionPolicy",
+    "Warmup",
+    "gpu_pool",
+    "infer_request",
+    "model_repository",
+    "parse_infer_response",
+    "placement",
+    "render_config",
+    "repository_layout",
+    "serving_manifests",
+    "triton_model",
+    "triton_serving",
+    "write_repository",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rtflow.gpu' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"rtflow.gpu.{module}"), name)
+    globals()[name] = value
+    return value
