@@ -1,9 +1,10 @@
 """Fraud detection: score every card transaction as it arrives; escalate the suspicious ones.
 
-Transactions arrive on a Kafka topic. Each is turned into features, scored by a model, and the
-decision is published. A score above the review threshold branches to a review by several
-specialised models (fanned out in parallel) and a human analyst's approval before the card is
-blocked. Whatever happens, the on-call channel hears how the run ended.
+Transactions arrive on a Kafka topic. Each is turned into features, scored by a model served by
+Triton on a GPU pool (an Argo http step: no pod per call), and the decision is published. A
+score above the review threshold branches to a review by several specialised models (fanned out
+in parallel) and a human analyst's approval before the card is blocked. Whatever happens, the
+on-call channel hears how the run ended.
 
 Compile:  rtflow compile examples/fraud_detection.py -o manifests
 Graph:    rtflow graph examples/fraud_detection.py
@@ -14,15 +15,12 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+from models.fraud_scorer import FEATURES, FRAUD_SCORER, SERVER
+
 import rtflow
 
 REGISTRY = "ghcr.io/acme/fraud"
 REVIEW_MODELS = ["graph-risk", "merchant-history", "velocity"]
-
-# Weights of the scoring model's logistic layer (features in the order of FEATURES).
-FEATURES = ("log_amount", "foreign", "night", "card_not_present", "new_merchant")
-WEIGHTS = (0.9, 1.4, 0.8, 1.1, 1.3)
-BIAS = -7.0
 
 retry_transient = rtflow.Retry(
     limit=3, policy="OnError", backoff=rtflow.Backoff("1s", factor=2, max_duration="20s")
@@ -41,31 +39,32 @@ class Decision(NamedTuple):
     retry=retry_transient,
     timeout="30s",
 )
-def compute_features(transaction: dict[str, Any]) -> dict[str, Any]:
-    """Turn a raw transaction into the model's features."""
+def compute_features(transaction: dict[str, Any]) -> list[float]:
+    """Turn a raw transaction into the scoring model's feature vector (in FEATURES order)."""
     hour = int(transaction.get("hour", 12))
-    return {
+    named = {
         "log_amount": math.log1p(float(transaction["amount"])),
         "foreign": float(transaction.get("country", "US") != transaction.get("card_country", "US")),
         "night": float(hour < 6 or hour >= 23),
         "card_not_present": float(transaction.get("channel") == "online"),
         "new_merchant": float(bool(transaction.get("first_time_merchant", False))),
     }
+    return [named[name] for name in FEATURES]
 
 
-@rtflow.stage(image=f"{REGISTRY}/scorer:2.1.0", cpu="1", memory="1Gi", retry=retry_transient)
-def score(features: dict[str, Any]) -> Decision:
-    """Logistic scoring; the same weights the Triton model serves."""
-    z = BIAS + sum(w * float(features[name]) for w, name in zip(WEIGHTS, FEATURES, strict=True))
-    risk = 1.0 / (1.0 + math.exp(-z))
+@rtflow.stage(image=f"{REGISTRY}/decider:2.1.0", memory="128Mi", retry=retry_transient)
+def decide(scored: dict[str, Any]) -> Decision:
+    """Read the risk out of the model's KServe v2 answer and choose what to do."""
+    (risk_output,) = [o for o in scored["outputs"] if o["name"] == "risk"]
+    risk = float(risk_output["data"][0])
     return Decision(risk=risk, action="review" if risk > 0.9 else "allow")
 
 
 @rtflow.stage(image=f"{REGISTRY}/reviewer:1.0.3", memory="1Gi", timeout="2m")
-def review(features: dict[str, Any], model: str) -> dict[str, Any]:
+def review(features: list[float], model: str) -> dict[str, Any]:
     """One specialised model's second opinion on a suspicious transaction."""
     weight = {"graph-risk": 0.5, "merchant-history": 0.3, "velocity": 0.2}.get(model, 0.0)
-    evidence = sum(float(v) for v in features.values()) * weight
+    evidence = sum(features) * weight
     return {"model": model, "evidence": round(evidence, 4)}
 
 
@@ -150,7 +149,8 @@ transactions = rtflow.kafka(
 )
 def fraud_detection(transaction: dict[str, Any], review_threshold: float = 0.9) -> None:
     features = compute_features(transaction)
-    decision = score(features)
+    scored = rtflow.infer(SERVER, FRAUD_SCORER, {"features": features}, name="score", timeout="2s")
+    decision = decide(scored)
     publish(risk=decision.risk, action=decision.action)
     with rtflow.when(decision.risk > review_threshold):
         reviews = rtflow.for_each(REVIEW_MODELS, lambda m: review(features=features, model=m))

@@ -11,6 +11,8 @@ def value(v: ir.Value) -> str:
     if isinstance(v, ir.PipelineInput):
         return f"{{{{workflow.parameters.{v.name}}}}}"
     if isinstance(v, ir.TaskOutput):
+        if v.result:
+            return f"{{{{tasks.{v.task}.outputs.result}}}}"
         return f"{{{{tasks.{v.task}.outputs.parameters.{v.output}}}}}"
     if isinstance(v, ir.Item):
         return "{{item}}"

@@ -237,6 +237,35 @@ def _check_start(
             )
 
 
+def check_inference_targets(bundle: Bundle) -> Iterable[str]:
+    """An http inference step calls a generated Triton Service whose Deployment loads its model."""
+    services = {m.name for m in bundle.manifests if m.kind == "Service"}
+    loaded: dict[str, set[str]] = {}
+    for m in bundle.manifests:
+        if m.kind == "Deployment":
+            for container in m.body["spec"]["template"]["spec"].get("containers", []):
+                args = container.get("args") or []
+                loaded.setdefault(m.name, set()).update(
+                    a.split("=", 1)[1] for a in args if a.startswith("--load-model=")
+                )
+    for m in bundle.manifests:
+        if m.kind != "WorkflowTemplate":
+            continue
+        for template in m.body["spec"].get("templates", []):
+            match = _INFER_URL.match(str((template.get("http") or {}).get("url", "")))
+            if match is None:
+                continue
+            service, model = match.group(1), match.group(2)
+            where = f"WorkflowTemplate {m.name!r}, step {template['name']!r}"
+            if service not in services:
+                yield f"{where}: calls Service {service!r}, which is not generated"
+            elif model not in loaded.get(service, set()):
+                yield f"{where}: Triton {service!r} does not load model {model!r}"
+
+
+_INFER_URL = re.compile(r"^http://([a-z0-9-]+)(?:\.[a-z0-9.-]+)?:\d+/v2/models/([^/]+)/infer$")
+
+
 def check_service_accounts(bundle: Bundle) -> Iterable[str]:
     """A RoleBinding binds a Role and a ServiceAccount that are generated beside it."""
     roles = _by_kind(bundle, "Role")
@@ -253,6 +282,7 @@ CHECKS: tuple[Check, ...] = (
     check_unique_objects,
     check_dag_tasks,
     check_sensors,
+    check_inference_targets,
     check_service_accounts,
 )
 

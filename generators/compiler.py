@@ -10,6 +10,8 @@ from rtflow.generators import bundle as bundle_module
 from rtflow.generators import events, gitops, rbac
 from rtflow.generators.bundle import Bundle, ExtraFile, Manifest
 from rtflow.generators.workflow_template import workflow_template
+from rtflow.gpu.config import render_config
+from rtflow.gpu.serving import serving_manifests
 
 
 def to_document(model: Any) -> dict[str, Any]:
@@ -25,6 +27,14 @@ def compile_pipelines(pipelines: Iterable[ir.Pipeline]) -> Bundle:
         documents = [to_document(workflow_template(pipeline))]
         documents += events.documents(pipeline)
         documents += rbac.documents(pipeline)
+        for server in pipeline.servers:
+            documents += serving_manifests(server)
+            files += [
+                ExtraFile(pipeline.name, f"model-repository/{path}", text)
+                for path, text in sorted(
+                    (f"{m.name}/config.pbtxt", render_config(m)) for m in server.models
+                )
+            ]
         manifests += [Manifest(pipeline.name, gitops.with_sync_wave(d)) for d in documents]
         files.append(ExtraFile(pipeline.name, "README.md", gitops.readme(pipeline)))
         sources.append((pipeline.name, pipeline.source))

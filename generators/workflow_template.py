@@ -12,6 +12,7 @@ from hera.workflows import models as m
 
 from rtflow import ir
 from rtflow.generators import argo_expressions, labels, security
+from rtflow.gpu.kserve import SUCCESS_CONDITION
 from rtflow.stages import contract
 
 API_VERSION = "argoproj.io/v1alpha1"
@@ -95,6 +96,8 @@ def _task(task: ir.Task) -> m.DAGTask:
 def _template(pipeline: ir.Pipeline, stage: ir.Stage) -> m.Template:
     if stage.kind == "approval":
         return _approval(stage)
+    if stage.kind == "inference":
+        return _inference(stage)
     stage_labels = {**dict(stage.labels), labels.STAGE: stage.name}
     return m.Template(
         name=stage.name,
@@ -210,4 +213,24 @@ def _approval(stage: ir.Stage) -> m.Template:
                 m.Parameter(name="decision", value_from=m.ValueFrom(supplied=m.SuppliedValueFrom()))
             ]
         ),
+    )
+
+
+def _inference(stage: ir.Stage) -> m.Template:
+    """An Argo ``http`` step: the workflow controller itself calls Triton, so no pod starts."""
+    inference = stage.inference
+    assert inference is not None
+    return m.Template(
+        name=stage.name,
+        metadata=m.Metadata(labels={labels.STAGE: stage.name}),
+        inputs=m.Inputs(parameters=[m.Parameter(name=p.name) for p in stage.inputs]),
+        http=m.HTTP(
+            url=inference.url,
+            method="POST",
+            headers=[m.V1alpha1HTTPHeader(name="Content-Type", value="application/json")],
+            body=inference.body,
+            success_condition=SUCCESS_CONDITION,
+            timeout_seconds=inference.timeout_seconds,
+        ),
+        retry_strategy=_retry(stage),
     )

@@ -90,7 +90,7 @@ def _stale_generated(root: Path, files: dict[str, str]) -> list[Path]:
     if not root.exists():
         return []
     stale = []
-    for path in sorted([*root.rglob("*.yaml"), *root.rglob("*.md")]):
+    for path in sorted(p for suffix in ("yaml", "md", "pbtxt") for p in root.rglob(f"*.{suffix}")):
         relative = path.relative_to(root).as_posix()
         if relative in files:
             continue

@@ -9,7 +9,7 @@ The public surface: ``stage``, ``container`` and ``pipeline`` declare; ``when``,
 from rtflow.errors import DefinitionError, LoadError, RtflowError
 from rtflow.options import Backoff, Output, Param, Retry, Secret
 from rtflow.pipeline import Pipeline, pipeline
-from rtflow.recording import approval, for_each, on_exit, when, workflow
+from rtflow.recording import approval, for_each, infer, on_exit, when, workflow
 from rtflow.stage import container, stage
 from rtflow.triggers import (
     DeadLetter,
@@ -48,6 +48,7 @@ __all__ = [
     "container",
     "field",
     "for_each",
+    "infer",
     "kafka",
     "on_exit",
     "payload",

@@ -77,6 +77,19 @@ def _parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
 
+    commands.add_parser(
+        "run",
+        help="run --local PATH_OR_MODULE[:PIPELINE] ...: run a pipeline here, with no cluster "
+        "(`rtflow run --local --help` lists the options)",
+    )
+
+    docker_cmd = commands.add_parser(
+        "stage-dockerfile", help="print the Dockerfile that puts your stage code on the base image"
+    )
+    docker_cmd.add_argument("source", help="module file or package folder, relative to the context")
+    docker_cmd.add_argument("--requirements", help="a requirements file in the build context")
+    docker_cmd.add_argument("--base-image", help="the Python-function base image to build on")
+
     graph_cmd = commands.add_parser("graph", help="print a pipeline's DAG as Mermaid text")
     graph_cmd.add_argument("targets", nargs="+", metavar="PATH_OR_MODULE[:ATTR]")
     graph_cmd.add_argument(
@@ -145,6 +158,21 @@ def _lint(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FINDINGS
 
 
+def _stage_dockerfile(args: argparse.Namespace) -> int:
+    from rtflow.stages.dockerfiles import DEFAULT_BASE_IMAGE, render_stage_dockerfile
+
+    try:
+        text = render_stage_dockerfile(
+            args.source,
+            requirements=args.requirements,
+            base_image=args.base_image or DEFAULT_BASE_IMAGE,
+        )
+    except ValueError as error:
+        raise RtflowError(str(error)) from None
+    sys.stdout.write(text)
+    return EXIT_OK
+
+
 def _graph(args: argparse.Namespace) -> int:
     from rtflow.generators.mermaid import flowchart
 
@@ -164,9 +192,29 @@ def batch_gc() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["run"]:
+        # `rtflow run --local ...` hands every remaining option to the local runner's parser.
+        rest = given[1:]
+        if "--local" not in rest:
+            print(
+                "rtflow: error: rtflow run needs --local (a cluster run is "
+                "`argo submit --from workflowtemplate/NAME`)",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        rest.remove("--local")
+        from rtflow.stages.local import main as run_local_main
+
+        return run_local_main(rest)
+    args = _parser().parse_args(given)
     batch_gc()
-    handlers = {"compile": _compile, "graph": _graph, "lint": _lint}
+    handlers = {
+        "compile": _compile,
+        "graph": _graph,
+        "lint": _lint,
+        "stage-dockerfile": _stage_dockerfile,
+    }
     try:
         return handlers[args.command](args)
     except RtflowError as error:

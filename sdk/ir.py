@@ -8,7 +8,7 @@ the same meaning always gives the same IR and so the same bytes on disk.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from rtflow.param_types import ParamType
 
@@ -85,8 +85,11 @@ class PipelineInput:
 
 @dataclass(frozen=True)
 class TaskOutput:
+    """``result``: the producer is an http step, whose output is Argo's ``outputs.result``."""
+
     task: str
     output: str
+    result: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,18 @@ class Not:
 
 Condition = Compare | AllOf | AnyOf | Not
 
-StageKind = Literal["function", "container", "approval"]
+StageKind = Literal["function", "container", "approval", "inference"]
+
+
+@dataclass(frozen=True)
+class Inference:
+    """An http step against Triton's KServe v2 endpoint; ``body`` holds Argo input tags."""
+
+    server: str
+    model: str
+    url: str
+    body: str
+    timeout_seconds: int
 
 
 @dataclass(frozen=True)
@@ -165,6 +179,7 @@ class Stage:
     service_account: str | None = None
     description: str | None = None
     approval: Approval | None = None
+    inference: Inference | None = None
 
     def output(self, name: str) -> Output:
         return next(o for o in self.outputs if o.name == name)
@@ -336,6 +351,7 @@ class Pipeline:
     triggers: tuple[Trigger, ...] = ()
     event_bus_name: str = "default"
     event_bus: EventBus | None = None
+    servers: tuple[Any, ...] = ()  # rtflow.gpu.serving.TritonServing, validated on creation
 
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)

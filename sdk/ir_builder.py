@@ -25,6 +25,7 @@ from rtflow.recording import (
     Compare,
     Cond,
     Each,
+    InferenceDef,
     InputRef,
     Negate,
     OutputRef,
@@ -70,6 +71,7 @@ class _PipelineBuilder:
         self.stage_of: dict[int, ir.Stage] = {}
         self.task_of: dict[int, str] = {}
         self.input_types: dict[str, ParamType] = {}
+        self.servers: dict[str, object] = {}
 
     def build(self) -> ir.Pipeline:
         name = check_dns1123_label(self.definition.name, field="name", what="pipeline name")
@@ -122,6 +124,7 @@ class _PipelineBuilder:
             triggers=build_triggers(options.triggers, name, inputs),
             event_bus_name=bus_name,
             event_bus=bus,
+            servers=tuple(self.servers[n] for n in sorted(self.servers)),
         )
 
     # Pipeline inputs and recording
@@ -150,12 +153,18 @@ class _PipelineBuilder:
     def _stages(self, calls: list[Call]) -> list[ir.Stage]:
         """One IR stage per distinct definition; two definitions may not share a name."""
         built_for: dict[int, ir.Stage] = {}
-        owner: dict[str, StageDef | ApprovalDef] = {}
+        owner: dict[str, StageDef | ApprovalDef | InferenceDef] = {}
         for call in calls:
             definition = call.definition
             if id(definition) not in built_for:
                 if isinstance(definition, ApprovalDef):
                     built = stage_ir.approval_ir(definition)
+                elif isinstance(definition, InferenceDef):
+                    try:
+                        built = stage_ir.inference_ir(definition, self.options.namespace)
+                    except DefinitionError as error:
+                        raise error.located(stage=call.stage_name) from None
+                    self.servers.setdefault(definition.server.name, definition.server)
                 else:
                     built = stage_ir.stage_ir(definition, self.options)
                 if built.name in owner:
@@ -422,7 +431,8 @@ class _PipelineBuilder:
         out_type = stage.output(output).type
         if _fans_out(producer):
             out_type = list_of(out_type)
-        return _Resolved(ir.TaskOutput(self.task_of[id(producer)], output), out_type, producer)
+        value = ir.TaskOutput(self.task_of[id(producer)], output, result=stage.kind == "inference")
+        return _Resolved(value, out_type, producer)
 
     # Conditions
 

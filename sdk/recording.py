@@ -221,11 +221,23 @@ class ApprovalDef:
     approve: str
 
 
+@dataclass(frozen=True, eq=False)
+class InferenceDef:
+    """A model call on a Triton server; compiles to an Argo ``http`` step (no pod)."""
+
+    server: Any
+    model: Any
+    name: str | None
+    shapes: Any
+    timeout: int | str
+    retry: Any
+
+
 @dataclass(eq=False)
 class Call(Ref):
     """One recorded use of a stage; stands for its only output, or ``call.<output>``."""
 
-    definition: StageDef | ApprovalDef
+    definition: StageDef | ApprovalDef | InferenceDef
     arguments: dict[str, object]
     conditions: tuple[Cond, ...]
     on_exit: bool
@@ -249,6 +261,8 @@ class Call(Ref):
     def stage_name(self) -> str:
         if isinstance(self.definition, ApprovalDef):
             return self.definition.name
+        if isinstance(self.definition, InferenceDef):
+            return self.definition.name or f"infer-{getattr(self.definition.model, 'name', '?')}"
         return self.definition.display_name
 
     def __getattr__(self, name: str) -> OutputRef:
@@ -299,8 +313,14 @@ class Recorder:
         assert isinstance(made, ApprovalCall)
         return made
 
+    def inference(self, definition: InferenceDef, inputs: dict[str, object]) -> Call:
+        return self._add(Call, definition, inputs)
+
     def _add(
-        self, cls: type[Call], definition: StageDef | ApprovalDef, arguments: dict[str, object]
+        self,
+        cls: type[Call],
+        definition: StageDef | ApprovalDef | InferenceDef,
+        arguments: dict[str, object],
     ) -> Call:
         self._count += 1
         made = cls(
@@ -426,3 +446,24 @@ def approval(
     )
     made.after(*after)
     return made
+
+
+def infer(
+    server: Any,
+    model: Any,
+    inputs: dict[str, Any],
+    *,
+    shapes: dict[str, Sequence[int]] | None = None,
+    name: str | None = None,
+    timeout: int | str = "10s",
+    retry: Any = None,
+) -> Any:
+    """Call ``model`` on the Triton ``server`` with ``inputs`` (tensor name -> flat list).
+
+    Compiles to an Argo ``http`` step against Triton's KServe v2 REST endpoint: no pod per call.
+    The result stands for the KServe v2 response (a dict: ``outputs[i].data``). Shapes come from
+    the model's dims (with a batch of one when it batches); give ``shapes`` for -1 dims.
+    """
+    recorder = _require_recorder("infer()")
+    definition = InferenceDef(server, model, name, dict(shapes or {}), timeout, retry)
+    return recorder.inference(definition, dict(inputs))

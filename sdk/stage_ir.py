@@ -29,7 +29,7 @@ from rtflow.names import (
 from rtflow.options import NO_DEFAULT, Backoff, Output, Param, Retry, Secret
 from rtflow.param_types import SUPPORTED, ParamType, encode, from_annotation
 from rtflow.quantity import check_go_duration, check_quantity, check_seconds, parse_quantity
-from rtflow.recording import ApprovalDef
+from rtflow.recording import ApprovalDef, InferenceDef
 from rtflow.stage import StageDef
 from rtflow.stages import contract
 
@@ -479,4 +479,94 @@ def one_of(value: object, allowed: tuple[str, ...], *, field: str) -> str:
         f"{value!r} is not a known {field.rsplit('.', 1)[-1].replace('_', ' ')}",
         fix=f"{hint}use one of {', '.join(allowed)}",
         field=field,
+    )
+
+
+_TENSOR_ITEM = {"BOOL": "bool", "BYTES": "str"}
+# A Triton that is restarting or briefly overloaded answers again within seconds.
+INFERENCE_RETRY = ir.Retry(limit=3, policy="Always", backoff=ir.Backoff("500ms", 2, "5s"))
+
+
+def _tensor_param(tensor: Any) -> ir.Param:
+    datatype = str(tensor.data_type).removeprefix("TYPE_")
+    if datatype in _TENSOR_ITEM:
+        item = ParamType(_TENSOR_ITEM[datatype])  # type: ignore[arg-type]
+    elif datatype.startswith(("FP", "BF")):
+        item = ParamType("float")
+    else:
+        item = ParamType("int")
+    return ir.Param(tensor.name, ParamType("list", item))
+
+
+def inference_ir(definition: InferenceDef, namespace: str | None) -> ir.Stage:
+    """An inference step: the model's inputs as flat lists in, the KServe response out."""
+    from rtflow.gpu.kserve import infer_request_template
+    from rtflow.gpu.models import TritonModel
+    from rtflow.gpu.serving import TritonServing, infer_url
+
+    server = definition.server
+    if not isinstance(server, TritonServing):
+        raise DefinitionError(
+            "infer() needs a Triton server from rtflow.gpu.triton_serving, "
+            f"got {type(server).__name__}",
+            fix="pass the TritonServing that serves the model",
+            field="server",
+        )
+    model = definition.model
+    if isinstance(model, str):
+        served = {m.name: m for m in server.models}
+        if model not in served:
+            raise DefinitionError(
+                f"server {server.name!r} does not serve model {model!r}",
+                fix=f"call one of {', '.join(served)} or add the model to the server",
+                field="model",
+            )
+        model = served[model]
+    if not isinstance(model, TritonModel):
+        raise DefinitionError(
+            f"model must be a TritonModel or its name, got {type(model).__name__}",
+            fix="pass the model declared with rtflow.gpu.triton_model",
+            field="model",
+        )
+    if all(m is not model and m != model for m in server.models):
+        raise DefinitionError(
+            f"server {server.name!r} does not serve model {model.name!r}",
+            fix="add the model to the server's models, or call the server that serves it",
+            field="model",
+        )
+    name = check_dns1123_label(
+        definition.name or f"infer-{model.name}", field="name", what="inference step name"
+    )
+    shapes: dict[str, list[int]] = {}
+    for tensor in model.inputs:
+        if tensor.name in definition.shapes:
+            shapes[tensor.name] = list(definition.shapes[tensor.name])
+        elif -1 in tensor.dims:
+            raise DefinitionError(
+                f"input {tensor.name!r} of {model.name!r} has a variable dimension",
+                fix=f"pass shapes={{{tensor.name!r}: [...]}} to rtflow.infer",
+                field=f"shapes.{tensor.name}",
+                stage=name,
+            )
+        else:
+            shapes[tensor.name] = [1, *tensor.dims] if model.batched else list(tensor.dims)
+    inputs = [_tensor_param(t) for t in model.inputs]
+    body = infer_request_template(
+        model, {p.name: f"{{{{inputs.parameters.{p.name}}}}}" for p in inputs}, shapes, stage=name
+    )
+    retry = definition.retry
+    return ir.Stage(
+        name=name,
+        kind="inference",
+        inputs=tuple(inputs),
+        outputs=(ir.Output("response", ParamType("dict"), ""),),
+        retry=_retry(retry) if retry is not None else INFERENCE_RETRY,
+        description=f"KServe v2 inference on {model.name!r} served by {server.name!r}",
+        inference=ir.Inference(
+            server=server.name,
+            model=model.name,
+            url=infer_url(server, model.name, namespace=server.namespace or namespace),
+            body=body,
+            timeout_seconds=check_seconds(definition.timeout, field="timeout"),
+        ),
     )

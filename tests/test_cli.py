@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -21,18 +22,26 @@ def test_compile_writes_one_file_per_object_and_kustomizations(tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     objects = [
+        "deployment-fraud-triton.yaml",
         "eventsource-fraud-detection-transactions.yaml",
+        "horizontalpodautoscaler-fraud-triton.yaml",
+        "poddisruptionbudget-fraud-triton.yaml",
         "role-fraud-detection-sensor.yaml",
         "role-fraud-detection-workflow.yaml",
         "rolebinding-fraud-detection-sensor.yaml",
         "rolebinding-fraud-detection-workflow.yaml",
         "sensor-fraud-detection.yaml",
+        "service-fraud-triton.yaml",
         "serviceaccount-fraud-detection-sensor.yaml",
         "serviceaccount-fraud-detection-workflow.yaml",
         "workflowtemplate-fraud-detection.yaml",
     ]
     assert files == sorted(
         ["kustomization.yaml", "fraud-detection/kustomization.yaml", "fraud-detection/README.md"]
+        + [
+            f"fraud-detection/model-repository/{m}/config.pbtxt"
+            for m in ("fraud-scorer", "graph-risk")
+        ]
         + [f"fraud-detection/{o}" for o in objects]
     )
     readme = (tmp_path / "fraud-detection/README.md").read_text()
@@ -174,3 +183,38 @@ def test_graph_prints_mermaid() -> None:
     assert "    on_transactions --> in_transaction" in lines
     assert any("analyst_approval{{" in line for line in lines)
     assert any("review[[" in line for line in lines)
+
+
+def test_run_local_through_the_cli(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        '{"order": {"amount": 99, "kind": "gift", "items": ["c"]}}\n{"order": "not a dict"}\n'
+    )
+    dead = tmp_path / "dead.jsonl"
+    command = [sys.executable, "-m", "rtflow.cli", "run", "--local", "local_pipelines/shop.py:shop"]
+    command += ["--events", str(events), "--auto-approve", "--output", "-"]
+    command += ["--dead-letter", str(dead), "--no-progress"]
+    result = subprocess.run(
+        command,
+        cwd=PIPELINES.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1  # one event failed, and the run names it
+    (good,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert good["status"] == "Succeeded"
+    assert good["outputs"]["ship-2"] == {"result": "shipped gift-wrap 0"}
+    (bad,) = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert "is not JSON for a dict" in bad["reason"]
+    assert "failed: events.jsonl:2" in result.stderr
+    assert "stage" in result.stderr and "p99 ms" in result.stderr
+    assert rtflow("run", "examples/fraud_detection.py").returncode == 2
+
+
+def test_stage_dockerfile() -> None:
+    result = rtflow("stage-dockerfile", "fraud_detection.py")
+    assert result.returncode == 0
+    assert "COPY --chown=0:0 fraud_detection.py /app/fraud_detection.py" in result.stdout
+    assert "USER 65532:65532" in result.stdout
+    assert rtflow("stage-dockerfile", "../escape.py").returncode == 2

@@ -57,7 +57,7 @@ def test_two_compiles_in_fresh_processes_are_byte_identical(tmp_path: Path) -> N
     first = _compile_cli(tmp_path / "a", "1")
     second = _compile_cli(tmp_path / "b", "2024")
     assert first == second
-    assert len(first) == 12
+    assert len(first) == 18
 
 
 def test_declaration_order_and_dict_order_do_not_matter() -> None:

@@ -254,3 +254,29 @@ def test_triton_exports_the_metrics_the_autoscalers_read(server: TritonServer) -
         text = response.read().decode()
     for metric in TRITON_METRICS.values():
         assert f'{metric}{{model="{SCORER.name}",version="1"}}' in text
+
+
+def test_the_compiled_fraud_pipelines_http_step_scores_right(server: TritonServer) -> None:
+    """The exact body the compiled WorkflowTemplate's http step sends, against the real Triton."""
+    from rtflow.generators.compiler import compile_pipelines
+    from rtflow.loader import load_pipelines
+
+    _, (pipeline,) = load_pipelines(str(EXAMPLES.parent / "fraud_detection.py"))
+    import fraud_detection  # loaded by load_pipelines, with its folder on sys.path
+
+    bundle = compile_pipelines([pipeline.build()])
+    (template,) = [m.body for m in bundle.manifests if m.kind == "WorkflowTemplate"]
+    (step,) = [t for t in template["spec"]["templates"] if t["name"] == "score"]
+    http = step["http"]
+    assert http["url"].endswith("/v2/models/fraud-scorer/infer")
+    transaction = {"amount": 4200.0, "country": "FR", "card_country": "US", "hour": 3}
+    # What Argo substitutes: the compute-features output parameter, the runtime's JSON text.
+    vector = fraud_detection.compute_features(transaction)
+    body = http["body"].replace("{{inputs.parameters.features}}", json.dumps(vector))
+    path = http["url"].split(":8000", 1)[1]
+    status, answer = post(server.http_url + path, body.encode())
+    assert status == 200, answer
+    decision = fraud_detection.decide(json.loads(answer))
+    assert decision.risk == pytest.approx(expected_risk(vector), rel=1e-6)
+    assert decision.action == ("review" if decision.risk > 0.9 else "allow")
+    assert decision.risk > 0.5  # a large foreign night purchase is risky: the math is not vacuous

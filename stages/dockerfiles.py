@@ -1,0 +1,78 @@
+"""Dockerfiles for stage images, rendered with jinja2 from ``stages/templates``.
+
+Two layers: the Python-function base image (the stage runtime, non-root UID 65532, made for a
+read-only root filesystem) and, on top, a user's stage package (``rtflow stage-dockerfile``).
+The built-in stages are base images with their extra requirements.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+import jinja2
+
+from rtflow.stages import contract
+
+UID = 65532
+DEFAULT_PYTHON_IMAGE = "python:3.11-slim-bookworm"
+DEFAULT_BASE_IMAGE = "ghcr.io/rtflow/python-function:0.1.0"
+BUILTIN_REQUIREMENTS: dict[str, tuple[str, ...]] = {
+    "python-function": (),
+    "kafka-publish": ("confluent-kafka>=2.16,<3",),
+    "http-callback": (),
+}
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("rtflow.stages", "templates"),
+    autoescape=False,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def render_base_dockerfile(
+    *,
+    rtflow_requirement: str = "rtflow",
+    builtin: str = "python-function",
+    python_image: str = DEFAULT_PYTHON_IMAGE,
+) -> str:
+    """The base image's Dockerfile (``builtin`` adds that built-in stage's requirements)."""
+    if builtin not in BUILTIN_REQUIREMENTS:
+        raise ValueError(f"no built-in stage {builtin!r}: {', '.join(BUILTIN_REQUIREMENTS)}")
+    return _env.get_template("base.Dockerfile.j2").render(
+        python_image=python_image,
+        rtflow_requirement=rtflow_requirement,
+        extra_requirements=BUILTIN_REQUIREMENTS[builtin],
+        uid=UID,
+        scratch_dir=contract.SCRATCH_DIR,
+        command=contract.COMMAND,
+    )
+
+
+def render_stage_dockerfile(
+    source: str,
+    *,
+    requirements: str | None = None,
+    base_image: str = DEFAULT_BASE_IMAGE,
+) -> str:
+    """The Dockerfile of a user's stage code: ``source`` is a module file or package folder
+    relative to the build context (say ``fraud_detection.py`` or ``src/fraud``); it is copied to
+    ``/app/<its name>`` so that ``MODULE:FUNCTION`` imports as it does on the developer's
+    machine. ``requirements`` is a requirements file in the context, if any."""
+    path = PurePosixPath(source)
+    if path.is_absolute() or ".." in path.parts or not path.name:
+        raise ValueError(f"{source!r} must be a relative path inside the build context")
+    if requirements is not None:
+        req = PurePosixPath(requirements)
+        if req.is_absolute() or ".." in req.parts:
+            raise ValueError(f"{requirements!r} must be a relative path inside the build context")
+    return _env.get_template("stage.Dockerfile.j2").render(
+        package=path.stem,
+        base_image=base_image,
+        requirements=requirements,
+        source=str(path),
+        target=path.name,
+        uid=UID,
+    )

@@ -1,0 +1,1012 @@
+"""``rtflow run --local``: run a pipeline's IR on one machine, with Argo's semantics.
+
+Events come from a JSONL file, stdin or a Kafka topic; each becomes one run of the pipeline (a
+"workflow"), many in flight at once. Function stages run in long-lived worker processes
+(:mod:`rtflow.stages.workers`) through the same runtime code as the stage containers; what Argo
+would decide (``depends``, ``when``, ``withParam`` aggregation, retries and backoff, deadlines,
+the exit handler) follows :mod:`rtflow.stages.semantics`. Results go to stdout or a topic; an
+event that does not fit the pipeline's inputs, or whose run failed for good, goes to the
+dead-letter output with the reason, and the run goes on.
+
+Container stages cannot run without Docker: the run refuses up front, naming the stage, unless a
+Python stand-in is given for it (``stand_ins={"stage-name": callable}``; any stage may have
+one). A stand-in is called in this process with the decoded inputs as keyword arguments and
+returns the value of a stage's single output, or for several outputs a mapping (or NamedTuple)
+of output name to value; raising :class:`BadInput` marks a bad input. Its deadline is checked
+after it returns (a thread cannot be killed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import importlib
+import json
+import os
+import queue
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from rtflow import ir
+from rtflow.param_types import decode, encode
+from rtflow.stages import semantics
+from rtflow.stages.events import Event, JsonlSink, JsonlSource, Sink
+from rtflow.stages.runtime import BadInput
+from rtflow.stages.semantics import Phase
+from rtflow.stages.workers import Invocation, WorkerPool, WorkerStartError, child_env
+
+__all__ = [
+    "ApprovalRequest",
+    "BadInput",
+    "EventResult",
+    "LocalExecutor",
+    "LocalRunError",
+    "RunSummary",
+    "StageTiming",
+    "auto_approve",
+    "auto_reject",
+    "main",
+    "run_local",
+    "terminal_approver",
+]
+
+StandIn = Callable[..., Any]
+WorkflowStatus = Literal["Succeeded", "Failed"]
+
+
+class LocalRunError(RuntimeError):
+    """The run cannot start (a container stage without a stand-in, a stage that cannot load)."""
+
+
+# -- approvals ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    pipeline: str
+    task: str
+    event: str
+    workflow: str
+    choices: tuple[str, ...]
+    default: str
+    approve: str
+    description: str | None
+
+
+Approver = Callable[[ApprovalRequest], str]
+
+
+def auto_approve(request: ApprovalRequest) -> str:
+    return request.approve
+
+
+def auto_reject(request: ApprovalRequest) -> str:
+    if request.default != request.approve:
+        return request.default
+    return next(c for c in request.choices if c != request.approve)
+
+
+def terminal_approver(tty: str = "/dev/tty") -> Approver:
+    """Ask on the terminal (not stdin, which may carry the events), one question at a time."""
+    lock = threading.Lock()
+
+    def ask(request: ApprovalRequest) -> str:
+        with lock, open(tty, "r+", encoding="utf-8") as term:
+            choices = "/".join(request.choices)
+            while True:
+                term.write(
+                    f"\n[{request.workflow}] {request.task} for event {request.event}"
+                    f"{': ' + request.description if request.description else ''}\n"
+                    f"  choose {choices} [{request.default}]: "
+                )
+                term.flush()
+                answer = term.readline().strip() or request.default
+                if answer in request.choices:
+                    return answer
+                term.write(f"  {answer!r} is not one of {choices}\n")
+
+    return ask
+
+
+# -- results and timing ---------------------------------------------------------------------------
+
+
+@dataclass
+class TaskResult:
+    phase: Phase
+    outputs: dict[str, str] = field(default_factory=dict)
+    attempts: int = 0
+    error: str | None = None
+
+
+@dataclass
+class EventResult:
+    event: str
+    status: WorkflowStatus
+    workflow: str
+    uid: str
+    ms: float
+    tasks: dict[str, TaskResult]
+    exit_tasks: dict[str, TaskResult]
+    reason: str | None = None
+
+    def record(self, pipeline: ir.Pipeline) -> dict[str, Any]:
+        """The output line: each task's outputs decoded by their declared types."""
+        outputs: dict[str, dict[str, Any]] = {}
+        for name, result in self.tasks.items():
+            if result.phase != "Succeeded" or not result.outputs:
+                continue
+            task = pipeline.task(name)
+            stage = pipeline.stage(task.stage)
+            values: dict[str, Any] = {}
+            for out, text in result.outputs.items():
+                declared = {o.name: o for o in stage.outputs}.get(out)
+                try:
+                    if declared is None or task.fan_out is not None:
+                        values[out] = json.loads(text) if task.fan_out is not None else text
+                    else:
+                        values[out] = decode(text, declared.type)
+                except ValueError:
+                    values[out] = text
+            outputs[name] = values
+        return {
+            "event": self.event,
+            "status": self.status,
+            "workflow": self.workflow,
+            "ms": round(self.ms, 3),
+            "outputs": outputs,
+            "skipped": sorted(n for n, r in self.tasks.items() if r.phase == "Skipped"),
+        }
+
+
+@dataclass(frozen=True)
+class StageTiming:
+    stage: str
+    count: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    overhead_p99_ms: float | None = None
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class Timings:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.ms: dict[str, list[float]] = {}
+        self.overhead: dict[str, list[float]] = {}
+
+    def add(self, stage: str, ms: float, overhead: float | None = None) -> None:
+        with self._lock:
+            self.ms.setdefault(stage, []).append(ms)
+            if overhead is not None:
+                self.overhead.setdefault(stage, []).append(overhead)
+
+    def table(self) -> list[StageTiming]:
+        with self._lock:
+            return [
+                StageTiming(
+                    stage,
+                    len(values),
+                    percentile(values, 50),
+                    percentile(values, 99),
+                    max(values),
+                    percentile(self.overhead[stage], 99) if self.overhead.get(stage) else None,
+                )
+                for stage, values in sorted(self.ms.items())
+            ]
+
+
+@dataclass
+class RunSummary:
+    events: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    stages: list[StageTiming] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    latency_p50_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    interrupted: bool = False
+    log_dir: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed or self.interrupted else 0
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def render(self) -> str:
+        lines = [
+            f"{self.events} events in {self.elapsed_s:.2f} s ({self.events_per_second:,.0f}/s): "
+            f"{self.succeeded} succeeded, {self.failed} failed "
+            f"({self.dead_lettered} to the dead-letter output); "
+            f"latency p50 {self.latency_p50_ms:.2f} ms, p99 {self.latency_p99_ms:.2f} ms",
+        ]
+        if self.stages:
+            width = max(len("stage"), *(len(s.stage) for s in self.stages))
+            lines.append(
+                f"{'stage':<{width}}  {'count':>7}  {'p50 ms':>8}  {'p99 ms':>8}  {'max ms':>8}"
+                f"  {'overhead p99 ms':>15}"
+            )
+            for s in self.stages:
+                overhead = f"{s.overhead_p99_ms:.3f}" if s.overhead_p99_ms is not None else "-"
+                lines.append(
+                    f"{s.stage:<{width}}  {s.count:>7}  {s.p50_ms:>8.2f}  {s.p99_ms:>8.2f}"
+                    f"  {s.max_ms:>8.2f}  {overhead:>15}"
+                )
+        for event, reason in self.failures[:20]:
+            lines.append(f"failed: {event}: {reason}")
+        if len(self.failures) > 20:
+            lines.append(f"... and {len(self.failures) - 20} more failed events")
+        if self.interrupted:
+            lines.append("interrupted: not every event was read")
+        return "\n".join(lines)
+
+
+# -- the executor ---------------------------------------------------------------------------------
+
+
+class _Invoker(Protocol):
+    def __call__(
+        self, raw: Mapping[str, str], timeout: float | None, context: Mapping[str, str]
+    ) -> Invocation: ...
+
+
+def _stand_in_invoker(stage: ir.Stage, function: StandIn) -> _Invoker:
+    types = {p.name: p.type for p in stage.inputs}
+    outputs = {o.name: o.type for o in stage.outputs}
+
+    def invoke(
+        raw: Mapping[str, str], timeout: float | None, context: Mapping[str, str]
+    ) -> Invocation:
+        started = time.perf_counter()
+
+        def done(
+            status: Literal["ok", "bad_input", "failed"],
+            out: dict[str, str] | None = None,
+            error: str | None = None,
+        ) -> Invocation:
+            ms = (time.perf_counter() - started) * 1000
+            if status == "ok" and timeout is not None and ms > timeout * 1000:
+                return Invocation("timeout", error=f"took {ms / 1000:.1f} s > {timeout:g} s", ms=ms)
+            return Invocation(status, out or {}, error, ms, ms)
+
+        try:
+            kwargs: dict[str, Any] = {}
+            for name, text in raw.items():
+                if name not in types:
+                    raise BadInput(f"unknown input {name!r}")
+                try:
+                    kwargs[name] = decode(text, types[name])
+                except ValueError as exc:
+                    raise BadInput(f"input {name!r}: {exc}") from None
+            result = function(**kwargs)
+            texts: dict[str, str] = {}
+            if len(outputs) == 1:
+                result = {next(iter(outputs)): result}
+            for name, out_type in outputs.items():
+                if isinstance(result, Mapping):
+                    value = result.get(name)
+                else:
+                    value = getattr(result, name, None)
+                if not out_type.accepts_value(value):
+                    raise TypeError(f"stand-in output {name!r} is not a {out_type}: {value!r}")
+                texts[name] = encode(value)
+            return done("ok", texts)
+        except BadInput as exc:
+            return done("bad_input", error=str(exc))
+        except Exception as exc:
+            return done("failed", error=f"{type(exc).__name__}: {exc}")
+
+    return invoke
+
+
+def _pool_invoker(pool: WorkerPool) -> _Invoker:
+    def invoke(
+        raw: Mapping[str, str], timeout: float | None, context: Mapping[str, str]
+    ) -> Invocation:
+        return pool.call(raw, timeout=timeout, context=context)
+
+    return invoke
+
+
+class LocalExecutor:
+    """Runs events through one pipeline. Thread-safe: :meth:`run_event` may be called from many
+    threads at once (each event is one Argo workflow)."""
+
+    def __init__(
+        self,
+        pipeline: ir.Pipeline,
+        *,
+        workers: int = 1,
+        stand_ins: Mapping[str, StandIn] | None = None,
+        approver: Approver | None = None,
+        max_in_flight: int = 16,
+        log_dir: Path | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.pipeline = pipeline
+        self.workers = workers
+        self.stand_ins = dict(stand_ins or {})
+        self.approver = approver or auto_reject
+        self.max_in_flight = max_in_flight
+        self.log_dir = log_dir
+        self.sleep = sleep
+        self.timings = Timings()
+        self._invokers: dict[str, _Invoker] = {}
+        self._owns_log_dir = False
+        self._pools: list[WorkerPool] = []
+        threads = max(4, max_in_flight * 2)
+        self._tasks = cf.ThreadPoolExecutor(threads, thread_name_prefix="rtflow-task")
+        self._items = cf.ThreadPoolExecutor(threads, thread_name_prefix="rtflow-item")
+
+    # lifecycle
+
+    def check(self) -> None:
+        """Refuse, in one line, what cannot run here (before any process starts)."""
+        unknown = sorted(set(self.stand_ins) - {s.name for s in self.pipeline.stages})
+        if unknown:
+            raise LocalRunError(f"stand-in given for {unknown[0]!r}, which is not a stage")
+        for stage in self.pipeline.stages:
+            kind: str = stage.kind  # the IR may grow kinds this executor does not know yet
+            if stage.name in self.stand_ins or kind in ("function", "approval"):
+                continue
+            what = (
+                f"a container ({stage.image}) and cannot run locally without Docker"
+                if kind == "container"
+                else f"a {kind} stage, which local runs cannot execute yet"
+            )
+            raise LocalRunError(
+                f"stage {stage.name!r} is {what}; pass a Python stand-in for it "
+                f"(--stand-in {stage.name}=MODULE:FUNCTION)"
+            )
+
+    def start(self) -> LocalExecutor:
+        self.check()
+        if self.log_dir is None:
+            self.log_dir = Path(tempfile.mkdtemp(prefix=f"rtflow-local-{self.pipeline.name}-"))
+            self._owns_log_dir = True
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = child_env()
+        pending: list[tuple[ir.Stage, WorkerPool]] = []
+        for stage in self.pipeline.stages:
+            if stage.name in self.stand_ins:
+                self._invokers[stage.name] = _stand_in_invoker(stage, self.stand_ins[stage.name])
+            elif stage.kind == "function":
+                assert stage.function is not None
+                pool = WorkerPool(
+                    stage.function,
+                    self.workers,
+                    env=env,
+                    log_path=self.log_dir / f"{stage.name}.log",
+                )
+                pending.append((stage, pool))
+        try:
+            self._pools.extend(pool for _, pool in pending)
+            for _, pool in pending:
+                pool.spawn()  # every stage's workers import in parallel
+            for stage, pool in pending:
+                try:
+                    pool.wait_ready()
+                except WorkerStartError as exc:
+                    raise LocalRunError(f"stage {stage.name!r}: {exc}") from None
+                self._invokers[stage.name] = _pool_invoker(pool)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        self._tasks.shutdown(wait=True, cancel_futures=True)
+        self._items.shutdown(wait=True, cancel_futures=True)
+        for pool in self._pools:
+            pool.close()
+        self._pools.clear()
+        if self._owns_log_dir and self.log_dir is not None:
+            # a temporary folder of empty logs says nothing: keep it only when a worker wrote
+            if not any(p.stat().st_size for p in self.log_dir.iterdir()):
+                shutil.rmtree(self.log_dir, ignore_errors=True)
+                self.log_dir = None
+            self._owns_log_dir = False
+
+    def __enter__(self) -> LocalExecutor:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # one event
+
+    def run_event(self, event_id: str, inputs: Mapping[str, str]) -> EventResult:
+        """One workflow over already-checked input texts (see :func:`semantics.event_inputs`)."""
+        return _Workflow(self, event_id, dict(inputs)).run()
+
+
+class _Workflow:
+    def __init__(self, executor: LocalExecutor, event_id: str, inputs: dict[str, str]) -> None:
+        self.x = executor
+        self.p = executor.pipeline
+        self.event_id = event_id
+        self.inputs = inputs
+        self.uid = str(uuid.uuid4())
+        self.name = f"{self.p.name}-{self.uid[:5]}"
+        self.namespace = self.p.namespace or "default"
+
+    def run(self) -> EventResult:
+        started = time.monotonic()
+        deadline = started + self.p.deadline_seconds
+        fields = {"name": self.name, "namespace": self.namespace, "uid": self.uid}
+        tasks = self._dag(self.p.tasks, deadline, fields)
+        failed = [(n, r) for n, r in tasks.items() if r.phase in ("Failed", "Error")]
+        status: WorkflowStatus = "Failed" if failed else "Succeeded"
+        reason = _reason(failed[0]) if failed else None
+        exit_results: dict[str, TaskResult] = {}
+        if self.p.exit_tasks:
+            fields = {
+                **fields,
+                "status": status,
+                "duration": f"{time.monotonic() - started:.6f}",
+            }
+            exit_deadline = time.monotonic() + self.p.deadline_seconds
+            exit_results = self._dag(self.p.exit_tasks, exit_deadline, fields)
+            exit_failed = [
+                (n, r) for n, r in exit_results.items() if r.phase in ("Failed", "Error")
+            ]
+            if exit_failed and status == "Succeeded":
+                status, reason = "Failed", f"exit handler: {_reason(exit_failed[0])}"
+        ms = (time.monotonic() - started) * 1000
+        return EventResult(
+            self.event_id, status, self.name, self.uid, ms, tasks, exit_results, reason
+        )
+
+    def _dag(
+        self, tasks: tuple[ir.Task, ...], deadline: float, workflow: Mapping[str, str]
+    ) -> dict[str, TaskResult]:
+        results: dict[str, TaskResult] = {}
+        phases: dict[str, Phase] = {}
+        pending = {t.name: t for t in tasks}
+        running: dict[cf.Future[TaskResult], str] = {}
+        while pending or running:
+            ready: list[ir.Task] = []
+            progressed = True
+            while progressed:
+                progressed = False
+                for name, task in list(pending.items()):
+                    state = semantics.depends_state(task, phases)
+                    if state == "wait":
+                        continue
+                    del pending[name]
+                    progressed = True
+                    settled = self._settle(task, state, deadline, results, workflow)
+                    if settled is None:
+                        ready.append(task)
+                    else:
+                        results[name], phases[name] = settled, settled.phase
+            if len(ready) == 1 and not running:
+                # nothing else to wait for: run it on this thread, saving a hand-off
+                (task,) = ready
+                result = self._task(task, deadline, _outputs(results), workflow)
+                results[task.name], phases[task.name] = result, result.phase
+                continue
+            snapshot = _outputs(results)  # what the ready tasks may read, fixed now
+            for task in ready:
+                future = self.x._tasks.submit(self._task, task, deadline, snapshot, workflow)
+                running[future] = task.name
+            if not running:
+                break
+            done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                name = running.pop(future)
+                result = future.result()
+                results[name], phases[name] = result, result.phase
+        for name in pending:  # only reachable if a dependency never settles: omit them
+            results[name] = TaskResult("Omitted", error="unresolved dependency")
+        return results
+
+    def _settle(
+        self,
+        task: ir.Task,
+        state: str,
+        deadline: float,
+        results: Mapping[str, TaskResult],
+        workflow: Mapping[str, str],
+    ) -> TaskResult | None:
+        """The result of a task that does not run (omitted, skipped, broken ``when``)."""
+        if state == "omit":
+            return TaskResult("Omitted")
+        if time.monotonic() >= deadline:
+            return TaskResult("Failed", error="the pipeline deadline was exceeded")
+        if task.when is None:
+            return None
+        try:
+            run = semantics.evaluate(
+                task.when, inputs=self.inputs, outputs=_outputs(results), workflow=workflow
+            )
+        except (semantics.ConditionError, semantics.ValueMissing) as exc:
+            return TaskResult("Error", error=f"when cannot be evaluated: {exc}")
+        return None if run else TaskResult("Skipped")
+
+    def _task(
+        self,
+        task: ir.Task,
+        deadline: float,
+        outputs: Mapping[str, Mapping[str, str]],
+        workflow: Mapping[str, str],
+    ) -> TaskResult:
+        stage = self.p.stage(task.stage)
+        try:
+            if task.fan_out is None:
+                raw = self._arguments(task, outputs, workflow, None)
+                return self._attempts(task, stage, raw, deadline, workflow)
+            items = semantics.fan_out_items(
+                semantics.value_text(
+                    task.fan_out, inputs=self.inputs, outputs=outputs, workflow=workflow
+                )
+            )
+        except (semantics.ValueMissing, semantics.ConditionError) as exc:
+            return TaskResult("Error", error=f"cannot resolve {exc}")
+        if not items:
+            return TaskResult("Skipped", error="empty withParam list")
+        children = [
+            self.x._items.submit(
+                self._attempts,
+                task,
+                stage,
+                self._arguments(task, outputs, workflow, item),
+                deadline,
+                workflow,
+            )
+            for item in items
+        ]
+        done = [c.result() for c in children]
+        attempts = sum(c.attempts for c in done)
+        bad = [c for c in done if c.phase != "Succeeded"]
+        if bad:
+            index = done.index(bad[0])
+            return TaskResult(
+                bad[0].phase,
+                attempts=attempts,
+                error=f"item {index} ({items[index]}): {bad[0].error}",
+            )
+        names = [o.name for o in stage.outputs]
+        aggregated = {n: semantics.aggregate([c.outputs[n] for c in done]) for n in names}
+        return TaskResult("Succeeded", aggregated, attempts)
+
+    def _arguments(
+        self,
+        task: ir.Task,
+        outputs: Mapping[str, Mapping[str, str]],
+        workflow: Mapping[str, str],
+        item: str | None,
+    ) -> dict[str, str]:
+        return {
+            name: semantics.value_text(
+                value, inputs=self.inputs, outputs=outputs, workflow=workflow, item=item
+            )
+            for name, value in task.arguments
+        }
+
+    def _attempts(
+        self,
+        task: ir.Task,
+        stage: ir.Stage,
+        raw: dict[str, str],
+        deadline: float,
+        workflow: Mapping[str, str],
+    ) -> TaskResult:
+        if stage.kind == "approval":
+            return self._approval(task, stage, workflow)
+        invoke = self.x._invokers[stage.name]
+        context = {"event_id": self.event_id, "workflow": self.name, "task": task.name}
+        first = time.monotonic()
+        attempts = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return TaskResult(
+                    "Failed", attempts=attempts, error="the pipeline deadline was exceeded"
+                )
+            timeout = remaining
+            if stage.deadline_seconds is not None:
+                timeout = min(timeout, float(stage.deadline_seconds))
+            result = invoke(raw, timeout, context)
+            attempts += 1
+            overhead = result.overhead_ms if stage.name not in self.x.stand_ins else None
+            self.x.timings.add(stage.name, result.ms, overhead)
+            if result.status == "ok":
+                return TaskResult("Succeeded", result.outputs, attempts)
+            exit_code = {"bad_input": 65, "failed": 1, "timeout": -1, "crashed": 137}[result.status]
+            error = f"{result.status}: {result.error}"
+            if result.status == "timeout" and timeout < (stage.deadline_seconds or float("inf")):
+                error = "the pipeline deadline was exceeded"
+            # every failure of a stage's own process is Failed in Argo's terms (Error is for the
+            # controller's problems, which cannot happen here)
+            if not semantics.should_retry(stage.retry, stage.kind, "Failed", exit_code):
+                return TaskResult("Failed", attempts=attempts, error=error)
+            assert stage.retry is not None
+            wait = semantics.backoff_wait(
+                stage.retry, attempts - 1, elapsed_since_first=time.monotonic() - first
+            )
+            if wait is None:
+                return TaskResult("Failed", attempts=attempts, error=error)
+            if time.monotonic() + wait >= deadline:
+                error += " (a retry would pass the pipeline deadline)"
+                return TaskResult("Failed", attempts=attempts, error=error)
+            if wait > 0:
+                self.x.sleep(wait)
+
+    def _approval(self, task: ir.Task, stage: ir.Stage, workflow: Mapping[str, str]) -> TaskResult:
+        approval = stage.approval
+        assert approval is not None
+        started = time.perf_counter()
+        request = ApprovalRequest(
+            self.p.name,
+            task.name,
+            self.event_id,
+            self.name,
+            approval.choices,
+            approval.default,
+            approval.approve,
+            stage.description,
+        )
+        try:
+            decision = self.x.approver(request)
+        except Exception as exc:
+            return TaskResult("Failed", attempts=1, error=f"approval failed: {exc}")
+        finally:
+            self.x.timings.add(stage.name, (time.perf_counter() - started) * 1000)
+        if decision not in approval.choices:
+            return TaskResult(
+                "Failed",
+                attempts=1,
+                error=f"decision {decision!r} is not one of {approval.choices}",
+            )
+        return TaskResult("Succeeded", {"decision": decision}, 1)
+
+
+def _outputs(results: Mapping[str, TaskResult]) -> dict[str, dict[str, str]]:
+    return {n: r.outputs for n, r in results.items() if r.phase == "Succeeded"}
+
+
+def _reason(failed: tuple[str, TaskResult]) -> str:
+    name, result = failed
+    tries = f" after {result.attempts} attempt(s)" if result.attempts > 1 else ""
+    return f"task {name} {result.phase.lower()}{tries}: {result.error}"
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+
+def run_local(
+    pipeline: ir.Pipeline,
+    events: Iterable[Event],
+    *,
+    output: Sink,
+    dead_letter: Sink,
+    workers: int = 1,
+    max_in_flight: int = 16,
+    stand_ins: Mapping[str, StandIn] | None = None,
+    approver: Approver | None = None,
+    progress: bool = False,
+    log_dir: Path | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RunSummary:
+    """Run every event through ``pipeline``; results to ``output``, the rest to ``dead_letter``.
+
+    Raises :class:`LocalRunError` before reading any event if the pipeline cannot run here.
+    ``events`` may have ``total`` (for the progress bar), ``before_commit`` (called with the
+    sinks' flush before offsets are committed) and ``close()``.
+    """
+    summary = RunSummary()
+    latencies: list[float] = []
+    lock = threading.Lock()
+    executor = LocalExecutor(
+        pipeline,
+        workers=workers,
+        stand_ins=stand_ins,
+        approver=approver,
+        max_in_flight=max_in_flight,
+        log_dir=log_dir,
+        sleep=sleep,
+    )
+
+    def flush_sinks() -> None:
+        output.flush()
+        dead_letter.flush()
+
+    if hasattr(events, "before_commit"):
+        events.before_commit = flush_sinks  # a Kafka source commits only what is written
+
+    def handle(event: Event) -> None:
+        started = time.monotonic()
+        result: EventResult | None = None
+        reason = event.error
+        if reason is None:
+            try:
+                inputs = semantics.event_inputs(pipeline, event.body, event.metadata)
+            except (semantics.PayloadError, ValueError) as exc:
+                reason = f"payload: {exc}"
+            else:
+                try:
+                    result = executor.run_event(event.id, inputs)
+                except Exception as exc:  # a bug here must not lose the event
+                    reason = f"local executor error: {type(exc).__name__}: {exc}"
+                else:
+                    reason = result.reason if result.status == "Failed" else None
+        if reason is None and result is not None:
+            output.write(result.record(pipeline))
+        else:
+            dead_letter.write(
+                {
+                    "event": event.id,
+                    "reason": reason,
+                    "payload": event.body,
+                    "workflow": result.workflow if result else None,
+                    "pipeline": pipeline.name,
+                }
+            )
+        with lock:
+            summary.events += 1
+            latencies.append((time.monotonic() - started) * 1000)
+            if reason is None:
+                summary.succeeded += 1
+            else:
+                summary.failed += 1
+                summary.dead_lettered += 1
+                summary.failures.append((event.id, reason or "?"))
+        if event.ack is not None:
+            event.ack()
+
+    work: queue.Queue[Event | None] = queue.Queue(maxsize=max_in_flight)
+    crashed: list[BaseException] = []
+
+    def drive() -> None:
+        while (event := work.get()) is not None:
+            try:
+                handle(event)
+            except BaseException as exc:  # a sink that fails: stop the run, say why
+                crashed.append(exc)
+
+    total = getattr(events, "total", None)
+    stop_ticker = threading.Event()
+    executor.start()
+    started = time.monotonic()  # events/s and elapsed count from the first event on
+    drivers = [
+        threading.Thread(target=drive, name=f"rtflow-event-{i}", daemon=True)
+        for i in range(max_in_flight)
+    ]
+    for d in drivers:
+        d.start()
+    ticker = threading.Thread(
+        target=_ticker, args=(summary, lock, total, started, stop_ticker), daemon=True
+    )
+    if progress:
+        ticker.start()
+    try:
+        for event in events:
+            if crashed:
+                break
+            work.put(event)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        for _ in drivers:
+            work.put(None)
+        for d in drivers:
+            d.join()
+        summary.elapsed_s = time.monotonic() - started
+        stop_ticker.set()
+        if progress:
+            ticker.join()
+        executor.close()
+        summary.log_dir = str(executor.log_dir) if executor.log_dir is not None else None
+        summary.stages = executor.timings.table()
+        flush_sinks()
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+    summary.latency_p50_ms = percentile(latencies, 50)
+    summary.latency_p99_ms = percentile(latencies, 99)
+    if crashed:
+        raise crashed[0]
+    return summary
+
+
+def _ticker(
+    summary: RunSummary,
+    lock: threading.Lock,
+    total: int | None,
+    started: float,
+    stop: threading.Event,
+) -> None:
+    """A one-line progress bar on stderr, redrawn a few times a second."""
+    while True:
+        stopped = stop.wait(0.25)
+        with lock:
+            done, ok, bad = summary.events, summary.succeeded, summary.failed
+        rate = done / max(time.monotonic() - started, 1e-9)
+        if total:
+            filled = int(30 * done / total)
+            bar = f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{total}"
+        else:
+            bar = f"{done} events"
+        sys.stderr.write(f"\r{bar}  {ok} ok  {bad} failed  {rate:,.0f}/s ")
+        sys.stderr.flush()
+        if stopped:
+            sys.stderr.write("\n")
+            return
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def _stand_in(spec: str) -> tuple[str, StandIn]:
+    name, sep, reference = spec.partition("=")
+    module, colon, attribute = reference.partition(":")
+    if not sep or not colon:
+        raise LocalRunError(f"--stand-in {spec!r} is not STAGE=MODULE:FUNCTION")
+    target: Any = importlib.import_module(module)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    return name, getattr(target, "function", None) or target
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rtflow run --local",
+        description="Run a pipeline on this machine over a stream of events.",
+    )
+    parser.add_argument("pipeline", metavar="PATH_OR_MODULE[:PIPELINE]")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--events", metavar="FILE|-", help="JSONL events (- for stdin)")
+    source.add_argument("--kafka-topic", help="consume events from this topic")
+    parser.add_argument("--kafka-brokers", default=os.environ.get("RTFLOW_KAFKA_BROKERS"))
+    parser.add_argument("--kafka-group", help="consumer group (default: the trigger's)")
+    parser.add_argument("--max-events", type=int, help="stop after this many events")
+    parser.add_argument(
+        "--idle-timeout", type=float, help="stop after this many seconds without a Kafka event"
+    )
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--output", default="-", metavar="FILE|-", help="results as JSONL")
+    out.add_argument("--output-topic", help="results to this Kafka topic")
+    dead = parser.add_mutually_exclusive_group()
+    dead.add_argument("--dead-letter", metavar="FILE", help="failed events as JSONL")
+    dead.add_argument("--dead-letter-topic", metavar="TOPIC", help="failed events to a topic")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes per stage")
+    parser.add_argument("--max-in-flight", type=int, default=16, help="events run at once")
+    approve = parser.add_mutually_exclusive_group()
+    approve.add_argument("--auto-approve", action="store_true")
+    approve.add_argument("--auto-reject", action="store_true")
+    parser.add_argument(
+        "--stand-in",
+        action="append",
+        default=[],
+        metavar="STAGE=MODULE:FUNCTION",
+        help="a Python function standing in for a container stage",
+    )
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--log-dir", type=Path, help="worker logs (default: a temporary folder)")
+    return parser
+
+
+def _select_pipeline(target: str) -> ir.Pipeline:
+    from rtflow.loader import load_pipelines
+
+    _, pipelines = load_pipelines(target)
+    if len(pipelines) > 1:
+        names = ", ".join(p.name for p in pipelines)
+        raise LocalRunError(f"{target} defines several pipelines ({names}); name one as PATH:ATTR")
+    return pipelines[0].build()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``rtflow run --local ...``; 0 when every event succeeded, 1 when one failed, 2 on a
+    usage or set-up error (one line on stderr)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except (LocalRunError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from rtflow.errors import RtflowError
+
+        if isinstance(exc, RtflowError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _main(args: argparse.Namespace) -> int:
+    pipeline = _select_pipeline(args.pipeline)
+    stand_ins = dict(_stand_in(s) for s in args.stand_in)
+    needs_kafka = args.kafka_topic or args.output_topic or args.dead_letter_topic
+    if needs_kafka and not args.kafka_brokers:
+        raise LocalRunError("a Kafka topic needs --kafka-brokers (or RTFLOW_KAFKA_BROKERS)")
+    events: Any
+    if args.kafka_topic:
+        from rtflow.stages.kafka_io import KafkaSource
+
+        group = args.kafka_group
+        if group is None:
+            kafka = [t.source for t in pipeline.triggers if isinstance(t.source, ir.KafkaSource)]
+            group = kafka[0].consumer_group if kafka else f"rtflow-local-{pipeline.name}"
+        events = KafkaSource(
+            args.kafka_topic,
+            args.kafka_brokers,
+            group=group,
+            max_events=args.max_events,
+            idle_timeout=args.idle_timeout,
+        )
+    else:
+        events = JsonlSource(args.events)
+    sinks: list[Sink] = []
+    output: Sink
+    dead_letter: Sink
+    if args.output_topic:
+        from rtflow.stages.kafka_io import KafkaSink
+
+        output = KafkaSink(args.output_topic, args.kafka_brokers)
+    else:
+        output = JsonlSink(args.output)
+    if args.dead_letter_topic:
+        from rtflow.stages.kafka_io import KafkaSink
+
+        dead_letter = KafkaSink(args.dead_letter_topic, args.kafka_brokers)
+    else:
+        dead_letter = JsonlSink(args.dead_letter or "stderr")
+    sinks = [output, dead_letter]
+    approver: Approver
+    if args.auto_approve:
+        approver = auto_approve
+    elif args.auto_reject:
+        approver = auto_reject
+    else:
+        approver = terminal_approver()
+    # Results go to the real stdout through the sink; anything else printing (a stand-in, a
+    # library) goes to stderr so that stdout stays JSONL.
+    real_stdout, sys.stdout = sys.stdout, sys.stderr
+    try:
+        summary = run_local(
+            pipeline,
+            events,
+            output=output,
+            dead_letter=dead_letter,
+            workers=args.workers,
+            max_in_flight=args.max_in_flight,
+            stand_ins=stand_ins,
+            approver=approver,
+            progress=not args.no_progress and sys.stderr.isatty(),
+            log_dir=args.log_dir,
+        )
+    finally:
+        sys.stdout = real_stdout
+        for sink in sinks:
+            sink.close()
+    print(summary.render(), file=sys.stderr)
+    if summary.log_dir:
+        print(f"worker logs: {summary.log_dir}", file=sys.stderr)
+    return summary.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""What Argo and Argo Events would decide, computed locally from the IR.
+
+Pure functions, shared by the local executor and its tests:
+
+* ``when``: the compiled expression is govaluate over text substituted into the template
+  (:func:`rtflow.generators.argo_expressions.condition`). A quoted comparison compares the two
+  texts as strings; an unquoted one reads each text as a govaluate literal (a number, or
+  ``true``/``false``), so ``0.95 > 0.9`` is numeric and ``true == true`` boolean.
+* ``depends``: a task named in ``depends`` counts as done when it Succeeded or was Skipped;
+  when one Failed or was Omitted, the dependant is Omitted.
+* fan-out aggregation: the list of the children's output texts, as JSON values when every one
+  parses as JSON, else as strings (Argo's rule for ``tasks.X.outputs.parameters.Y``).
+* retries: the policy decides by the phase of the last attempt (Failed: the main container
+  exited non-zero; Error: it could not run), the function-stage expression excludes exit code
+  65, and the backoff waits ``duration * factor**n``; with ``max_duration`` Argo stops once the
+  next wait would end after the first attempt's start plus ``max_duration``.
+* inputs from an event: the trigger's dotted paths (gjson's plain subset) into
+  ``{"body": ..., <metadata>}``; a string value is taken bare, anything else as JSON text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any, Literal
+
+from rtflow import ir
+from rtflow.param_types import decode, encode
+from rtflow.quantity import parse_go_duration
+
+Phase = Literal["Succeeded", "Failed", "Error", "Skipped", "Omitted"]
+DONE_PHASES: frozenset[str] = frozenset({"Succeeded", "Skipped"})
+
+
+class ConditionError(ValueError):
+    """The expression Argo would evaluate is not valid (Argo errors the task)."""
+
+
+class ValueMissing(KeyError):
+    """A referenced output does not exist (its task was skipped): Argo cannot resolve the tag."""
+
+
+# -- values and conditions ----------------------------------------------------------------------
+
+
+def value_text(
+    v: ir.Value,
+    *,
+    inputs: Mapping[str, str],
+    outputs: Mapping[str, Mapping[str, str]],
+    workflow: Mapping[str, str],
+    item: str | None = None,
+) -> str:
+    """The text Argo substitutes for a value's tag."""
+    if isinstance(v, ir.Constant):
+        return v.text
+    if isinstance(v, ir.PipelineInput):
+        return inputs[v.name]
+    if isinstance(v, ir.TaskOutput):
+        try:
+            return outputs[v.task][v.output]
+        except KeyError:
+            raise ValueMissing(f"tasks.{v.task}.outputs.parameters.{v.output}") from None
+    if isinstance(v, ir.Item):
+        if item is None:
+            raise ValueMissing("item")
+        return item
+    return workflow[v.field]
+
+
+_NUMBER = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+
+
+def literal(text: str) -> float | bool:
+    """A substituted text as govaluate reads it unquoted: a number or a boolean."""
+    if text in ("true", "false"):
+        return text == "true"
+    if _NUMBER.match(text):
+        return float(text)
+    raise ConditionError(f"{text!r} is not a number or boolean in an unquoted comparison")
+
+
+def compare(left: Any, op: str, right: Any) -> bool:
+    if op == "==":
+        return bool(type(left) is type(right) and left == right)
+    if op == "!=":
+        return not (type(left) is type(right) and left == right)
+    if type(left) is not type(right) or isinstance(left, bool):
+        raise ConditionError(f"{left!r} {op} {right!r} needs two numbers or two strings")
+    if op == ">":
+        return bool(left > right)
+    if op == ">=":
+        return bool(left >= right)
+    if op == "<":
+        return bool(left < right)
+    return bool(left <= right)
+
+
+def evaluate(
+    c: ir.Condition,
+    *,
+    inputs: Mapping[str, str],
+    outputs: Mapping[str, Mapping[str, str]],
+    workflow: Mapping[str, str],
+    item: str | None = None,
+) -> bool:
+    def text(v: ir.Value) -> str:
+        return value_text(v, inputs=inputs, outputs=outputs, workflow=workflow, item=item)
+
+    def unresolved_or(v: ir.Value) -> str:
+        try:
+            return text(v)
+        except ValueMissing:
+            assert isinstance(v, ir.TaskOutput)
+            return f"{{{{tasks.{v.task}.outputs.parameters.{v.output}}}}}"
+
+    def walk(node: ir.Condition) -> bool:
+        if isinstance(node, ir.Compare):
+            if node.quoted:
+                # Argo substitutes with unresolved tags allowed: an output of a skipped task
+                # stays as its tag text, which a quoted comparison reads as a plain string.
+                left, right = unresolved_or(node.left), unresolved_or(node.right)
+                if "'" in left or "'" in right:
+                    raise ConditionError("a quoted value contains a single quote")
+                return compare(left, node.op, right)
+            left, right = text(node.left), text(node.right)
+            return compare(literal(left), node.op, literal(right))
+        if isinstance(node, ir.Not):
+            return not walk(node.part)
+        if isinstance(node, ir.AllOf):
+            return all(walk(p) for p in node.parts)
+        return any(walk(p) for p in node.parts)
+
+    return walk(c)
+
+
+def depends_state(task: ir.Task, phases: Mapping[str, Phase]) -> Literal["wait", "run", "omit"]:
+    """Whether a task waits, may run, or is omitted, by the phases of what it depends on."""
+    if any(d not in phases for d in task.depends):
+        return "wait"
+    return "run" if all(phases[d] in DONE_PHASES for d in task.depends) else "omit"
+
+
+def aggregate(texts: Sequence[str]) -> str:
+    """A fanned-out task's output: the JSON list of its children's outputs, in item order."""
+    parsed: list[Any] = []
+    for text in texts:
+        try:
+            parsed.append(json.loads(text))
+        except ValueError:
+            return json.dumps(list(texts), separators=(",", ":"))
+    return json.dumps(parsed, separators=(",", ":"), sort_keys=True)
+
+
+def fan_out_items(text: str) -> list[str]:
+    """The ``{{item}}`` texts of a withParam list: strings bare, other values as JSON."""
+    try:
+        items = json.loads(text)
+    except ValueError:
+        raise ConditionError(f"withParam value {text[:80]!r} is not a JSON list") from None
+    if not isinstance(items, list):
+        raise ConditionError(f"withParam value {text[:80]!r} is not a JSON list")
+    return [encode(i) for i in items]
+
+
+# -- retries --------------------------------------------------------------------------------------
+
+
+def seconds(duration: str) -> float:
+    """An Argo duration: a Go duration ('500ms', '1m30s') or bare seconds ('5')."""
+    text = duration.strip()
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
+        return float(Decimal(text))
+    return float(parse_go_duration(text))
+
+
+def should_retry(retry: ir.Retry | None, kind: ir.StageKind, phase: Phase, exit_code: int) -> bool:
+    """Argo's decision after a failed attempt, before counting the limit or the backoff."""
+    if retry is None or retry.limit <= 0:
+        return False
+    policy_allows = {
+        "Always": phase in ("Failed", "Error"),
+        "OnFailure": phase == "Failed",
+        "OnError": phase == "Error",
+        "OnTransientError": phase == "Error",
+    }[retry.policy]
+    if not policy_allows:
+        return False
+    return not (kind == "function" and exit_code == 65)
+
+
+def backoff_wait(retry: ir.Retry, retries_done: int, *, elapsed_since_first: float) -> float | None:
+    """Seconds to wait before retry number ``retries_done + 1``; None when Argo gives up."""
+    if retries_done >= retry.limit:
+        return None
+    backoff = retry.backoff
+    if backoff is None:
+        return 0.0
+    wait = seconds(backoff.duration) * math.pow(max(backoff.factor, 1), retries_done)
+    if backoff.max_duration is not None and elapsed_since_first + wait > seconds(
+        backoff.max_duration
+    ):
+        return None
+    return wait
+
+
+# -- event payloads -----------------------------------------------------------------------------
+
+_UNSUPPORTED_PATH = re.compile(r"[#@*?|]")
+
+
+class PayloadError(ValueError):
+    """The event does not fit the pipeline's inputs: it goes to the dead-letter output."""
+
+
+def lookup(document: Any, path: str) -> tuple[bool, Any]:
+    """gjson's dotted subset: keys split at unescaped dots, array indices as numbers."""
+    if _UNSUPPORTED_PATH.search(path):
+        raise ValueError(f"payload path {path!r} uses gjson syntax the local run does not support")
+    keys = [k.replace("\\.", ".") for k in re.split(r"(?<!\\)\.", path)]
+    node = document
+    for key in keys:
+        if isinstance(node, Mapping) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            return False, None
+    return True, node
+
+
+def event_inputs(
+    pipeline: ir.Pipeline, body: Any, metadata: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """The pipeline's input texts for one event, checked against their types.
+
+    With a trigger, its mapping reads the event ``{"body": body, **metadata}``; without one, the
+    body's top-level keys are the inputs. Defaults fill the rest; PayloadError says what is wrong.
+    """
+    texts: dict[str, str] = {}
+    if pipeline.triggers:
+        event = {**(metadata or {}), "body": body}
+        for mapping in pipeline.triggers[0].inputs:
+            found, value = (False, None)
+            if mapping.path is not None:
+                found, value = lookup(event, mapping.path)
+            if found:
+                texts[mapping.input] = encode(value)
+            elif mapping.default is not None:
+                texts[mapping.input] = mapping.default
+            elif mapping.path is not None:
+                raise PayloadError(f"the event has no {mapping.path!r} (input {mapping.input!r})")
+    else:
+        if not isinstance(body, Mapping):
+            raise PayloadError(
+                f"the event is a {type(body).__name__}; without a trigger it must be a JSON "
+                "object whose keys are the pipeline's inputs"
+            )
+        known = {p.name for p in pipeline.inputs}
+        unknown = sorted(set(body) - known)
+        if unknown:
+            raise PayloadError(f"the pipeline has no input {unknown[0]!r}")
+        texts = {k: encode(v) for k, v in body.items()}
+    for param in pipeline.inputs:
+        if param.name not in texts:
+            if param.default is None:
+                raise PayloadError(f"input {param.name!r} ({param.type}) is missing")
+            texts[param.name] = param.default
+        try:
+            decode(texts[param.name], param.type)
+        except ValueError as exc:
+            raise PayloadError(f"input {param.name!r}: {exc}") from None
+    return texts
