@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from rtflow import ir
 
 
@@ -16,6 +18,8 @@ def value(v: ir.Value) -> str:
         return f"{{{{tasks.{v.task}.outputs.parameters.{v.output}}}}}"
     if isinstance(v, ir.Item):
         return "{{item}}"
+    if isinstance(v, ir.JsonObject):
+        return "{" + ",".join(f"{json.dumps(k)}:{value(f)}" for k, f in v.fields) + "}"
     return f"{{{{workflow.{v.field}}}}}"
 
 

@@ -82,6 +82,8 @@ def _value(v: ir.Value) -> str:
         return f"{v.task}.{v.output}"
     if isinstance(v, ir.Item):
         return "item"
+    if isinstance(v, ir.JsonObject):
+        return "{" + ", ".join(f"{k}: {_value(f)}" for k, f in v.fields) + "}"
     return f"workflow.{v.field}"
 
 

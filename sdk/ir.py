@@ -105,7 +105,15 @@ class WorkflowField:
     field: WorkflowFieldName
 
 
-Value = Constant | PipelineInput | TaskOutput | Item | WorkflowField
+@dataclass(frozen=True)
+class JsonObject:
+    """A JSON object whose fields are values that are themselves JSON text (lists, dicts,
+    numbers): ``{"features": {{tasks.x.outputs.parameters.result}}}``."""
+
+    fields: tuple[tuple[str, Value], ...]
+
+
+Value = Constant | PipelineInput | TaskOutput | Item | WorkflowField | JsonObject
 
 CompareOp = Literal["==", "!=", ">", ">=", "<", "<="]
 

@@ -214,6 +214,8 @@ class _PipelineBuilder:
         stage: ir.Stage,
         task_name: str,
     ) -> ir.Task:
+        if stage.kind == "function" and isinstance(call.definition, InferenceDef):
+            return self._grpc_inference_task(call, stage, task_name)
         declared = {p.name: p for p in stage.inputs}
         unknown = sorted(set(call.arguments) - set(declared))
         if unknown:
@@ -289,6 +291,49 @@ class _PipelineBuilder:
             depends=tuple(depends),
             when=when,
             fan_out=fan_out,
+        )
+
+    def _grpc_inference_task(self, call: Call, stage: ir.Stage, task_name: str) -> ir.Task:
+        """The tensors, each checked against the model's declaration, as one JSON object."""
+        definition = call.definition
+        assert isinstance(definition, InferenceDef)
+        model = next(m for m in definition.server.models if m.name == stage.inference.model)  # type: ignore[union-attr]
+        declared = {p.name: p for p in stage_ir.tensor_params(model)}
+        unknown = sorted(set(call.arguments) - set(declared))
+        missing = sorted(set(declared) - set(call.arguments))
+        if unknown or missing:
+            raise DefinitionError(
+                f"model {model.name!r} has no input {unknown[0]!r}"
+                if unknown
+                else f"model input {missing[0]!r} is not given",
+                fix=f"pass exactly the model's inputs: {', '.join(declared)}",
+                field=(unknown or missing)[0],
+            )
+        producers: list[Call] = []
+        fields: list[tuple[str, ir.Value]] = []
+        for name, param in declared.items():
+            raw = call.arguments[name]
+            resolved = self._resolve(raw, call, name)
+            self._check_feeds(resolved, raw, param)
+            if resolved.producer is not None:
+                producers.append(resolved.producer)
+            value = resolved.value
+            if isinstance(value, ir.Constant):
+                value = ir.Constant(encode(raw))
+            fields.append((name, value))
+        conditions = [self._condition(c, call, producers) for c in call.conditions]
+        when: ir.Condition | None = None
+        if len(conditions) == 1:
+            when = conditions[0]
+        elif conditions:
+            when = ir.AllOf(_flatten(conditions, ir.AllOf))
+        producers += [c for c in call.explicit_after]
+        return ir.Task(
+            name=task_name,
+            stage=stage.name,
+            arguments=(("tensors", ir.JsonObject(tuple(fields))),),
+            depends=tuple(sorted({self.task_of[id(p)] for p in producers if p is not call})),
+            when=when,
         )
 
     def _fan_out_source(self, marker: Each, call: Call, param: ir.Param) -> _Resolved:

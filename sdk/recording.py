@@ -231,6 +231,7 @@ class InferenceDef:
     shapes: Any
     timeout: int | str
     retry: Any
+    via: str = "http"
 
 
 @dataclass(eq=False)
@@ -457,13 +458,16 @@ def infer(
     name: str | None = None,
     timeout: int | str = "10s",
     retry: Any = None,
+    via: str = "http",
 ) -> Any:
     """Call ``model`` on the Triton ``server`` with ``inputs`` (tensor name -> flat list).
 
     Compiles to an Argo ``http`` step against Triton's KServe v2 REST endpoint: no pod per call.
     The result stands for the KServe v2 response (a dict: ``outputs[i].data``). Shapes come from
     the model's dims (with a batch of one when it batches); give ``shapes`` for -1 dims.
+    ``via="grpc"`` compiles instead to a container step running the built-in Triton client stage
+    (gRPC, binary tensors): a pod per call, but no JSON for large tensors.
     """
     recorder = _require_recorder("infer()")
-    definition = InferenceDef(server, model, name, dict(shapes or {}), timeout, retry)
+    definition = InferenceDef(server, model, name, dict(shapes or {}), timeout, retry, via)
     return recorder.inference(definition, dict(inputs))

@@ -551,6 +551,15 @@ def inference_ir(definition: InferenceDef, namespace: str | None) -> ir.Stage:
         else:
             shapes[tensor.name] = [1, *tensor.dims] if model.batched else list(tensor.dims)
     inputs = [_tensor_param(t) for t in model.inputs]
+    if definition.via == "grpc":
+        return _grpc_inference(definition, server, model, name, namespace)
+    if definition.via != "http":
+        raise DefinitionError(
+            f"via={definition.via!r} is not a request path",
+            fix="use via='http' (an Argo http step, no pod) or via='grpc' (the client stage)",
+            field="via",
+            stage=name,
+        )
     body = infer_request_template(
         model, {p.name: f"{{{{inputs.parameters.{p.name}}}}}" for p in inputs}, shapes, stage=name
     )
@@ -570,3 +579,51 @@ def inference_ir(definition: InferenceDef, namespace: str | None) -> ir.Stage:
             timeout_seconds=check_seconds(definition.timeout, field="timeout"),
         ),
     )
+
+
+GRPC_CLIENT_FUNCTION = "rtflow.stages.builtin.triton_client:triton_infer"
+
+
+def _grpc_inference(
+    definition: InferenceDef, server: Any, model: Any, name: str, namespace: str | None
+) -> ir.Stage:
+    """The built-in Triton client stage as a function stage: url and model fixed by defaults,
+    the tensors in one JSON object the task assembles from its upstream values."""
+    from rtflow.gpu.serving import grpc_address
+    from rtflow.stages.builtin import image as builtin_image
+
+    timeout = check_seconds(definition.timeout, field="timeout")
+    inputs = (
+        ir.Param(
+            "url", ParamType("str"), grpc_address(server, namespace=server.namespace or namespace)
+        ),
+        ir.Param("model", ParamType("str"), model.name),
+        ir.Param("tensors", ParamType("dict")),
+        ir.Param("timeout_seconds", ParamType("float"), encode(float(timeout))),
+    )
+    retry = definition.retry
+    return ir.Stage(
+        name=name,
+        kind="function",
+        inputs=inputs,
+        outputs=(ir.Output("result", ParamType("dict"), contract.output_path("result")),),
+        image=builtin_image("triton-client"),
+        command=contract.COMMAND,
+        args=tuple(contract.run_args(GRPC_CLIENT_FUNCTION, [p.name for p in inputs])),
+        function=GRPC_CLIENT_FUNCTION,
+        resources=ir.Resources("500m", "1Gi", "1", "1Gi"),
+        retry=_retry(retry) if retry is not None else INFERENCE_RETRY,
+        deadline_seconds=timeout * 4,
+        description=f"gRPC inference on {model.name!r} served by {server.name!r}",
+        inference=ir.Inference(
+            server=server.name,
+            model=model.name,
+            url=grpc_address(server, namespace=server.namespace or namespace),
+            body="",
+            timeout_seconds=timeout,
+        ),
+    )
+
+
+def tensor_params(model: Any) -> list[ir.Param]:
+    return [_tensor_param(t) for t in model.inputs]

@@ -68,6 +68,14 @@ def value_text(
         if item is None:
             raise ValueMissing("item")
         return item
+    if isinstance(v, ir.JsonObject):
+        parts = [
+            json.dumps(k)
+            + ":"
+            + value_text(f, inputs=inputs, outputs=outputs, workflow=workflow, item=item)
+            for k, f in v.fields
+        ]
+        return "{" + ",".join(parts) + "}"
     return workflow[v.field]
 
 

@@ -170,3 +170,34 @@ def test_the_bundle_checks_the_step_reaches_a_serving_triton() -> None:
         broken.append(bundle_module.Manifest(m.pipeline, body))
     with pytest.raises(BundleError, match="does not load model 'scorer'"):
         bundle_module.check(bundle_module.Bundle(tuple(broken)))
+
+
+@rtflow.pipeline(name="scoring-grpc", namespace="ml")
+def scoring_grpc(n: int) -> None:
+    answer = rtflow.infer(SERVER, SCORER, {"x": featurize(n)}, via="grpc", timeout="3s")
+    read(answer)
+
+
+def test_via_grpc_is_a_container_step_running_the_client_stage() -> None:
+    (doc,) = [d for d in compile_docs(scoring_grpc) if d["kind"] == "WorkflowTemplate"]
+    step = templates(doc)["infer-scorer"]
+    assert "http" not in step
+    args = step["container"]["args"]
+    assert args[:2] == ["run", "rtflow.stages.builtin.triton_client:triton_infer"]
+    declared = {p["name"]: p.get("default") for p in step["inputs"]["parameters"]}
+    assert declared == {
+        "url": "scoring.ml.svc:8001",
+        "model": "scorer",
+        "tensors": None,
+        "timeout_seconds": "3.0",
+    }
+    (tensors,) = tasks(doc)["infer-scorer"]["arguments"]["parameters"]
+    assert tensors == {
+        "name": "tensors",
+        "value": '{"x":{{tasks.featurize.outputs.parameters.result}}}',
+    }
+    read_args = tasks(doc)["read"]["arguments"]["parameters"]
+    assert read_args == [
+        {"name": "answer", "value": "{{tasks.infer-scorer.outputs.parameters.result}}"}
+    ]
+    assert strict_schema.errors(doc) == []

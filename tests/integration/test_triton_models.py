@@ -280,3 +280,49 @@ def test_the_compiled_fraud_pipelines_http_step_scores_right(server: TritonServe
     assert decision.risk == pytest.approx(expected_risk(vector), rel=1e-6)
     assert decision.action == ("review" if decision.risk > 0.9 else "allow")
     assert decision.risk > 0.5  # a large foreign night purchase is risky: the math is not vacuous
+
+
+def test_the_grpc_client_stage_runs_from_its_compiled_command_line(
+    server: TritonServer, tmp_path: Path
+) -> None:
+    """via="grpc": the container step's exact command, with Argo's substitutions, on real Triton."""
+    import os
+    import subprocess
+    import sys
+
+    import rtflow
+    from rtflow.generators.compiler import compile_pipelines
+    from rtflow.gpu.serving import triton_serving
+
+    serving = triton_serving("fraud-triton", [SCORER], pool=example.POOL)
+
+    @rtflow.pipeline(name="grpc-scoring")
+    def grpc_scoring(features: list[float]) -> None:
+        rtflow.infer(serving, SCORER, {"features": features}, via="grpc", name="score")
+
+    bundle = compile_pipelines([grpc_scoring.build()])
+    (template,) = [m.body for m in bundle.manifests if m.kind == "WorkflowTemplate"]
+    (step,) = [t for t in template["spec"]["templates"] if t["name"] == "score"]
+    (task,) = [t for t in template["spec"]["templates"][0]["dag"]["tasks"] if t["name"] == "score"]
+    vector = features(4200.0, 1.0, 1.0, 1.0, 0.0)
+    values = {
+        "url": server.grpc_url.removeprefix("grpc://").removeprefix("http://"),
+        "model": SCORER.name,
+        "tensors": task["arguments"]["parameters"][0]["value"].replace(
+            "{{workflow.parameters.features}}", json.dumps(vector)
+        ),
+        "timeout_seconds": "10",
+    }
+    argv = [*step["container"]["command"], *step["container"]["args"]]
+    for name, value in values.items():
+        argv = [a.replace(f"{{{{inputs.parameters.{name}}}}}", value) for a in argv]
+    argv = [
+        sys.executable if a == "python" else a.replace("/tmp/rtflow/outputs", str(tmp_path))
+        for a in argv
+    ]
+    result = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ), timeout=60)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads((tmp_path / "result").read_text())
+    (risk,) = [o for o in answer["outputs"] if o["name"] == "risk"]
+    assert risk["shape"] == [1, 1]
+    assert risk["data"][0] == pytest.approx(expected_risk(vector), rel=1e-6)
