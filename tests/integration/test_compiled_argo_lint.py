@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from compiled import ROOT
 from components import component_missing
 from pipelines import kitchen_sink, two_pipelines
 
+from rtflow import ir
 from rtflow.generators.compiler import compile_pipelines
 from rtflow.generators.writers import write_folder
 from rtflow.loader import load_pipelines
@@ -25,17 +27,31 @@ from rtflow.verify.lint import lint_paths
 pytestmark = pytest.mark.integration
 
 
-def test_examples_and_every_feature_pass_argo_lint(tmp_path: Path) -> None:
+def _require(find: Callable[[], Path]) -> Path:
     try:
-        find_argo_lint()
+        return find()
     except LinterUnavailable as exc:
         component_missing(str(exc))
+
+
+@pytest.fixture
+def argo_lint() -> Path:
+    return _require(find_argo_lint)
+
+
+@pytest.fixture
+def argo_events_lint() -> Path:
+    return _require(find_argo_events_lint)
+
+
+def example_pipelines() -> list[ir.Pipeline]:
+    examples = sorted((ROOT / "examples").glob("*.py"))
+    return [p.build() for e in examples for p in load_pipelines(str(e))[1]]
+
+
+def test_examples_and_every_feature_pass_argo_lint(argo_lint: Path, tmp_path: Path) -> None:
     pipelines = [
-        p.build()
-        for e in sorted((ROOT / "examples").glob("*.py"))
-        for p in load_pipelines(str(e))[1]
-    ]
-    pipelines += [
+        *example_pipelines(),
         kitchen_sink.kitchen_sink.build(),
         two_pipelines.ingest.build(),
         two_pipelines.nightly_report.build(),
@@ -47,17 +63,8 @@ def test_examples_and_every_feature_pass_argo_lint(tmp_path: Path) -> None:
     assert result.ok, "\n".join(result.findings)
 
 
-def test_examples_pass_argo_events_lint(tmp_path: Path) -> None:
-    try:
-        find_argo_events_lint()
-    except LinterUnavailable as exc:
-        component_missing(str(exc))
-    pipelines = [
-        p.build()
-        for e in sorted((ROOT / "examples").glob("*.py"))
-        for p in load_pipelines(str(e))[1]
-    ]
-    write_folder(compile_pipelines(pipelines), tmp_path)
+def test_examples_pass_argo_events_lint(argo_events_lint: Path, tmp_path: Path) -> None:
+    write_folder(compile_pipelines(example_pipelines()), tmp_path)
     events = sorted(
         p
         for pattern in ("eventsource-*.yaml", "sensor-*.yaml", "eventbus-*.yaml")
@@ -68,12 +75,8 @@ def test_examples_pass_argo_events_lint(tmp_path: Path) -> None:
     assert result.ok, "\n".join(result.findings)
 
 
-def test_argo_lint_rejects_a_broken_compile(tmp_path: Path) -> None:
+def test_argo_lint_rejects_a_broken_compile(argo_lint: Path, tmp_path: Path) -> None:
     """The linter really reads our files: break one dependency and it must say so."""
-    try:
-        find_argo_lint()
-    except LinterUnavailable as exc:
-        component_missing(str(exc))
     write_folder(compile_pipelines([kitchen_sink.kitchen_sink.build()]), tmp_path)
     (path,) = tmp_path.rglob("workflowtemplate-*.yaml")
     path.write_text(
@@ -84,22 +87,14 @@ def test_argo_lint_rejects_a_broken_compile(tmp_path: Path) -> None:
     assert any("nope" in line for line in result.findings)
 
 
-def test_rtflow_lint_with_the_real_linters_is_clean_on_the_examples(tmp_path: Path) -> None:
-    try:
-        find_argo_lint()
-        find_argo_events_lint()
-    except LinterUnavailable as exc:
-        component_missing(str(exc))
-    pipelines = [
-        p.build()
-        for e in sorted((ROOT / "examples").glob("*.py"))
-        for p in load_pipelines(str(e))[1]
-    ]
-    write_folder(compile_pipelines(pipelines), tmp_path)
+def test_rtflow_lint_with_the_real_linters_is_clean_on_the_examples(
+    argo_lint: Path, argo_events_lint: Path, tmp_path: Path
+) -> None:
+    write_folder(compile_pipelines(example_pipelines()), tmp_path)
     report = lint_paths([tmp_path])
     assert report.ok, report.human()
     assert report.skipped == []
-    broken = tmp_path / "fraud-detection" / "workflowtemplate-fraud-detection.yaml"
+    (broken,) = tmp_path.rglob("workflowtemplate-fraud-detection.yaml")
     broken.write_text(broken.read_text().replace("depends: compute-features", "depends: nope"))
     rules = {f.rule for f in lint_paths([tmp_path]).findings}
     assert {"argo-lint", "cross-resource"} <= rules
