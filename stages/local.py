@@ -8,6 +8,11 @@ the exit handler) follows :mod:`rtflow.stages.semantics`. Results go to stdout o
 event that does not fit the pipeline's inputs, or whose run failed for good, goes to the
 dead-letter output with the reason, and the run goes on.
 
+Inference stages run for real: the compiled KServe v2 request goes to a Triton, either one given
+by URL (``triton="http://host:8000"``) or, by default, one this run starts from the models the
+pipeline calls and stops at the end (:mod:`rtflow.stages.inference`); gRPC inference stages get
+that server's gRPC address.
+
 Container stages cannot run without Docker: the run refuses up front, naming the stage, unless a
 Python stand-in is given for it (``stand_ins={"stage-name": callable}``; any stage may have
 one). A stand-in is called in this process with the decoded inputs as keyword arguments and
@@ -33,12 +38,22 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from rtflow import ir
 from rtflow.param_types import decode, encode
 from rtflow.stages import semantics
 from rtflow.stages.events import Event, JsonlSink, JsonlSource, Sink
+from rtflow.stages.inference import (
+    HttpInference,
+    InferenceSetupError,
+    TritonTarget,
+    grpc_address_for,
+    is_grpc_inference,
+    local_infer_url,
+    local_triton_server,
+    needs_triton,
+)
 from rtflow.stages.runtime import BadInput
 from rtflow.stages.semantics import Phase
 from rtflow.stages.workers import Invocation, WorkerPool, WorkerStartError, child_env
@@ -57,6 +72,9 @@ __all__ = [
     "run_local",
     "terminal_approver",
 ]
+
+if TYPE_CHECKING:
+    from rtflow.gpu.triton_server import TritonServer
 
 StandIn = Callable[..., Any]
 WorkflowStatus = Literal["Succeeded", "Failed"]
@@ -225,6 +243,7 @@ class RunSummary:
     latency_p99_ms: float = 0.0
     interrupted: bool = False
     log_dir: str | None = None
+    triton: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -235,7 +254,8 @@ class RunSummary:
         return self.events / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def render(self) -> str:
-        lines = [
+        lines = [f"inference: {self.triton}"] if self.triton else []
+        lines += [
             f"{self.events} events in {self.elapsed_s:.2f} s ({self.events_per_second:,.0f}/s): "
             f"{self.succeeded} succeeded, {self.failed} failed "
             f"({self.dead_lettered} to the dead-letter output); "
@@ -343,8 +363,14 @@ class LocalExecutor:
         max_in_flight: int = 16,
         log_dir: Path | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        triton: str | TritonServer | None = None,
+        triton_grpc: str | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.triton = triton
+        self.triton_grpc = triton_grpc
+        self.target: TritonTarget | None = None
+        self._http: list[HttpInference] = []
         self.workers = workers
         self.stand_ins = dict(stand_ins or {})
         self.approver = approver or auto_reject
@@ -368,7 +394,7 @@ class LocalExecutor:
             raise LocalRunError(f"stand-in given for {unknown[0]!r}, which is not a stage")
         for stage in self.pipeline.stages:
             kind: str = stage.kind  # the IR may grow kinds this executor does not know yet
-            if stage.name in self.stand_ins or kind in ("function", "approval"):
+            if stage.name in self.stand_ins or kind in ("function", "approval", "inference"):
                 continue
             what = (
                 f"a container ({stage.image}) and cannot run locally without Docker"
@@ -404,6 +430,7 @@ class LocalExecutor:
             self._pools.extend(pool for _, pool in pending)
             for _, pool in pending:
                 pool.spawn()  # every stage's workers import in parallel
+            self._start_inference()  # while the workers import
             for stage, pool in pending:
                 try:
                     pool.wait_ready()
@@ -415,12 +442,60 @@ class LocalExecutor:
             raise
         return self
 
+    def _start_inference(self) -> None:
+        """Point the inference stages at Triton: the given one, or one started here."""
+        stages = needs_triton(self.pipeline, skip=list(self.stand_ins))
+        if not stages:
+            return
+        if isinstance(self.triton, str):
+            grpc = self.triton_grpc or grpc_address_for(self.triton)
+            self.target = TritonTarget(self.triton.rstrip("/"), grpc)
+        else:
+            from rtflow.gpu.triton_server import TritonError
+
+            server = self.triton
+            owned = server is None
+            try:
+                if server is None:
+                    server = local_triton_server(self.pipeline, stages)
+                    self.target = TritonTarget(
+                        server.http_url, server.grpc_url, server, True, server.work_dir.parent
+                    )
+                else:
+                    self.target = TritonTarget(server.http_url, server.grpc_url, server, False)
+                if not server.is_running:
+                    server.start()
+            except InferenceSetupError as exc:
+                raise LocalRunError(str(exc)) from None
+            except TritonError as exc:
+                hint = "" if not owned else "; or pass --triton-url URL of a running Triton"
+                raise LocalRunError(f"cannot start a local Triton: {exc}{hint}") from None
+            if self.triton_grpc:
+                self.target.grpc_address = self.triton_grpc
+        for stage in stages:
+            if stage.kind != "inference":
+                continue  # gRPC stages are worker stages; their url input is rewritten
+            assert stage.inference is not None
+            try:
+                client = HttpInference(
+                    stage, local_infer_url(stage.inference.url, self.target.http_url)
+                )
+            except InferenceSetupError as exc:
+                raise LocalRunError(str(exc)) from None
+            self._http.append(client)
+            self._invokers[stage.name] = client
+
     def close(self) -> None:
         self._tasks.shutdown(wait=True, cancel_futures=True)
         self._items.shutdown(wait=True, cancel_futures=True)
         for pool in self._pools:
             pool.close()
         self._pools.clear()
+        for client in self._http:
+            client.close()
+        self._http.clear()
+        if self.target is not None:
+            self.target.close()
         if self._owns_log_dir and self.log_dir is not None:
             # a temporary folder of empty logs says nothing: keep it only when a worker wrote
             if not any(p.stat().st_size for p in self.log_dir.iterdir()):
@@ -598,12 +673,22 @@ class _Workflow:
         workflow: Mapping[str, str],
         item: str | None,
     ) -> dict[str, str]:
-        return {
+        raw = {
             name: semantics.value_text(
                 value, inputs=self.inputs, outputs=outputs, workflow=workflow, item=item
             )
             for name, value in task.arguments
         }
+        stage = self.p.stage(task.stage)
+        for param in stage.inputs:  # Argo fills a template input the task does not pass
+            if param.name not in raw and param.default is not None:
+                raw[param.name] = param.default
+        target = self.x.target
+        if target is not None and is_grpc_inference(stage) and stage.name not in self.x.stand_ins:
+            cluster = next((p.default for p in stage.inputs if p.name == "url"), None)
+            if raw.get("url") == cluster:  # the cluster Service's address: this run's Triton
+                raw["url"] = target.grpc_address
+        return raw
 
     def _attempts(
         self,
@@ -626,17 +711,21 @@ class _Workflow:
                     "Failed", attempts=attempts, error="the pipeline deadline was exceeded"
                 )
             timeout = remaining
-            if stage.deadline_seconds is not None:
-                timeout = min(timeout, float(stage.deadline_seconds))
+            own = stage.deadline_seconds
+            if stage.kind == "inference" and stage.inference is not None:
+                own = stage.inference.timeout_seconds  # the http template's timeoutSeconds
+            if own is not None:
+                timeout = min(timeout, float(own))
             result = invoke(raw, timeout, context)
             attempts += 1
-            overhead = result.overhead_ms if stage.name not in self.x.stand_ins else None
+            worker = stage.name not in self.x.stand_ins and stage.kind != "inference"
+            overhead = result.overhead_ms if worker else None
             self.x.timings.add(stage.name, result.ms, overhead)
             if result.status == "ok":
                 return TaskResult("Succeeded", result.outputs, attempts)
             exit_code = {"bad_input": 65, "failed": 1, "timeout": -1, "crashed": 137}[result.status]
             error = f"{result.status}: {result.error}"
-            if result.status == "timeout" and timeout < (stage.deadline_seconds or float("inf")):
+            if result.status == "timeout" and timeout < (own or float("inf")):
                 error = "the pipeline deadline was exceeded"
             # every failure of a stage's own process is Failed in Argo's terms (Error is for the
             # controller's problems, which cannot happen here)
@@ -709,12 +798,18 @@ def run_local(
     progress: bool = False,
     log_dir: Path | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    triton: str | TritonServer | None = None,
+    triton_grpc: str | None = None,
 ) -> RunSummary:
     """Run every event through ``pipeline``; results to ``output``, the rest to ``dead_letter``.
 
     Raises :class:`LocalRunError` before reading any event if the pipeline cannot run here.
     ``events`` may have ``total`` (for the progress bar), ``before_commit`` (called with the
-    sinks' flush before offsets are committed) and ``close()``.
+    sinks' flush before offsets are committed) and ``close()``. ``triton``: the Triton inference
+    stages call (its HTTP base URL, or a :class:`TritonServer`, started if it is not running and
+    left running); None starts one from the pipeline's servers and stops it at the end.
+    ``triton_grpc``: the gRPC ``host:port`` for gRPC inference stages (default: the server's, or
+    port 8001 of the URL's host).
     """
     summary = RunSummary()
     latencies: list[float] = []
@@ -727,6 +822,8 @@ def run_local(
         max_in_flight=max_in_flight,
         log_dir=log_dir,
         sleep=sleep,
+        triton=triton,
+        triton_grpc=triton_grpc,
     )
 
     def flush_sinks() -> None:
@@ -789,6 +886,7 @@ def run_local(
     total = getattr(events, "total", None)
     stop_ticker = threading.Event()
     executor.start()
+    summary.triton = executor.target.describe() if executor.target is not None else None
     started = time.monotonic()  # events/s and elapsed count from the first event on
     drivers = [
         threading.Thread(target=drive, name=f"rtflow-event-{i}", daemon=True)
@@ -903,6 +1001,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STAGE=MODULE:FUNCTION",
         help="a Python function standing in for a container stage",
     )
+    parser.add_argument(
+        "--triton-url",
+        metavar="URL",
+        help="an existing Triton's HTTP URL for inference stages (default: start one here "
+        "from the pipeline's model declarations, stopped at the end)",
+    )
+    parser.add_argument(
+        "--triton-grpc-url",
+        metavar="HOST:PORT",
+        help="its gRPC address, for via='grpc' stages (default: port 8001 of --triton-url's host)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--log-dir", type=Path, help="worker logs (default: a temporary folder)")
     return parser
@@ -997,6 +1106,8 @@ def _main(args: argparse.Namespace) -> int:
             approver=approver,
             progress=not args.no_progress and sys.stderr.isatty(),
             log_dir=args.log_dir,
+            triton=args.triton_url,
+            triton_grpc=args.triton_grpc_url,
         )
     finally:
         sys.stdout = real_stdout
