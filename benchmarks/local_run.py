@@ -19,12 +19,14 @@ encode share inside the worker (``Prepared.invoke`` minus the bare function call
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -175,9 +177,114 @@ def round_trip(calls: int = 3000) -> dict[str, float]:
     }
 
 
+# The fraud example with real Triton scoring -------------------------------------------------
+
+
+def fraud_publish(risk: float, action: str) -> None:
+    """Stand-in for the example's publish container (no Docker here); costs nothing."""
+    del risk, action
+
+
+def fraud_block(reason: str) -> None:
+    del reason
+
+
+def fraud_notify(status: str, workflow: str) -> None:
+    del status, workflow
+
+
+def fraud(count: int) -> dict[str, Any]:
+    """The fraud example on a real local Triton: the local executor beside its floor, the same
+    stage functions and the same Triton request (the compiled http body) in one Python loop."""
+    import http.client
+    import tempfile
+    from urllib.parse import urlsplit
+
+    from rtflow.generators.compiler import compile_pipelines
+    from rtflow.gpu.triton_server import TritonServer
+    from rtflow.loader import load_pipelines
+    from rtflow.stages.events import ListSource, MemorySink
+    from rtflow.stages.local import auto_approve, run_local
+
+    _, (definition,) = load_pipelines(str(ROOT / "examples" / "fraud_detection.py"))
+    import fraud_detection as fd  # loaded by load_pipelines
+    from models import fraud_events, fraud_scorer
+
+    pipeline = definition.build()
+    valid = []
+    for _, message in fraud_events.events(count, seed=11):
+        try:
+            t = json.loads(message)
+        except ValueError:
+            continue  # the samples' deliberately broken events: the dead-letter path, not timed
+        if isinstance(t, dict) and isinstance(t.get("amount"), (int, float)):
+            valid.append(t)
+    (template,) = [
+        m.body for m in compile_pipelines([pipeline]).manifests if m.kind == "WorkflowTemplate"
+    ]
+    (step,) = [t for t in template["spec"]["templates"] if t["name"] == "score"]
+    body, path = step["http"]["body"], urlsplit(step["http"]["url"]).path
+    with tempfile.TemporaryDirectory() as repo:
+        fraud_scorer.write_local_repository(repo)
+        with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0) as server:
+            host = urlsplit(server.http_url)
+            connection = http.client.HTTPConnection(host.hostname or "127.0.0.1", host.port)
+
+            def direct(t: dict[str, Any]) -> None:
+                features = fd.compute_features(t)
+                payload = body.replace("{{inputs.parameters.features}}", json.dumps(features))
+                connection.request("POST", path, payload, {"Content-Type": "application/json"})
+                decision = fd.decide(json.loads(connection.getresponse().read()))
+                fraud_publish(decision.risk, decision.action)
+                if decision.risk > 0.9:
+                    reviews = [fd.review(features, m) for m in fd.REVIEW_MODELS]
+                    fraud_block(fd.summarize(reviews, decision.risk))
+                fraud_notify("Succeeded", "direct")
+
+            for t in valid[:50]:
+                direct(t)
+            latencies = []
+            started = time.perf_counter()
+            for t in valid:
+                t0 = time.perf_counter()
+                direct(t)
+                latencies.append((time.perf_counter() - t0) * 1000)
+            floor_wall = time.perf_counter() - started
+            connection.close()
+            stand_ins: dict[str, Callable[..., Any]] = {
+                "publish-decision": fraud_publish,
+                "block-card": fraud_block,
+                "notify-on-call": fraud_notify,
+            }
+            runs = {}
+            for in_flight in (1, 16):
+                summary = run_local(
+                    pipeline,
+                    ListSource(valid),
+                    output=MemorySink(),
+                    dead_letter=MemorySink(),
+                    max_in_flight=in_flight,
+                    stand_ins=stand_ins,
+                    approver=auto_approve,
+                    triton=server,
+                )
+                assert summary.failed == 0, summary.render()
+                runs[in_flight] = summary
+    return {
+        "events": len(valid),
+        "floor": {
+            "eps": len(valid) / floor_wall,
+            "p50": pct(latencies, 50),
+            "p99": pct(latencies, 99),
+        },
+        "runs": runs,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--fraud-events", type=int, default=1000)
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
     events = transactions(args.events)
@@ -233,6 +340,31 @@ def main(argv: list[str] | None = None) -> int:
         " functions themselves and the typed decode/encode are microseconds. With 2 cores, 8"
         " events in flight and 8 worker processes contend for the CPU, which is why throughput"
         " grows less than the worker count and the p99 rises.",
+        "",
+    ]
+    fr = fraud(args.fraud_events)
+    one, many_fr = fr["runs"][1], fr["runs"][16]
+    score_one = next(s for s in one.stages if s.stage == "score")
+    worst = max((s.overhead_p99_ms or 0.0) for s in one.stages)
+    lines += [
+        f"**The fraud example** (`examples/fraud_detection.py`, {fr['events']:,} valid sample events"
+        " from `examples/models/fraud_events.py`, seed 11) with real scoring: a local Triton serving"
+        " the generated fraud-scorer repository, called with the compiled http step's body. The floor"
+        " calls the same stage functions and sends the same request over one kept-alive connection"
+        " in one loop; the container stages (publish, block, notify) are free stand-ins in both.",
+        "",
+        "| run | events/s | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|",
+        f"| floor: stage functions + the Triton request in one loop | {fr['floor']['eps']:,.0f} | {fr['floor']['p50']:.3f} | {fr['floor']['p99']:.3f} |",
+        f"| local executor, 1 event in flight | {one.events_per_second:,.0f} | {one.latency_p50_ms:.3f} | {one.latency_p99_ms:.3f} |",
+        f"| local executor, 16 in flight | {many_fr.events_per_second:,.0f} | {many_fr.latency_p50_ms:.3f} | {many_fr.latency_p99_ms:.3f} |",
+        "",
+        f"- Per stage invocation at 1 in flight the runtime adds at most {worst:.3f} ms at p99"
+        f" (target below 2 ms: {'met' if worst < 2.0 else 'missed'}); the score step (HTTP to"
+        f" Triton) takes p50 {score_one.p50_ms:.3f} ms, p99 {score_one.p99_ms:.3f} ms.",
+        "- What dominates: Triton's own time per request and the worker round trips of the four"
+        " to seven function stages an event passes; at 16 in flight the 2 cores are shared by"
+        " Triton, the stage workers and the executor, so latency rises with the queueing.",
         "",
     ]
     text = "\n".join(lines)

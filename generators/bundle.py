@@ -71,10 +71,30 @@ class ExtraFile:
 
 
 @dataclass(frozen=True)
+class YamlFile:
+    """A YAML file that is not a Kubernetes object (an overlay's kustomization or patch), at
+    ``path`` relative to the pipeline's folder."""
+
+    pipeline: str
+    path: str
+    body: dict[str, Any] | list[Any]
+
+
+@dataclass(frozen=True)
 class Bundle:
+    """``layered`` pipelines declare environments: their objects go under ``base/`` and
+    ``overlays`` holds each selected environment's files. ``applications`` are Argo CD
+    Applications (not part of any pipeline's kustomization). ``kept`` are folder-relative paths
+    a partial compile (``--env``) leaves alone: the overlays and Applications of environments it
+    did not select."""
+
     manifests: tuple[Manifest, ...]
     files: tuple[ExtraFile, ...] = ()
     sources: tuple[tuple[str, str], ...] = field(default=())
+    layered: tuple[str, ...] = ()
+    overlays: tuple[YamlFile, ...] = ()
+    applications: tuple[Manifest, ...] = ()
+    kept: tuple[str, ...] = ()
 
     def pipelines(self) -> list[str]:
         return sorted({m.pipeline for m in self.manifests} | {f.pipeline for f in self.files})

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rtflow import ir
+from rtflow.environments import resolve_argocd
+from rtflow.errors import RtflowError
 from rtflow.generators import bundle as bundle_module
 from rtflow.generators import events, gitops, rbac
-from rtflow.generators.bundle import Bundle, ExtraFile, Manifest
+from rtflow.generators.bundle import Bundle, ExtraFile, Manifest, YamlFile
 from rtflow.generators.workflow_template import workflow_template
 from rtflow.gpu.config import render_config
 from rtflow.gpu.serving import serving_manifests
@@ -19,11 +21,27 @@ def to_document(model: Any) -> dict[str, Any]:
     return document
 
 
-def compile_pipelines(pipelines: Iterable[ir.Pipeline]) -> Bundle:
+def compile_pipelines(
+    pipelines: Iterable[ir.Pipeline],
+    *,
+    environments: Sequence[str] | None = None,
+    repo_url: str | None = None,
+    revision: str | None = None,
+    path_prefix: str | None = None,
+    default_path_prefix: str | None = None,
+) -> Bundle:
+    """``environments`` selects the overlays to write (None: every declared one); ``repo_url``,
+    ``revision`` and ``path_prefix`` override each pipeline's ``rtflow.ArgoCD`` values;
+    ``default_path_prefix`` (the output folder, when relative) is used when neither gives one."""
+    pipelines = sorted(pipelines, key=lambda p: p.name)
+    selected = _select(pipelines, environments)
     manifests: list[Manifest] = []
     files: list[ExtraFile] = []
     sources: list[tuple[str, str]] = []
-    for pipeline in sorted(pipelines, key=lambda p: p.name):
+    overlays: list[YamlFile] = []
+    applications: list[Manifest] = []
+    kept: list[str] = []
+    for pipeline in pipelines:
         documents = [to_document(workflow_template(pipeline))]
         documents += events.documents(pipeline)
         documents += rbac.documents(pipeline)
@@ -35,8 +53,65 @@ def compile_pipelines(pipelines: Iterable[ir.Pipeline]) -> Bundle:
                     (f"{m.name}/config.pbtxt", render_config(m)) for m in server.models
                 )
             ]
-        manifests += [Manifest(pipeline.name, gitops.with_sync_wave(d)) for d in documents]
-        files.append(ExtraFile(pipeline.name, "README.md", gitops.readme(pipeline)))
+        documents = [gitops.with_sync_wave(d) for d in documents]
+        manifests += [Manifest(pipeline.name, d) for d in documents]
+        argocd = resolve_argocd(
+            pipeline.argocd, repo_url=repo_url, revision=revision, path_prefix=path_prefix
+        )
+        if argocd.repo_url and argocd.path_prefix is None:
+            if default_path_prefix is None:
+                raise RtflowError(
+                    f"pipeline {pipeline.name!r}: an Argo CD Application needs the output "
+                    "folder's path inside the repository; pass --path-prefix DIR (or set "
+                    "rtflow.ArgoCD(path_prefix=...))"
+                )
+            argocd = resolve_argocd(argocd, path_prefix=default_path_prefix)
+        files.append(ExtraFile(pipeline.name, "README.md", gitops.readme(pipeline, argocd)))
         sources.append((pipeline.name, pipeline.source))
-    bundle = Bundle(manifests=tuple(manifests), files=tuple(files), sources=tuple(sources))
+        targets: list[ir.Environment | None] = list(pipeline.environments) or [None]
+        for env in targets:
+            if env is not None and env.name not in selected[pipeline.name]:
+                kept.append(f"{pipeline.name}/overlays/{env.name}/")
+                kept.append(f"argocd/application-{pipeline.name}-{env.name}.yaml")
+                continue
+            if env is not None:
+                overlays += [
+                    YamlFile(pipeline.name, path, body)
+                    for path, body in sorted(gitops.overlay_files(pipeline, env, documents).items())
+                ]
+            if argocd.repo_url:
+                applications.append(
+                    Manifest(pipeline.name, gitops.application(pipeline, argocd, env, documents))
+                )
+    bundle = Bundle(
+        manifests=tuple(manifests),
+        files=tuple(files),
+        sources=tuple(sources),
+        layered=tuple(p.name for p in pipelines if p.environments),
+        overlays=tuple(overlays),
+        applications=tuple(applications),
+        kept=tuple(kept),
+    )
     return bundle_module.check(bundle)
+
+
+def _select(
+    pipelines: Sequence[ir.Pipeline], environments: Sequence[str] | None
+) -> dict[str, set[str]]:
+    declared = {p.name: {e.name for e in p.environments} for p in pipelines}
+    if environments is None:
+        return declared
+    wanted = set(environments)
+    for pipeline in pipelines:
+        missing = sorted(wanted - declared[pipeline.name])
+        if declared[pipeline.name] and missing:
+            raise RtflowError(
+                f"pipeline {pipeline.name!r} declares no environment {missing[0]!r} "
+                f"(it declares {sorted(declared[pipeline.name])}); pick one of those with --env"
+            )
+    if not any(declared.values()):
+        raise RtflowError(
+            "--env selects an environment, but no pipeline declares any; add "
+            "environments=[rtflow.Environment(...)] to the pipeline or drop --env"
+        )
+    return {name: names & wanted for name, names in declared.items()}

@@ -34,7 +34,7 @@ def ordered(node: Any) -> Any:
     return node
 
 
-def dump(document: dict[str, Any]) -> str:
+def dump(document: dict[str, Any] | list[Any]) -> str:
     return yaml.dump(
         ordered(document),
         Dumper=_Dumper,

@@ -3,9 +3,11 @@
 The public surface: ``stage``, ``container`` and ``pipeline`` declare; ``when``, ``for_each``,
 ``approval`` and ``on_exit`` shape the graph inside a pipeline function; ``Retry``,
 ``Backoff``, ``Secret``, ``Param`` and ``Output`` are option values; ``kafka``, ``webhook`` and
-``calendar`` declare triggers, with ``field``, ``payload``, ``Delivery`` and ``SecretKey``.
+``calendar`` declare triggers, with ``field``, ``payload``, ``Delivery`` and ``SecretKey``;
+``Environment`` and ``ArgoCD`` say where the compiled output is deployed.
 """
 
+from rtflow.environments import ArgoCD, Environment
 from rtflow.errors import DefinitionError, LoadError, RtflowError
 from rtflow.options import Backoff, Output, Param, Retry, Secret
 from rtflow.pipeline import Pipeline, pipeline
@@ -27,10 +29,12 @@ from rtflow.triggers import (
 )
 
 __all__ = [
+    "ArgoCD",
     "Backoff",
     "DeadLetter",
     "DefinitionError",
     "Delivery",
+    "Environment",
     "EventBus",
     "LoadError",
     "Output",

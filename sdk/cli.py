@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -58,6 +59,23 @@ def _parser() -> argparse.ArgumentParser:
         help="write nothing; exit 1 with a diff when DIR is not what compile would write",
     )
     compile_cmd.add_argument(
+        "--env",
+        action="append",
+        metavar="ENV",
+        help="write only this environment's overlay (repeatable; default: every declared one)",
+    )
+    compile_cmd.add_argument(
+        "--repo-url", metavar="URL", help="Git repository Argo CD syncs DIR from"
+    )
+    compile_cmd.add_argument(
+        "--revision", metavar="REV", help="branch, tag or commit Argo CD syncs (default HEAD)"
+    )
+    compile_cmd.add_argument(
+        "--path-prefix",
+        metavar="PATH",
+        help="DIR's path inside the repository (default: DIR when it is relative)",
+    )
+    compile_cmd.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
 
@@ -74,6 +92,31 @@ def _parser() -> argparse.ArgumentParser:
         help="skip argo lint --offline and argo-events lint even when installed",
     )
     lint_cmd.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+
+    submit_cmd = commands.add_parser(
+        "submit",
+        help="apply a pipeline's objects and start a Workflow from its template",
+        description="Like `argo submit --from workflowtemplate/NAME`: server-side apply the "
+        "compiled objects (kubeconfig or in-cluster), then create a Workflow; or submit through "
+        "the Argo Server. Exit 0 submitted (or Succeeded with --wait), 1 Failed/Error, 2 error.",
+    )
+    submit_cmd.add_argument("target", metavar="PATH_OR_MODULE[:ATTR]")
+    submit_cmd.add_argument("-n", "--namespace", help="default: the pipeline's, else 'default'")
+    submit_cmd.add_argument(
+        "-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="repeatable"
+    )
+    submit_cmd.add_argument("--wait", action="store_true", help="follow the run until it ends")
+    submit_cmd.add_argument("--timeout", type=float, default=3600.0, help="--wait limit, s")
+    submit_cmd.add_argument("--no-apply", action="store_true", help="only create the Workflow")
+    submit_cmd.add_argument("--kubeconfig", help="default: $KUBECONFIG, ~/.kube/config, in-cluster")
+    submit_cmd.add_argument("--context", help="kubeconfig context")
+    submit_cmd.add_argument("--argo-server", metavar="URL", help="submit through the Argo Server")
+    submit_cmd.add_argument(
+        "--token-env", metavar="VAR", help="environment variable holding the Argo Server token"
+    )
+    submit_cmd.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
 
@@ -119,7 +162,15 @@ def _compile(args: argparse.Namespace) -> int:
     from rtflow.generators import writers
     from rtflow.generators.compiler import compile_pipelines
 
-    bundle = compile_pipelines(_build(args.targets))
+    relative = args.output != "-" and not Path(args.output).is_absolute()
+    bundle = compile_pipelines(
+        _build(args.targets),
+        environments=args.env,
+        repo_url=args.repo_url,
+        revision=args.revision,
+        path_prefix=args.path_prefix,
+        default_path_prefix=Path(args.output).as_posix() if relative else None,
+    )
     if args.output == "-":
         if args.check:
             raise RtflowError("--check needs a folder (-o DIR), not -")
@@ -156,6 +207,57 @@ def _lint(args: argparse.Namespace) -> int:
         raise RtflowError(str(error)) from None
     sys.stdout.write(report.json() if args.output == "json" else report.human())
     return EXIT_OK if report.ok else EXIT_FINDINGS
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from rtflow import submit
+    from rtflow.generators.compiler import compile_pipelines
+
+    pipelines = _build([args.target])
+    if len(pipelines) != 1:
+        raise RtflowError(
+            f"{args.target} defines {len(pipelines)} pipelines; pick one with "
+            f"{args.target}:ATTR ({', '.join(p.name for p in pipelines)})"
+        )
+    (pipeline,) = pipelines
+    bundle = compile_pipelines(pipelines)
+    namespace = args.namespace or pipeline.namespace or "default"
+    template = next(m.body for m in bundle.manifests if m.kind == "WorkflowTemplate")
+    params = submit.parse_params(args.param, template)
+    if args.argo_server:
+        if not args.token_env or not os.environ.get(args.token_env):
+            raise RtflowError(
+                "--argo-server needs --token-env VAR naming a set environment variable "
+                "with the bearer token"
+            )
+        endpoint = submit.Endpoint(
+            base=args.argo_server.rstrip("/"),
+            headers={"Authorization": f"Bearer {os.environ[args.token_env]}"},
+        )
+        http = submit.Http(endpoint, what="Argo Server")
+        name = submit.submit_argo_server(http, pipeline.name, params, namespace)
+    else:
+        http = submit.Http(
+            submit.kube_endpoint(args.kubeconfig, args.context), what="Kubernetes API"
+        )
+        if not args.no_apply:
+            documents = [
+                m.body
+                for m in sorted(bundle.for_pipeline(pipeline.name), key=lambda m: m.apply_order)
+            ]
+            applied = submit.apply(http, documents, namespace)
+            print(f"rtflow: applied {len(applied)} object(s) to {namespace}", file=sys.stderr)
+        name = submit.submit_kubernetes(http, pipeline.name, params, namespace)
+    print(f"rtflow: submitted workflow {namespace}/{name}", file=sys.stderr)
+    print(name)
+    if not args.wait:
+        return EXIT_OK
+    phase = submit.wait(
+        submit.phase_getter(http, name, namespace, argo_server=bool(args.argo_server)),
+        timeout=args.timeout,
+        report=lambda p: print(f"rtflow: {name}: {p}", file=sys.stderr),
+    )
+    return EXIT_OK if phase == "Succeeded" else EXIT_FINDINGS
 
 
 def _stage_dockerfile(args: argparse.Namespace) -> int:
@@ -214,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "graph": _graph,
         "lint": _lint,
         "stage-dockerfile": _stage_dockerfile,
+        "submit": _submit,
     }
     try:
         return handlers[args.command](args)

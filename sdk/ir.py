@@ -325,6 +325,43 @@ class EventBus:
     storage_class: str | None = None
 
 
+# Where the compiled output goes: environments (kustomize overlays) and Argo CD.
+
+
+@dataclass(frozen=True)
+class ImageOverride:
+    """A kustomize ``images:`` entry: ``name`` as the pipeline writes it, without tag or digest."""
+
+    name: str
+    new_tag: str | None = None
+    digest: str | None = None
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One deployment target of a pipeline: a kustomize overlay over the pipeline's base."""
+
+    name: str
+    namespace: str | None = None
+    images: tuple[ImageOverride, ...] = ()
+    replicas: tuple[tuple[str, int], ...] = ()
+    gpu_pool: Any = None  # rtflow.gpu.pools.GpuPool, validated on creation
+    kafka_brokers: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ArgoCD:
+    """The Git source and destination Argo CD Applications point at (no repo: none emitted)."""
+
+    repo_url: str | None = None
+    revision: str = "HEAD"
+    path_prefix: str | None = None
+    project: str = "default"
+    namespace: str = "argocd"
+    destination_server: str = "https://kubernetes.default.svc"
+
+
 @dataclass(frozen=True)
 class Ttl:
     after_success: int
@@ -360,6 +397,8 @@ class Pipeline:
     event_bus_name: str = "default"
     event_bus: EventBus | None = None
     servers: tuple[Any, ...] = ()  # rtflow.gpu.serving.TritonServing, validated on creation
+    environments: tuple[Environment, ...] = ()
+    argocd: ArgoCD = field(default_factory=ArgoCD)
 
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)

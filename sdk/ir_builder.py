@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from rtflow import ir, stage_ir
+from rtflow.environments import build_argocd, build_environments
 from rtflow.errors import DefinitionError
 from rtflow.names import check_dns1123_label
 from rtflow.param_types import ParamType, encode, list_of
@@ -93,6 +94,8 @@ class _PipelineBuilder:
         _check_acyclic(exit_tasks)
         options = self.options
         bus_name, bus = _event_bus(options.event_bus)
+        triggers = build_triggers(options.triggers, name, inputs)
+        servers = [self.servers[n] for n in sorted(self.servers)]
         return ir.Pipeline(
             name=name,
             source=getattr(self.definition.function, "__module__", "?"),
@@ -121,10 +124,14 @@ class _PipelineBuilder:
             annotations=stage_ir.annotation_pairs(options.annotations),
             service_account=stage_ir.service_account(options.service_account) or f"{name}-workflow",
             owns_service_account=options.service_account is None,
-            triggers=build_triggers(options.triggers, name, inputs),
+            triggers=triggers,
             event_bus_name=bus_name,
             event_bus=bus,
             servers=tuple(self.servers[n] for n in sorted(self.servers)),
+            environments=build_environments(
+                options.environments, stages=stages, servers=servers, triggers=triggers
+            ),
+            argocd=build_argocd(options.argocd),
         )
 
     # Pipeline inputs and recording

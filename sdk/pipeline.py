@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rtflow import ir
+from rtflow.environments import ArgoCD, Environment
 from rtflow.options import Retry
 from rtflow.triggers import EventBus, Trigger
 
@@ -34,6 +35,8 @@ class PipelineOptions:
     service_account: str | None = None
     triggers: tuple[Trigger, ...] = ()
     event_bus: str | EventBus = "default"
+    environments: tuple[Environment, ...] = ()
+    argocd: ArgoCD | None = None
 
 
 class Pipeline:
@@ -86,6 +89,8 @@ def pipeline(
     service_account: str | None = None,
     triggers: Sequence[Trigger] = (),
     event_bus: str | EventBus = "default",
+    environments: Sequence[Environment] = (),
+    argocd: ArgoCD | None = None,
 ) -> Callable[[Callable[..., Any]], Pipeline]:
     """Declare a pipeline. Its parameters (annotated) are the pipeline's inputs.
 
@@ -93,6 +98,8 @@ def pipeline(
     end-to-end budget the hot path is checked against; ``parallelism`` caps concurrent pods.
     ``triggers`` start runs from events (rtflow.kafka / webhook / calendar) through the Argo
     Events bus ``event_bus``: the name of an existing EventBus, or an rtflow.EventBus to emit.
+    ``environments`` (rtflow.Environment) compile to kustomize overlays over the pipeline's base;
+    ``argocd`` (rtflow.ArgoCD) names the Git repository Argo CD Applications point at.
     """
     options = PipelineOptions(
         name=name,
@@ -112,6 +119,8 @@ def pipeline(
         service_account=service_account,
         triggers=tuple(triggers),
         event_bus=event_bus,
+        environments=tuple(environments),
+        argocd=argocd,
     )
 
     def wrap(function: Callable[..., Any]) -> Pipeline:

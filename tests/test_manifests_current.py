@@ -8,7 +8,10 @@ from rtflow.generators.compiler import compile_pipelines
 from rtflow.generators.writers import check_folder
 from rtflow.loader import load_pipelines
 
-EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+# Example files that declare pipelines (others may hold events or helpers).
+EXAMPLES = sorted(
+    p for p in (ROOT / "examples").glob("*.py") if "@rtflow.pipeline" in p.read_text()
+)
 
 
 def test_manifests_folder_is_current() -> None:
