@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_report import replace_section
+
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (100, 1_000, 10_000)
 IMAGE = "ghcr.io/acme/bench:1.0"
@@ -279,16 +281,7 @@ def write_report(
         f' floor `python -c "import hera.workflows"`: {floor:.3f} s; bare `python -c pass`:'
         f" {python_floor:.3f} s (rtflow above the hera floor: {compile_wall - floor:.3f} s)."
     )
-    section = "\n".join(lines) + "\n"
-    path = ROOT / "BENCHMARKS.md"
-    existing = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    start = existing.find("## Compile scale")
-    if start == -1:
-        text = existing.rstrip("\n") + "\n\n" + section
-    else:
-        end = existing.find("\n## ", start + 1)
-        text = existing[:start] + section + (existing[end + 1 :] if end != -1 else "")
-    path.write_text(text, encoding="utf-8")
+    replace_section("## Compile scale (", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -370,15 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        path = ROOT / "BENCHMARKS.md"
-        existing = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-        start = existing.find("## Local run")
-        if start == -1:
-            updated = existing.rstrip("\n") + "\n\n" + text
-        else:
-            end = existing.find("\n## ", start + 1)
-            updated = existing[:start] + text + (existing[end + 1 :] if end != -1 else "")
-        path.write_text(updated, encoding="utf-8")
+        from bench_report import replace_section
+
+        replace_section("## Local run", text)
     return 0
 
 

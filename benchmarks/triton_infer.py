@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import tritonclient.grpc as grpcclient  # type: ignore[import-untyped, unused-ignore]
 import tritonclient.http as httpclient  # type: ignore[import-untyped, unused-ignore]
+from bench_report import replace_section
 
 from rtflow.gpu.client import TritonGrpcClient
 from rtflow.gpu.config import write_repository
@@ -437,15 +438,7 @@ def report(
 
 
 def write_section(section: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    existing = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    start = existing.find(SECTION)
-    if start == -1:
-        text = existing.rstrip("\n") + "\n\n" + section
-    else:
-        end = existing.find("\n## ", start + 1)
-        text = existing[:start] + section + ("\n" + existing[end + 1 :] if end != -1 else "")
-    path.write_text(text, encoding="utf-8")
+    replace_section(SECTION, section)
 
 
 def main() -> int:
