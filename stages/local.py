@@ -236,6 +236,7 @@ class RunSummary:
     succeeded: int = 0
     failed: int = 0
     dead_lettered: int = 0
+    filtered: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     stages: list[StageTiming] = field(default_factory=list)
     elapsed_s: float = 0.0
@@ -258,7 +259,9 @@ class RunSummary:
         lines += [
             f"{self.events} events in {self.elapsed_s:.2f} s ({self.events_per_second:,.0f}/s): "
             f"{self.succeeded} succeeded, {self.failed} failed "
-            f"({self.dead_lettered} to the dead-letter output); "
+            f"({self.dead_lettered} to the dead-letter output)"
+            + (f", {self.filtered} dropped by the trigger's filter" if self.filtered else "")
+            + "; "
             f"latency p50 {self.latency_p50_ms:.2f} ms, p99 {self.latency_p99_ms:.2f} ms",
         ]
         if self.stages:
@@ -833,10 +836,26 @@ def run_local(
     if hasattr(events, "before_commit"):
         events.before_commit = flush_sinks  # a Kafka source commits only what is written
 
+    trigger = pipeline.triggers[0] if pipeline.triggers else None
+
     def handle(event: Event) -> None:
         started = time.monotonic()
         result: EventResult | None = None
         reason = event.error
+        if reason is None and trigger is not None and isinstance(event.body, Mapping):
+            try:
+                passes = semantics.trigger_passes(trigger, event.body, event.metadata)
+            except ValueError as exc:
+                reason = f"filter: {exc}"
+            else:
+                if not passes:
+                    # The Sensor would start no run for it: not a failure, nothing to output.
+                    with lock:
+                        summary.events += 1
+                        summary.filtered += 1
+                    if event.ack is not None:
+                        event.ack()
+                    return
         if reason is None:
             try:
                 inputs = semantics.event_inputs(pipeline, event.body, event.metadata)

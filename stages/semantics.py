@@ -282,3 +282,77 @@ def event_inputs(
         except ValueError as exc:
             raise PayloadError(f"input {param.name!r}: {exc}") from None
     return texts
+
+
+# -- trigger filters ----------------------------------------------------------------------------
+
+_EXPR_TOKEN = re.compile(
+    r"\s*(?:(?P<name>f[0-9]+)|(?P<number>-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)"
+    r'|(?P<string>"(?:[^"\\]|\\.)*")|(?P<bool>true|false)'
+    r"|(?P<op>==|!=|>=|<=|&&|\|\||[<>!()]))"
+)
+_PYTHON_OPS = {"&&": " and ", "||": " or ", "!": " not "}
+
+
+def _data_filter_passes(f: ir.DataFilter, event: Any) -> bool:
+    found, value = lookup(event, f.path)
+    if not found:
+        return False
+    if f.type == "string":
+        if not isinstance(value, str):
+            return False
+        matched = any(re.search(pattern, value) for pattern in f.values)
+        return matched if f.comparator == "=" else not matched
+    if f.type == "bool":
+        if not isinstance(value, bool):
+            return False
+        equal = any(value == (v == "true") for v in f.values)
+        return equal if f.comparator == "=" else not equal
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    targets = [float(v) for v in f.values]
+    if f.comparator == "!=":
+        return all(compare(float(value), "!=", t) for t in targets)
+    op = "==" if f.comparator == "=" else f.comparator
+    return any(compare(float(value), op, t) for t in targets)
+
+
+def _expr_filter_passes(f: ir.ExprFilter, event: Any) -> bool:
+    values: dict[str, Any] = {}
+    for path, name in f.fields:
+        found, value = lookup(event, path)
+        if not found:
+            return False
+        values[name] = value
+    python: list[str] = []
+    position = 0
+    text = f.expr.strip()
+    while position < len(text):
+        match = _EXPR_TOKEN.match(text, position)
+        if match is None or match.end() == position:
+            raise ValueError(f"filter expression {f.expr!r} has an unexpected token at {position}")
+        position = match.end()
+        kind = match.lastgroup
+        token = match.group(kind or 0)
+        if kind == "op":
+            python.append(_PYTHON_OPS.get(token, f" {token} "))
+        elif kind == "bool":
+            python.append("True" if token == "true" else "False")
+        elif kind == "string":
+            python.append(repr(json.loads(token)))
+        else:
+            python.append(token)
+    try:
+        # Only the tokens above reach eval: names are the filter's own fields, no builtins.
+        return bool(eval("".join(python), {"__builtins__": {}}, values))
+    except TypeError:
+        return False  # a comparison across types is false, as in govaluate
+
+
+def trigger_passes(trigger: ir.Trigger, body: Any, metadata: Mapping[str, Any] | None) -> bool:
+    """Whether the Sensor would start a run for this event: every data filter (and) and every
+    expression filter must hold; a path the event lacks fails its filter."""
+    event = {**(metadata or {}), "body": body}
+    return all(_data_filter_passes(f, event) for f in trigger.data_filters) and all(
+        _expr_filter_passes(f, event) for f in trigger.expr_filters
+    )
