@@ -180,9 +180,12 @@ def round_trip(calls: int = 3000) -> dict[str, float]:
 # The fraud example with real Triton scoring -------------------------------------------------
 
 
-def fraud_publish(risk: float, action: str) -> None:
-    """Stand-in for the example's publish container (no Docker here); costs nothing."""
-    del risk, action
+def fraud_publish(
+    topic: str, payload: dict[str, Any], key_field: str = "", **_: Any
+) -> dict[str, Any]:
+    """Stand-in for the Kafka publish stage (no broker in this benchmark); costs nothing."""
+    del topic, payload, key_field
+    return {"partition": 0, "offset": 0, "traceparent": ""}
 
 
 def fraud_block(reason: str) -> None:
@@ -234,8 +237,8 @@ def fraud(count: int) -> dict[str, Any]:
                 features = fd.compute_features(t)
                 payload = body.replace("{{inputs.parameters.features}}", json.dumps(features))
                 connection.request("POST", path, payload, {"Content-Type": "application/json"})
-                decision = fd.decide(json.loads(connection.getresponse().read()))
-                fraud_publish(decision.risk, decision.action)
+                decision = fd.decide(json.loads(connection.getresponse().read()), t)
+                fraud_publish("fraud-decisions", decision.record, "transaction_id")
                 if decision.risk > 0.9:
                     reviews = [fd.review(features, m) for m in fd.REVIEW_MODELS]
                     fraud_block(fd.summarize(reviews, decision.risk))
@@ -351,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         " from `examples/models/fraud_events.py`, seed 11) with real scoring: a local Triton serving"
         " the generated fraud-scorer repository, called with the compiled http step's body. The floor"
         " calls the same stage functions and sends the same request over one kept-alive connection"
-        " in one loop; the container stages (publish, block, notify) are free stand-ins in both.",
+        " in one loop; the Kafka publish, block-card and notify stages are free stand-ins in both.",
         "",
         "| run | events/s | p50 ms | p99 ms |",
         "|---|---:|---:|---:|",

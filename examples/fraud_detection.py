@@ -18,18 +18,23 @@ from typing import Any, NamedTuple
 from models.fraud_scorer import FEATURES, FRAUD_SCORER, SERVER
 
 import rtflow
+from rtflow.stages.builtin.kafka_publish import kafka_publish
 
 REGISTRY = "ghcr.io/acme/fraud"
+BROKERS = ["kafka-0.kafka.svc:9092", "kafka-1.kafka.svc:9092", "kafka-2.kafka.svc:9092"]
 REVIEW_MODELS = ["graph-risk", "merchant-history", "velocity"]
 
+# OnFailure: a stage that exits non-zero is retried, except for a bad input (the runtime's exit
+# code 65, which the compiled retry expression excludes): the same input would fail again.
 retry_transient = rtflow.Retry(
-    limit=3, policy="OnError", backoff=rtflow.Backoff("1s", factor=2, max_duration="20s")
+    limit=3, policy="OnFailure", backoff=rtflow.Backoff("1s", factor=2, max_duration="20s")
 )
 
 
 class Decision(NamedTuple):
     risk: float
     action: str
+    record: dict[str, Any]
 
 
 @rtflow.stage(
@@ -53,11 +58,13 @@ def compute_features(transaction: dict[str, Any]) -> list[float]:
 
 
 @rtflow.stage(image=f"{REGISTRY}/decider:2.1.0", memory="128Mi", retry=retry_transient)
-def decide(scored: dict[str, Any]) -> Decision:
+def decide(scored: dict[str, Any], transaction: dict[str, Any]) -> Decision:
     """Read the risk out of the model's KServe v2 answer and choose what to do."""
     (risk_output,) = [o for o in scored["outputs"] if o["name"] == "risk"]
     risk = float(risk_output["data"][0])
-    return Decision(risk=risk, action="review" if risk > 0.9 else "allow")
+    action = "review" if risk > 0.9 else "allow"
+    record = {"transaction_id": str(transaction.get("id", "")), "risk": risk, "action": action}
+    return Decision(risk=risk, action=action, record=record)
 
 
 @rtflow.stage(image=f"{REGISTRY}/reviewer:1.0.3", memory="1Gi", timeout="2m")
@@ -75,15 +82,20 @@ def summarize(reviews: list[dict[str, Any]], risk: float) -> str:
     return f"risk {risk:.3f}; {parts}"
 
 
-publish = rtflow.container(
-    "publish-decision",
-    image=f"{REGISTRY}/publisher:1.2.0",
-    command=["/publisher"],
-    args=["--topic", "fraud-decisions", "--risk", "{risk}", "--action", "{action}"],
-    inputs={"risk": float, "action": str},
-    memory="128Mi",
-    retry=retry_transient,
-    secrets=[rtflow.Secret(env="KAFKA_SASL_PASSWORD", secret="kafka-credentials", key="password")],
+# The built-in Kafka publish stage, with this cluster's brokers and its TLS/SASL from Secrets.
+publish = rtflow.configure(
+    kafka_publish,
+    name="publish-decision",
+    env={
+        "KAFKA_BROKERS": ",".join(BROKERS),
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+    },
+    secrets=[
+        rtflow.Secret(env="KAFKA_SASL_USERNAME", secret="kafka-credentials", key="username"),
+        rtflow.Secret(env="KAFKA_SASL_PASSWORD", secret="kafka-credentials", key="password"),
+        rtflow.Secret(env="KAFKA_SSL_CA_PEM", secret="kafka-ca", key="ca.crt"),
+    ],
 )
 
 block_card = rtflow.container(
@@ -111,7 +123,7 @@ kafka_credentials = rtflow.Sasl(
 
 transactions = rtflow.kafka(
     "transactions",
-    brokers=["kafka-0.kafka.svc:9092", "kafka-1.kafka.svc:9092", "kafka-2.kafka.svc:9092"],
+    brokers=BROKERS,
     consumer_group="fraud-detection",
     sasl=kafka_credentials,
     tls=rtflow.Tls(ca_cert=rtflow.SecretKey("kafka-ca", "ca.crt")),
@@ -150,8 +162,8 @@ transactions = rtflow.kafka(
 def fraud_detection(transaction: dict[str, Any], review_threshold: float = 0.9) -> None:
     features = compute_features(transaction)
     scored = rtflow.infer(SERVER, FRAUD_SCORER, {"features": features}, name="score", timeout="2s")
-    decision = decide(scored)
-    publish(risk=decision.risk, action=decision.action)
+    decision = decide(scored, transaction)
+    publish(topic="fraud-decisions", payload=decision.record, key_field="transaction_id")
     with rtflow.when(decision.risk > review_threshold):
         reviews = rtflow.for_each(REVIEW_MODELS, lambda m: review(features=features, model=m))
         summary = summarize(reviews=reviews, risk=decision.risk)

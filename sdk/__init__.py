@@ -12,7 +12,7 @@ from rtflow.errors import DefinitionError, LoadError, RtflowError
 from rtflow.options import Backoff, Output, Param, Retry, Secret
 from rtflow.pipeline import Pipeline, pipeline
 from rtflow.recording import approval, for_each, infer, on_exit, when, workflow
-from rtflow.stage import container, stage
+from rtflow.stage import configure, container, stage
 from rtflow.triggers import (
     DeadLetter,
     Delivery,
@@ -48,6 +48,7 @@ __all__ = [
     "Tls",
     "approval",
     "calendar",
+    "configure",
     "constant",
     "container",
     "field",

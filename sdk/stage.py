@@ -205,3 +205,57 @@ def container(
         outputs=dict(outputs or {}),
     )
     return cast(Callable[..., Any], definition)
+
+
+def configure(
+    stage_fn: Callable[P, R],
+    /,
+    *,
+    name: str | None = None,
+    image: str | None = None,
+    cpu: str | int | float | None = None,
+    memory: str | int | None = None,
+    retry: Retry | None = None,
+    timeout: int | str | None = None,
+    env: Mapping[str, str] | None = None,
+    secrets: Sequence[Secret] = (),
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    service_account: str | None = None,
+) -> Callable[P, R]:
+    """A copy of a stage (typically a built-in) with its own name and options for one use.
+
+    ``env``, ``labels`` and ``annotations`` are added to the stage's own, ``secrets`` appended;
+    the rest replace. E.g. the Kafka publish built-in with the brokers' SASL password from a
+    Secret: ``rtflow.configure(kafka_publish, name="publish-decision", secrets=[...])``.
+    """
+    if not isinstance(stage_fn, StageDef):
+        raise TypeError(
+            "rtflow.configure takes a stage made with @rtflow.stage or rtflow.container"
+        )
+    old = stage_fn.options
+    options = StageOptions(
+        image=image if image is not None else old.image,
+        cpu=cpu if cpu is not None else old.cpu,
+        memory=memory if memory is not None else old.memory,
+        cpu_limit=old.cpu_limit,
+        memory_limit=old.memory_limit,
+        retry=retry if retry is not None else old.retry,
+        timeout=timeout if timeout is not None else old.timeout,
+        env={**old.env, **(env or {})},
+        secrets=(*old.secrets, *secrets),
+        labels={**old.labels, **(labels or {})},
+        annotations={**old.annotations, **(annotations or {})},
+        service_account=service_account if service_account is not None else old.service_account,
+        description=old.description,
+    )
+    copy = StageDef(
+        name=name if name is not None else stage_fn.name,
+        options=options,
+        function=stage_fn.function,
+        command=stage_fn.command,
+        args=stage_fn.args,
+        inputs=stage_fn.inputs,
+        outputs=stage_fn.outputs,
+    )
+    return cast(Callable[P, R], copy)

@@ -255,3 +255,54 @@ def test_after_adds_an_ordering_without_data() -> None:
 def test_stage_functions_still_run_as_plain_python_outside_a_pipeline() -> None:
     assert double(21) == 42
     assert kitchen_sink.stats([1.0, 3.0]).mean == 2.0
+
+
+def test_configure_gives_a_builtin_its_own_name_and_secrets() -> None:
+    from rtflow.stages.builtin.kafka_publish import kafka_publish
+
+    publish = rtflow.configure(
+        kafka_publish,
+        name="publish-result",
+        env={"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
+        secrets=[rtflow.Secret(env="KAFKA_SASL_PASSWORD", secret="kafka", key="password")],
+    )
+
+    @rtflow.pipeline(name="configured")
+    def p(n: int) -> None:
+        publish(topic="out", payload={"n": 1}, key_field="n").after(show(n))
+
+    template = templates(workflow_template(p))["publish-result"]
+    assert template["container"]["args"][1] == "rtflow.stages.builtin.kafka_publish:kafka_publish"
+    env = {e["name"]: e for e in template["container"]["env"]}
+    assert env["KAFKA_SECURITY_PROTOCOL"] == {
+        "name": "KAFKA_SECURITY_PROTOCOL",
+        "value": "SASL_SSL",
+    }
+    assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "kafka",
+        "key": "password",
+    }
+    assert template["retryStrategy"]["limit"] == 5  # the built-in's own options are kept
+    assert kafka_publish.name == "kafka-publish"  # type: ignore[attr-defined]  # unchanged
+
+
+def test_the_publish_builtin_reads_tls_and_sasl_from_env() -> None:
+    from rtflow.stages.builtin.kafka_publish import security_from_env
+
+    assert security_from_env(
+        {
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "KAFKA_SASL_USERNAME": "fraud",
+            "KAFKA_SASL_PASSWORD": "from-a-secret",
+            "KAFKA_SSL_CA_PEM": "-----BEGIN CERTIFICATE-----",
+            "UNRELATED": "x",
+        }
+    ) == {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanisms": "SCRAM-SHA-512",
+        "sasl.username": "fraud",
+        "sasl.password": "from-a-secret",
+        "ssl.ca.pem": "-----BEGIN CERTIFICATE-----",
+    }
+    assert security_from_env({}) == {}

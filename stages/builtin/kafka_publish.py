@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import rtflow
@@ -41,12 +42,29 @@ def child_traceparent(parent: str) -> str:
     return f"00-{trace_id}-{secrets.token_hex(8)}-{flags}"
 
 
+# Connection security from the environment, so credentials reach the stage only as Secret-backed
+# env vars (rtflow.Secret) and never as stage inputs (which Argo shows in the UI).
+SECURITY_ENV = {
+    "KAFKA_SECURITY_PROTOCOL": "security.protocol",
+    "KAFKA_SASL_MECHANISM": "sasl.mechanisms",
+    "KAFKA_SASL_USERNAME": "sasl.username",
+    "KAFKA_SASL_PASSWORD": "sasl.password",
+    "KAFKA_SSL_CA_PEM": "ssl.ca.pem",
+}
+
+
+def security_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """librdkafka settings for TLS and SASL, from the KAFKA_* variables that are set."""
+    env = os.environ if environ is None else environ
+    return {setting: env[name] for name, setting in SECURITY_ENV.items() if env.get(name)}
+
+
 def _producer(brokers: str) -> Producer:
     with _lock:
         if brokers not in _producers:
             from rtflow.stages.kafka_io import producer
 
-            _producers[brokers] = producer(brokers)
+            _producers[brokers] = producer(brokers, **security_from_env())
         return _producers[brokers]
 
 
@@ -74,8 +92,11 @@ def kafka_publish(
     """Send ``payload`` as JSON to ``topic`` and wait for the broker's acknowledgement.
 
     ``key_field`` names the payload field used as message key (order per key); ``brokers``
-    defaults to ``$KAFKA_BROKERS``. A broker that is down is waited for (the idempotent producer
-    retries without duplicating) up to ``timeout_seconds``, then the stage fails (retryable).
+    defaults to ``$KAFKA_BROKERS``; TLS and SASL come from ``KAFKA_SECURITY_PROTOCOL``,
+    ``KAFKA_SASL_MECHANISM``, ``KAFKA_SASL_USERNAME``, ``KAFKA_SASL_PASSWORD`` and
+    ``KAFKA_SSL_CA_PEM`` (see :func:`rtflow.configure` to set them from Secrets). A broker that
+    is down is waited for (the idempotent producer retries without duplicating) up to
+    ``timeout_seconds``, then the stage fails (retryable).
     """
     servers = brokers or os.environ.get("KAFKA_BROKERS", "")
     if not servers:

@@ -81,8 +81,18 @@ def consume_all(broker: KafkaBroker, topic: str, expected: int, timeout: float =
     return found
 
 
+def kafka_broker_topics(broker: KafkaBroker) -> set[str]:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+    return set(admin.list_topics(timeout=10).topics)
+
+
 def test_fraud_example_over_1000_events_with_real_kafka_and_triton(
-    kafka_broker: KafkaBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    kafka_broker: KafkaBroker,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     try:
         ts.locate_triton()
@@ -92,6 +102,11 @@ def test_fraud_example_over_1000_events_with_real_kafka_and_triton(
     suffix = uuid.uuid4().hex[:8]
     source, results, dead = f"tx-{suffix}", f"decisions-{suffix}", f"tx-dead-{suffix}"
     kafka_broker.create_topics(source, results, dead, partitions=2)
+    if "fraud-decisions" not in kafka_broker_topics(kafka_broker):
+        kafka_broker.create_topics("fraud-decisions", partitions=2)
+    # The example's publish-decision is the built-in Kafka publish stage: in the cluster its
+    # brokers and SASL/TLS come from env and Secrets; here the worker reads this broker.
+    monkeypatch.setenv("KAFKA_BROKERS", kafka_broker.bootstrap_servers)
     samples = fraud_events.events(COUNT, seed=7)
     assert samples == fraud_events.events(COUNT, seed=7)  # deterministic
     from rtflow.stages.kafka_io import producer
@@ -129,8 +144,6 @@ def test_fraud_example_over_1000_events_with_real_kafka_and_triton(
             "--no-progress",
             "--log-dir",
             str(tmp_path / "logs"),
-            "--stand-in",
-            f"publish-decision={stand}:publish_decision",
             "--stand-in",
             f"block-card={stand}:block_card",
             "--stand-in",
@@ -182,6 +195,18 @@ def test_fraud_example_over_1000_events_with_real_kafka_and_triton(
     assert 20 < reviewed < 150, reviewed  # some scores go above the review threshold
     assert len(fraud_stand_ins.CALLS["block"]) == reviewed  # auto-approved: every one blocked
     assert len(fraud_stand_ins.CALLS["notify"]) == len(ok)  # one exit handler per run
+    # every decision was published by the built-in stage, keyed by the transaction id
+    ok_ids = {json.loads(by_key[key_of[e]])["id"]: record for e, record in ok.items()}
+    published = [
+        m
+        for m in consume_all(kafka_broker, "fraud-decisions", len(ok))
+        if m.key().decode() in ok_ids
+    ]
+    decisions = {m.key().decode(): json.loads(m.value()) for m in published}
+    assert len(decisions) == len(ok)
+    for transaction_id, record in ok_ids.items():
+        assert decisions[transaction_id]["risk"] == record["outputs"]["decide"]["risk"]
+    assert dict(published[0].headers() or [])["traceparent"].startswith(b"00-")
     # the summary and the per-stage timing table
     assert "inference: local Triton at http://127.0.0.1:" in err
     assert f"{COUNT} events in" in err and f"{len(ok)} succeeded" in err

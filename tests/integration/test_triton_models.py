@@ -276,7 +276,7 @@ def test_the_compiled_fraud_pipelines_http_step_scores_right(server: TritonServe
     path = http["url"].split(":8000", 1)[1]
     status, answer = post(server.http_url + path, body.encode())
     assert status == 200, answer
-    decision = fraud_detection.decide(json.loads(answer))
+    decision = fraud_detection.decide(json.loads(answer), transaction)
     assert decision.risk == pytest.approx(expected_risk(vector), rel=1e-6)
     assert decision.action == ("review" if decision.risk > 0.9 else "allow")
     assert decision.risk > 0.5  # a large foreign night purchase is risky: the math is not vacuous

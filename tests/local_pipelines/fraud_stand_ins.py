@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import threading
 
-CALLS: dict[str, list[tuple[str, ...]]] = {"publish": [], "block": [], "notify": []}
+CALLS: dict[str, list[tuple[str, ...]]] = {"block": [], "notify": []}
 _lock = threading.Lock()
 
 
 def _record(kind: str, *values: str) -> None:
     with _lock:
         CALLS[kind].append(values)
-
-
-def publish_decision(risk: float, action: str) -> None:
-    _record("publish", f"{risk:.6f}", action)
 
 
 def block_card(reason: str) -> None:
