@@ -16,6 +16,8 @@ from typing import Any
 
 import jsonschema
 
+from rtflow.verify.jsonschema_strict import forbid_unknown_fields
+
 SCHEMAS = Path(__file__).resolve().parents[1].parent / "shared" / "schemas"
 WORKFLOWS = "argo-workflows-v4.1.2.schema.json"
 EVENTS = "argo-events-v1.9.11.schema.json"
@@ -29,15 +31,9 @@ def schema_path(name: str) -> Path:
     return SCHEMAS / name
 
 
-def _strict(node: Any) -> None:
-    if isinstance(node, dict):
-        if node.get("type") == "object" and "properties" in node:
-            node.setdefault("additionalProperties", False)
-        for value in node.values():
-            _strict(value)
-    elif isinstance(node, list):
-        for value in node:
-            _strict(value)
+# Shared with rtflow.verify.argocd_schema (Argo CD's CRD schemas): adds additionalProperties:
+# false to every object schema that lists properties.
+_strict = forbid_unknown_fields
 
 
 @functools.cache

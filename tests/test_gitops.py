@@ -1,14 +1,15 @@
 """Environments (kustomize overlays) and Argo CD Applications: layout, content, errors.
 
-Overlays are built with the real kustomize (``kubectl kustomize``) when kubectl is installed.
-There is no Argo CD schema in the repository: Applications are checked against a strict
-allow-list of the Application fields rtflow emits, written from Argo CD's documented spec
-(https://argo-cd.readthedocs.io/en/stable/operator-manual/declarative-setup/, application.yaml).
+Overlays are built with the real kustomize (``kustomize build``, the release pinned in
+tools/kustomize/go.mod, built into .tools/bin by tools/provision.sh; rtflow.verify.kustomize).
+Applications are checked strictly against Argo CD's own Application schema, the CRD's
+openAPIV3Schema of the release pinned in tools/argocd_schemas.py, which tools/provision.sh
+writes into .tools/schemas (rtflow.verify.argocd_schema). Without them these tests skip with
+the reason, and fail under CI=true.
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,8 @@ import rtflow
 from rtflow.errors import DefinitionError
 from rtflow.generators.compiler import compile_pipelines
 from rtflow.generators.writers import render_folder
+from rtflow.verify import argocd_schema
+from rtflow.verify.kustomize import KustomizeError, KustomizeUnavailable, kustomize_build
 
 TARGET = str(PIPELINES / "with_environments.py")
 
@@ -38,13 +41,18 @@ def load(path: Path) -> Any:
 
 
 def kustomize(folder: Path) -> list[dict[str, Any]]:
-    if shutil.which("kubectl") is None:
-        component_missing("kubectl (for `kubectl kustomize`) is not installed")
-    built = subprocess.run(
-        ["kubectl", "kustomize", str(folder)], capture_output=True, text=True, timeout=60
-    )
-    assert built.returncode == 0, built.stderr
-    return list(yaml.safe_load_all(built.stdout))
+    try:
+        return kustomize_build(folder)
+    except KustomizeUnavailable as exc:
+        component_missing(str(exc))
+
+
+def application_errors(app: dict[str, Any]) -> list[str]:
+    """Argo CD's own Application schema, strict: one line per problem, with its path."""
+    try:
+        return argocd_schema.application_errors(app)
+    except argocd_schema.ArgoCDSchemaUnavailable as exc:
+        component_missing(str(exc))
 
 
 @pytest.fixture(scope="module")
@@ -121,30 +129,21 @@ def test_dev_overlay_retags_own_images_only(out: Path) -> None:
     assert kustomize(out)  # the top-level kustomization over the bases builds too
 
 
-# The Application fields rtflow emits, from Argo CD's documented Application spec
-# (argoproj.io/v1alpha1). Strict: any key not listed here is a finding.
-APPLICATION_SPEC: dict[str, Any] = {
-    "apiVersion": str,
-    "kind": str,
-    "metadata": {"name": str, "namespace": str, "labels": {str: str}, "finalizers": [str]},
-    "spec": {
-        "project": str,
-        "source": {"repoURL": str, "targetRevision": str, "path": str},
-        "destination": {"server": str, "namespace": str},
-        "syncPolicy": {
-            "automated": {"prune": bool, "selfHeal": bool},
-            "syncOptions": [str],
-            "retry": {
-                "limit": int,
-                "backoff": {"duration": str, "factor": int, "maxDuration": str},
-            },
-        },
-        "ignoreDifferences": [
-            {"group": str, "kind": str, "name": str, "namespace": str, "jsonPointers": [str]}
-        ],
-        "revisionHistoryLimit": int,
-    },
-}
+def test_a_failing_kustomize_build_names_the_folder_and_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "kustomization.yaml").write_text("resources:\n- missing.yaml\n")
+    with pytest.raises(KustomizeError) as error:
+        kustomize(tmp_path)
+    assert f"kustomize build {tmp_path} failed: Error: accumulating resources" in str(error.value)
+    assert "missing.yaml" in str(error.value)
+    # The default load restrictor: a kustomization may not reach outside its own folder.
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n")
+    (tmp_path / "inner").mkdir()
+    (tmp_path / "inner/kustomization.yaml").write_text("resources:\n- ../outside.yaml\n")
+    with pytest.raises(KustomizeError, match="is not in or below"):
+        kustomize(tmp_path / "inner")
+
+
 SYNC_OPTIONS = {
     "CreateNamespace=true",
     "ServerSideApply=true",
@@ -154,31 +153,10 @@ SYNC_OPTIONS = {
 }
 
 
-def strict(value: Any, shape: Any, where: str) -> list[str]:
-    if isinstance(shape, dict) and str in shape:
-        if not isinstance(value, dict):
-            return [f"{where}: not a map"]
-        return [f"{where}.{k}: not a string" for k, v in value.items() if not isinstance(v, str)]
-    if isinstance(shape, dict):
-        if not isinstance(value, dict):
-            return [f"{where}: not a map"]
-        problems = [f"{where}.{k}: unknown field" for k in value if k not in shape]
-        for key, sub in value.items():
-            if key in shape:
-                problems += strict(sub, shape[key], f"{where}.{key}")
-        return problems
-    if isinstance(shape, list):
-        if not isinstance(value, list) or not value:
-            return [f"{where}: not a non-empty list"]
-        return [p for i, item in enumerate(value) for p in strict(item, shape[0], f"{where}[{i}]")]
-    ok = isinstance(value, shape) and not (shape is int and isinstance(value, bool))
-    return [] if ok else [f"{where}: not a {shape.__name__}"]
-
-
 def test_applications_are_strictly_shaped(out: Path) -> None:
     for name in ("dev", "prod"):
         app = load(out / f"argocd/application-scoring-{name}.yaml")
-        assert strict(app, APPLICATION_SPEC, "Application") == []
+        assert application_errors(app) == []
         assert (app["apiVersion"], app["kind"]) == ("argoproj.io/v1alpha1", "Application")
         spec = app["spec"]
         for required in ("project", "source", "destination"):
@@ -198,20 +176,25 @@ def test_applications_are_strictly_shaped(out: Path) -> None:
         ]
 
 
-def test_strict_check_catches_unknown_fields() -> None:
-    bad = {
-        "apiVersion": "v",
-        "kind": "Application",
-        "metadata": {"name": "x"},
-        "spec": {
-            "project": "p",
-            "source": {"repoUrl": "x"},
-            "syncPolicy": {"automated": {"prune": "yes"}},
-        },
-    }
-    assert strict(bad, APPLICATION_SPEC, "A") == [
-        "A.spec.source.repoUrl: unknown field",
-        "A.spec.syncPolicy.automated.prune: not a bool",
+def test_the_application_schema_check_can_fail(out: Path) -> None:
+    app = load(out / "argocd/application-scoring-prod.yaml")
+    app["spec"]["syncPolicy"]["automatic"] = {"prune": True}  # misspelt: automated
+    app["spec"]["syncPolicy"]["retry"]["limit"] = "5"
+    app["spec"]["source"]["repoUrl"] = app["spec"]["source"].pop("repoURL")
+    app["metadata"]["labels"]["tier"] = 1
+    assert application_errors(app) == [
+        "metadata.labels.tier: 1 is not of type 'string', 'null'",
+        "spec.source.repoURL: required field is missing",
+        "spec.source.repoUrl: unknown field",
+        "spec.syncPolicy.automatic: unknown field",
+        "spec.syncPolicy.retry.limit: '5' is not of type 'integer'",
+    ]
+    app = load(out / "argocd/application-scoring-prod.yaml")
+    app["apiVersion"] = "argoproj.io/v1"
+    del app["metadata"]["name"]
+    assert application_errors(app) == [
+        "apiVersion: 'argoproj.io/v1' is not 'argoproj.io/v1alpha1'",
+        "metadata.name: an Argo CD Application needs a name",
     ]
 
 
@@ -267,7 +250,7 @@ def test_repo_url_from_the_command_line_and_relative_output(tmp_path: Path) -> N
         capture_output=True,
     )
     app = load(tmp_path / "deploy/out/argocd/application-ingest.yaml")
-    assert strict(app, APPLICATION_SPEC, "Application") == []
+    assert application_errors(app) == []
     assert app["spec"]["source"] == {
         "repoURL": "git@github.com:acme/deploy.git",
         "targetRevision": "main",

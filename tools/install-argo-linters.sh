@@ -1,32 +1,25 @@
 #!/usr/bin/env bash
 # Build the real Argo linters into <repo>/.tools/bin, where rtflow.verify.argo_linters finds them:
 #
-#   argo-lint         `argo lint --offline` of Argo Workflows   (tools/argo-lint, a tiny main over
-#                     the CLI's own lint package: cmd/argo cannot be `go install`ed since v3.7)
+#   argo-lint         `argo lint --offline` of Argo Workflows   (tools/argo-lint)
 #   argo-events-lint  `argo-events lint` of Argo Events, plus EventBus validation
-#                     (tools/argo-events-lint, a tiny main over the upstream lint command)
+#                     (tools/argo-events-lint)
 #
-# Each tool is its own Go module whose go.mod/go.sum pin the upstream release, so the linters are
-# built from exactly the dependency versions upstream ships. Modules come from the Go module proxy
-# into the normal module cache (GOMODCACHE, default $GOPATH/pkg/mod); nothing else is downloaded.
+# Usage: tools/install-argo-linters.sh [--force]
 #
-# Idempotent: a binary that exists and is newer than every file of its tool folder (go.mod,
-# go.sum, main.go) is kept; `--force` rebuilds anyway. A build goes to a scratch file that is
-# moved in whole, so an interrupted build never leaves a binary that looks current.
-# Cost: a cold build (empty module and build caches) takes a few minutes on 2 cores; with a warm
-# Go build cache (a fresh clone on a machine that built before) only the links run: seconds.
+# The builder is tools/build-go-tools.sh, shared with the other pinned Go tools (kustomize): each
+# tool is its own Go module whose go.mod/go.sum pin the upstream release, built from the Go
+# module proxy, idempotent (a binary newer than its tool folder is kept; --force rebuilds). This
+# script builds the two linters only; tools/provision.sh builds every tool.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/.." && pwd)"
-bin_dir="$root/.tools/bin"
-force=0
 
 for arg in "$@"; do
     case "$arg" in
-        --force) force=1 ;;
+        --force) ;;
         -h | --help)
-            sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -36,50 +29,4 @@ for arg in "$@"; do
     esac
 done
 
-# A brand-new machine has Go installed but not necessarily on PATH.
-if ! command -v go >/dev/null 2>&1; then
-    if [[ -x /usr/local/go/bin/go ]]; then
-        export PATH="$PATH:/usr/local/go/bin"
-    else
-        echo "install-argo-linters: go not found on PATH nor at /usr/local/go/bin/go" >&2
-        exit 1
-    fi
-fi
-
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-
-# build NAME: tools/NAME -> .tools/bin/NAME
-build() {
-    local name="$1"
-    local src="$here/$name"
-    local out="$bin_dir/$name"
-    local start
-    start="$(now)"
-
-    if [[ "$force" == 0 && -x "$out" && -z "$(find "$src" -type f -newer "$out" -print -quit)" ]]; then
-        echo "$name: up to date in $out ($(since "$start") s)"
-        return 0
-    fi
-
-    mkdir -p "$bin_dir"
-    local scratch
-    scratch="$(mktemp "$bin_dir/.$name.XXXXXX")"
-    # -trimpath: no local paths in the binary; CGO_ENABLED=0: no C toolchain needed, static
-    # binary; -s -w: no symbol table or DWARF (a third smaller, a faster link; panics still
-    # name their functions). -mod=readonly: go.mod/go.sum are the pins, never rewritten here.
-    if ! (cd "$src" && CGO_ENABLED=0 go build -mod=readonly -trimpath -buildvcs=false \
-        -ldflags="-s -w" -o "$scratch" .); then
-        rm -f "$scratch"
-        echo "$name: build failed after $(since "$start") s" >&2
-        return 1
-    fi
-    mv -f "$scratch" "$out"
-    echo "$name: built $out in $(since "$start") s ($("$out" --version))"
-}
-
-total="$(now)"
-echo "install-argo-linters: $(go version), GOMODCACHE=$(go env GOMODCACHE), GOCACHE=$(go env GOCACHE)"
-build argo-lint
-build argo-events-lint
-echo "install-argo-linters: done in $(since "$total") s"
+exec bash "$here/build-go-tools.sh" "$@" argo-lint argo-events-lint

@@ -2,7 +2,8 @@
 
 mypy names modules after their folders, and sdk/, generators/, gpu/ and stages/ only become
 ``rtflow``, ``rtflow.generators``, ... through pyproject's package-dir mapping. This builds that
-tree from symlinks under build/typecheck and checks it, plus the examples and benchmarks.
+tree from symlinks under build/typecheck and checks it, plus the examples, benchmarks and
+e2e/cluster.py.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def build_tree() -> Path:
 def main() -> int:
     tree = build_tree()
     extra = [str(p) for p in (ROOT / "examples", ROOT / "benchmarks") if any(p.glob("*.py"))]
+    # What the e2e cluster holds (its test module needs pytest-kind, which CI does not install).
+    extra.append(str(ROOT / "e2e" / "cluster.py"))
     config = str(ROOT / "pyproject.toml")
     command = [
         sys.executable,
