@@ -16,6 +16,10 @@ Where the pieces come from:
 If one is missing, :class:`KafkaUnavailable` says which, before any process starts. A broker that
 starts and then fails to answer raises :class:`KafkaStartError` with the tail of its log.
 
+With ``security=BrokerSecurity(...)`` (see :mod:`rtflow.testing.kafka_security`) the broker
+also listens for SASL_SSL, SCRAM over TLS as production clusters are reached, at
+``secure_bootstrap_servers``; the PLAINTEXT listener stays for readiness checks and set-up.
+
 Topics are not auto-created by default: a typo in a topic name should fail where it is made,
 not quietly create an empty topic that a consumer then waits on for ever. Pass
 ``auto_create_topics=True`` (or ``--auto-create-topics``) for local experiments.
@@ -48,6 +52,8 @@ from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
+
+    from rtflow.testing.kafka_security import BrokerSecurity
 
 __all__ = [
     "ENV_LIB",
@@ -172,8 +178,16 @@ def _port_open(port: int) -> bool:
 
 
 def _cluster_id() -> str:
-    """A Kafka Uuid in its text form (URL-safe base64, no padding), without a JVM round trip."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A Kafka Uuid in its text form (URL-safe base64, no padding), without a JVM round trip.
+
+    Never one that starts with "-" (one in 64 would): kafka-storage's argument parser reads
+    that as an option and fails with "--cluster-id: expected one argument". Kafka's own
+    Uuid.randomUuid() skips those for the same reason.
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not text.startswith("-"):
+            return text
 
 
 def _end_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -210,6 +224,10 @@ class KafkaBroker:
     durability tests need. :meth:`close` (or leaving the ``with`` block) stops the broker and
     deletes a temporary work folder; a given ``work_dir`` is always kept.
 
+    ``security`` adds a SASL_SSL listener on a port of its own, with the given certificate and
+    SCRAM users. The users are written when the storage is formatted, that is on the first
+    start in a work folder: a kept ``work_dir`` formatted without them does not gain them.
+
     Every internal topic (consumer offsets, transaction state, share-group state) has
     replication factor 1 and a handful of partitions: with one node a larger factor makes
     idempotent and transactional producers fail, and the default 50 partitions each cost
@@ -229,6 +247,7 @@ class KafkaBroker:
         auto_create_topics: bool = False,
         config: Mapping[str, str] | None = None,
         start_timeout: float = 60.0,
+        security: BrokerSecurity | None = None,
     ) -> None:
         self._lib_arg = lib_dir
         self._java_arg = java
@@ -239,10 +258,12 @@ class KafkaBroker:
         self._auto_create_topics = auto_create_topics
         self._extra_config = dict(config or {})
         self.start_timeout = start_timeout
+        self.security = security
         self._java: Path | None = None
         self._lib: Path | None = None
         self._port: int | None = None
         self._controller_port: int | None = None
+        self._secure_port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._finalizer = None
 
@@ -254,6 +275,20 @@ class KafkaBroker:
         if self._port is None:
             raise RuntimeError("KafkaBroker has not been started: its port is not chosen yet")
         return f"127.0.0.1:{self._port}"
+
+    @property
+    def secure_bootstrap_servers(self) -> str:
+        """``127.0.0.1:<port>`` of the SASL_SSL listener; only with ``security``.
+
+        Clients need :meth:`BrokerSecurity.client_config` (or the ``KAFKA_*`` variables of
+        :meth:`BrokerSecurity.client_env`) to talk to it. The PLAINTEXT listener stays open
+        beside it for set-up (readiness, topics), so tests of the secure path test only that.
+        """
+        if self.security is None:
+            raise RuntimeError("KafkaBroker was made without security=: it has no SASL_SSL port")
+        if self._secure_port is None:
+            raise RuntimeError("KafkaBroker has not been started: its port is not chosen yet")
+        return f"127.0.0.1:{self._secure_port}"
 
     @property
     def running(self) -> bool:
@@ -297,6 +332,10 @@ class KafkaBroker:
             self._port = self._requested_port or _free_port()
         while self._controller_port is None or self._controller_port == self._port:
             self._controller_port = _free_port()
+        while self.security is not None and (
+            self._secure_port is None or self._secure_port in (self._port, self._controller_port)
+        ):
+            self._secure_port = _free_port()
 
         props = self._work_dir / "server.properties"
         props.write_text(self._server_properties(), encoding="utf-8")
@@ -356,7 +395,7 @@ class KafkaBroker:
         if self._owns_work_dir and self._work_dir is not None:
             shutil.rmtree(self._work_dir, ignore_errors=True)
             self._work_dir = None
-            self._port = self._controller_port = None
+            self._port = self._controller_port = self._secure_port = None
 
     def create_topics(
         self,
@@ -480,8 +519,39 @@ class KafkaBroker:
             "num.network.threads": "2",
             "num.io.threads": "4",
         }
+        if self.security is not None:
+            settings.update(self._secure_listener_settings(self.security))
         settings.update(self._extra_config)
-        return "".join(f"{key}={value}\n" for key, value in settings.items())
+        return "".join(f"{key}={_escape_property(value)}\n" for key, value in settings.items())
+
+    def _secure_listener_settings(self, security: BrokerSecurity) -> dict[str, str]:
+        """A SASL_SSL listener beside PLAINTEXT: SCRAM over TLS with an inline PEM key store.
+
+        Everything is scoped to the listener (``listener.name.sasl_ssl.``) so the PLAINTEXT and
+        controller listeners stay as they are. The key is unencrypted PKCS#8, which the PEM key
+        store reads without ``ssl.key.password``. Server-side SCRAM still needs a JAAS entry
+        per mechanism, even an empty one: without it the broker refuses to start.
+        """
+        assert self._port is not None and self._secure_port is not None
+        secure = f"SASL_SSL://127.0.0.1:{self._secure_port}"
+        prefix = "listener.name.sasl_ssl."
+        settings = {
+            "listeners": f"PLAINTEXT://127.0.0.1:{self._port},{secure},"
+            f"CONTROLLER://127.0.0.1:{self._controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self._port},{secure}",
+            "listener.security.protocol.map": (
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL"
+            ),
+            f"{prefix}sasl.enabled.mechanisms": ",".join(security.mechanisms),
+            f"{prefix}ssl.keystore.type": "PEM",
+            f"{prefix}ssl.keystore.certificate.chain": security.tls.server_chain_pem,
+            f"{prefix}ssl.keystore.key": security.tls.server_key_pem,
+        }
+        for mechanism in security.mechanisms:
+            settings[f"{prefix}{mechanism.lower()}.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            )
+        return settings
 
     def _format_storage(self, props: Path) -> None:
         """Write meta.properties and the bootstrap metadata: KRaft will not start without them."""
@@ -495,9 +565,15 @@ class KafkaBroker:
             "--config",
             str(props),
         ]
+        shown = " ".join(cmd[-6:])
+        # SCRAM users go into the bootstrap metadata, so they exist before the first client
+        # connects; the log names them but never shows a password.
+        for user in self.security.users if self.security is not None else ():
+            cmd += ["--add-scram", user.storage_argument()]
+            shown += f" --add-scram {user.mechanism}=[name={user.user},password=***]"
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         with self.log_path.open("a", encoding="utf-8") as log:
-            log.write(f"---- rtflow: {' '.join(cmd[-6:])}\n{out.stdout}{out.stderr}")
+            log.write(f"---- rtflow: {shown}\n{out.stdout}{out.stderr}")
         if out.returncode != 0:
             raise KafkaStartError(
                 f"formatting Kafka storage in {self._data_dir} failed (exit {out.returncode}):\n"
@@ -549,6 +625,15 @@ class KafkaBroker:
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
+
+
+def _escape_property(value: str) -> str:
+    """A value as java.util.Properties reads it back: backslashes and line breaks escaped.
+
+    Inline PEM (the SASL_SSL key store) is many lines; unescaped, every line after the first
+    would be read as a key of its own.
+    """
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
 
 
 # Everything to stdout, which start() sends to broker.log. Log4j's own shutdown hook is off:

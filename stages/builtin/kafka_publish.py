@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import threading
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -21,11 +22,25 @@ from rtflow.stages.builtin import image
 from rtflow.stages.runtime import BadInput
 
 if TYPE_CHECKING:
-    from confluent_kafka import Producer
+    from confluent_kafka import KafkaError, Producer
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _producers: dict[str, Producer] = {}
+# Per broker list: when the broker last refused this client, whether it was the SASL login (else
+# the TLS handshake), and librdkafka's words for it; cleared by a delivery. See ``Refused``.
+_refusals: dict[str, tuple[float, bool, str]] = {}
 _lock = threading.Lock()
+
+
+class Refused(ConnectionError):
+    """The broker refused this client: SASL authentication or the TLS handshake failed.
+
+    librdkafka treats both as passing trouble and keeps reconnecting, so without this a wrong
+    password or CA would look like a broker that is down: the stage would wait its whole
+    ``timeout_seconds`` and fail with "no acknowledgement", naming neither. The stage fails as
+    soon as the broker says no instead, with librdkafka's reason; it stays retryable, since a
+    corrected Secret reaches a retried pod.
+    """
 
 
 class Published(NamedTuple):
@@ -62,10 +77,42 @@ def security_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str
 def _producer(brokers: str) -> Producer:
     with _lock:
         if brokers not in _producers:
-            from rtflow.stages.kafka_io import producer
+            from confluent_kafka import KafkaError, Producer
 
-            _producers[brokers] = producer(brokers, **security_from_env())
+            from rtflow.stages.kafka_io import PRODUCER_DEFAULTS
+
+            refusing = {KafkaError._AUTHENTICATION, KafkaError._SSL}
+
+            def on_error(err: KafkaError) -> None:
+                # Called from poll() with the client's connection-level errors; all but these
+                # (a broker that is down or restarting) are waited through.
+                if err.code() in refusing:
+                    login = err.code() == KafkaError._AUTHENTICATION
+                    _refusals[brokers] = (time.monotonic(), login, str(err.str()))
+
+            _producers[brokers] = Producer(
+                {
+                    "bootstrap.servers": brokers,
+                    **PRODUCER_DEFAULTS,
+                    **security_from_env(),
+                    "error_cb": on_error,
+                }
+            )
         return _producers[brokers]
+
+
+def _refused(brokers: str, since: float) -> Refused | None:
+    """A :class:`Refused` if the broker said no after ``since`` (not an old, healed refusal)."""
+    refusal = _refusals.get(brokers)
+    if refusal is None or refusal[0] < since:
+        return None
+    _, login, reason = refusal
+    check = (
+        "KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD and KAFKA_SASL_MECHANISM"
+        if login
+        else "KAFKA_SSL_CA_PEM and KAFKA_SECURITY_PROTOCOL"
+    )
+    return Refused(f"{brokers} refused this client ({reason}); check {check}")
 
 
 @atexit.register
@@ -96,7 +143,8 @@ def kafka_publish(
     ``KAFKA_SASL_MECHANISM``, ``KAFKA_SASL_USERNAME``, ``KAFKA_SASL_PASSWORD`` and
     ``KAFKA_SSL_CA_PEM`` (see :func:`rtflow.configure` to set them from Secrets). A broker that
     is down is waited for (the idempotent producer retries without duplicating) up to
-    ``timeout_seconds``, then the stage fails (retryable).
+    ``timeout_seconds``, then the stage fails (retryable). A broker that refuses the client
+    (authentication or TLS verification failed) fails it at once with :class:`Refused`.
     """
     servers = brokers or os.environ.get("KAFKA_BROKERS", "")
     if not servers:
@@ -118,6 +166,8 @@ def kafka_publish(
         result["error"], result["msg"] = err, msg
         delivered.set()
 
+    started = time.monotonic()
+    deadline = started + timeout_seconds
     producer = _producer(servers)
     value = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     while True:
@@ -126,13 +176,21 @@ def kafka_publish(
             break
         except BufferError:
             producer.poll(0.1)
-    remaining = timeout_seconds
-    while not delivered.is_set() and remaining > 0:
+    # A deadline, not a countdown of poll timeouts: poll returns early whenever it serves a
+    # callback (every reconnect error, say), so counting 0.5 s per call would end it early.
+    while not delivered.is_set() and (remaining := deadline - time.monotonic()) > 0:
         producer.poll(min(remaining, 0.5))
-        remaining -= 0.5
+        if not delivered.is_set() and (refused := _refused(servers, started)) is not None:
+            # Drop what cannot be sent, ours included: delivered after a fix of the broker's
+            # users, it would duplicate the retry this failure leads to.
+            producer.purge(in_queue=True, in_flight=False)
+            raise refused
     if not delivered.is_set():
         raise TimeoutError(f"no acknowledgement from {servers} within {timeout_seconds:g} s")
     if result["error"] is not None:
+        if (refused := _refused(servers, started)) is not None:
+            raise refused  # purged by a concurrent call that saw the refusal first
         raise ConnectionError(f"delivery to {topic} failed: {result['error']}")
+    _refusals.pop(servers, None)  # whatever was refused before is healed
     msg = result["msg"]
     return Published(int(msg.partition()), int(msg.offset()), trace)

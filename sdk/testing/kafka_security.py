@@ -1,0 +1,245 @@
+"""TLS material and SCRAM users for a Kafka broker that speaks SASL_SSL, as production does.
+
+Production Kafka (the fraud example's cluster, say) is reached over SASL_SSL with SCRAM and a
+private CA. Testing only against a PLAINTEXT broker would leave every one of those settings
+unexercised until deployment, where a wrong property name or a CA the client cannot use shows
+up as a stage that hangs. :class:`BrokerSecurity` gives
+:class:`~rtflow.testing.kafka_broker.KafkaBroker` what it needs for a second, secure listener,
+and gives clients the matching settings.
+
+The certificates are made here, in memory, for the run: a CA that exists for a few days and a
+server certificate it signed, so nothing secret is checked in and nothing expires in the repo.
+Needs the ``cryptography`` package (in the ``test`` extra); it is imported when used, so
+importing this module to name its types costs nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["BrokerSecurity", "Scram", "ScramMechanism", "TlsMaterial", "tls_material"]
+
+ScramMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+# kafka-storage's --add-scram value is `MECHANISM=[name=...,password=...]`, split on ',' and
+# '=' and closed by ']'; a quote would be taken as a quoted value. Refusing these characters is
+# simpler and clearer than escaping for a parser whose escaping rules are not documented.
+_SCRAM_UNSAFE = re.compile(r'[,=\[\]"\s]')
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """A private CA and one server certificate it signed, all PEM text.
+
+    ``server_key_pem`` is an unencrypted PKCS#8 key ("BEGIN PRIVATE KEY"): the form Kafka's PEM
+    key store reads without ``ssl.key.password``; it rejects the traditional SEC1/PKCS#1 forms.
+    """
+
+    ca_pem: str
+    server_cert_pem: str
+    server_key_pem: str = field(repr=False)
+
+    @property
+    def server_chain_pem(self) -> str:
+        """The server certificate followed by the CA, as a TLS server presents its chain."""
+        return self.server_cert_pem + self.ca_pem
+
+
+def tls_material(
+    hosts: Sequence[str], *, days: int = 7, organization: str = "rtflow tests"
+) -> TlsMaterial:
+    """Make a CA and a server certificate for ``hosts``, valid from an hour ago for ``days``.
+
+    Each host becomes a DNS name in the certificate's subjectAltName, and an IP address entry
+    too if it is an IP literal (``127.0.0.1``): clients check the address they dialled against
+    the IP entries, so a DNS entry alone would fail hostname verification for an address.
+    The start is back-dated an hour so a clock a little behind does not see a future
+    certificate. Keys are EC P-256: quick to make and accepted by Kafka and librdkafka alike.
+    """
+    if not hosts:
+        raise ValueError("tls_material needs at least one host name or address")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    not_before, not_after = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=days)
+
+    def name(common_name: str) -> x509.Name:
+        return x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            ]
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = name(f"{organization} CA")
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    alt_names: list[x509.GeneralName] = []
+    for host in dict.fromkeys(hosts):  # keep order, drop repeats
+        alt_names.append(x509.DNSName(host))
+        address = _ip_address(host)
+        if address is not None:
+            alt_names.append(x509.IPAddress(address))
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(name(hosts[0]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    pem = serialization.Encoding.PEM
+    return TlsMaterial(
+        ca_pem=ca_cert.public_bytes(pem).decode(),
+        server_cert_pem=server_cert.public_bytes(pem).decode(),
+        server_key_pem=server_key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode(),
+    )
+
+
+def _ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None  # a name, not an address
+
+
+@dataclass(frozen=True)
+class Scram:
+    """One SCRAM user: what the broker stores at format time and what a client logs in with.
+
+    Names and passwords with ``, = [ ] "`` or white space are refused here, where the mistake is
+    made, rather than showing up as a format error (or a different user) in the broker log.
+    """
+
+    user: str
+    password: str = field(repr=False)
+    mechanism: ScramMechanism = "SCRAM-SHA-512"
+
+    def __post_init__(self) -> None:
+        for what, value in (("user", self.user), ("password", self.password)):
+            if not value:
+                raise ValueError(f"SCRAM {what} must not be empty")
+            if _SCRAM_UNSAFE.search(value):
+                raise ValueError(f'SCRAM {what} must not contain , = [ ] " or white space')
+        if self.mechanism not in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+            raise ValueError(f"unknown SCRAM mechanism {self.mechanism!r}")
+
+    def storage_argument(self) -> str:
+        """The value of ``kafka-storage format --add-scram`` that creates this user."""
+        return f"{self.mechanism}=[name={self.user},password={self.password}]"
+
+
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """What a broker needs for a SASL_SSL listener: its TLS material and the SCRAM users.
+
+    Users are written into the metadata log when the storage is formatted, so they exist from
+    the broker's first start, before any client (or admin call) could create them.
+    """
+
+    tls: TlsMaterial
+    users: tuple[Scram, ...]
+
+    def __post_init__(self) -> None:
+        if not self.users:
+            raise ValueError("BrokerSecurity needs at least one SCRAM user")
+
+    @classmethod
+    def generate(
+        cls,
+        *users: Scram,
+        hosts: Sequence[str] = ("127.0.0.1", "localhost"),
+    ) -> BrokerSecurity:
+        """Fresh TLS material for ``hosts`` (the local broker's by default) and these users."""
+        return cls(tls=tls_material(hosts), users=tuple(users))
+
+    @property
+    def mechanisms(self) -> list[str]:
+        """The SCRAM mechanisms the listener must enable: those the users were created for."""
+        return sorted({u.mechanism for u in self.users})
+
+    def client_config(self, user: Scram | None = None) -> dict[str, str]:
+        """librdkafka settings to reach the SASL_SSL listener as ``user`` (the first one).
+
+        The same settings :func:`rtflow.stages.builtin.kafka_publish.security_from_env` builds
+        from the ``KAFKA_*`` variables, so a client made from these and the stage agree.
+        """
+        who = user or self.users[0]
+        return {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanisms": who.mechanism,
+            "sasl.username": who.user,
+            "sasl.password": who.password,
+            "ssl.ca.pem": self.tls.ca_pem,
+        }
+
+    def client_env(self, user: Scram | None = None) -> dict[str, str]:
+        """The ``KAFKA_*`` variables the built-in stages read, for ``user`` (the first one)."""
+        who = user or self.users[0]
+        return {
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_SASL_MECHANISM": who.mechanism,
+            "KAFKA_SASL_USERNAME": who.user,
+            "KAFKA_SASL_PASSWORD": who.password,
+            "KAFKA_SSL_CA_PEM": self.tls.ca_pem,
+        }
