@@ -41,7 +41,8 @@ class Manifest:
 
     @property
     def apply_order(self) -> tuple[int, str, str]:
-        """Identities first, then the bus, the template, and what starts it."""
+        """Identities first, then the bus, Triton, the template, and what starts it (the order
+        of the sync waves)."""
         return (KIND_ORDER.get(self.kind, len(KIND_ORDER)), self.kind, self.name)
 
 
@@ -53,6 +54,12 @@ KIND_ORDER = {
             "Role",
             "RoleBinding",
             "EventBus",
+            "ConfigMap",
+            "Service",
+            "Deployment",
+            "PodDisruptionBudget",
+            "HorizontalPodAutoscaler",
+            "ScaledObject",
             "WorkflowTemplate",
             "EventSource",
             "Sensor",
@@ -86,7 +93,8 @@ class Bundle:
     ``overlays`` holds each selected environment's files. ``applications`` are Argo CD
     Applications (not part of any pipeline's kustomization). ``kept`` are folder-relative paths
     a partial compile (``--env``) leaves alone: the overlays and Applications of environments it
-    did not select."""
+    did not select. ``rendered`` holds each selected environment's objects as its overlay
+    builds them (what ``-o - --env`` prints and ``submit --env`` applies)."""
 
     manifests: tuple[Manifest, ...]
     files: tuple[ExtraFile, ...] = ()
@@ -95,12 +103,19 @@ class Bundle:
     overlays: tuple[YamlFile, ...] = ()
     applications: tuple[Manifest, ...] = ()
     kept: tuple[str, ...] = ()
+    rendered: tuple[tuple[str, Manifest], ...] = ()
 
     def pipelines(self) -> list[str]:
         return sorted({m.pipeline for m in self.manifests} | {f.pipeline for f in self.files})
 
     def for_pipeline(self, name: str) -> list[Manifest]:
         return [m for m in self.manifests if m.pipeline == name]
+
+    def deployed(self, name: str, env: str | None) -> list[Manifest]:
+        """A pipeline's objects as ``env`` deploys them: its overlay's when the pipeline declares
+        that environment, else the base."""
+        chosen = [m for e, m in self.rendered if e == env and m.pipeline == name]
+        return chosen or self.for_pipeline(name)
 
 
 Check = Callable[[Bundle], Iterable[str]]
@@ -308,7 +323,13 @@ CHECKS: tuple[Check, ...] = (
 
 
 def check(bundle: Bundle, checks: Iterable[Check] = CHECKS) -> Bundle:
+    """Every check over the base objects, and again over each environment's rendered objects
+    (an overlay that moved one object to another namespace must move its peers too)."""
+    checks = list(checks)
     problems = [problem for c in checks for problem in c(bundle)]
+    for env in sorted({e for e, _ in bundle.rendered}):
+        rendered = Bundle(manifests=tuple(m for e, m in bundle.rendered if e == env))
+        problems += [f"environment {env!r}: {problem}" for c in checks for problem in c(rendered)]
     if problems:
         raise BundleError("; ".join(problems))
     return bundle

@@ -9,7 +9,7 @@ from rtflow import ir
 from rtflow.environments import resolve_argocd
 from rtflow.errors import RtflowError
 from rtflow.generators import bundle as bundle_module
-from rtflow.generators import events, gitops, rbac
+from rtflow.generators import events, gitops, overlays, rbac
 from rtflow.generators.bundle import Bundle, ExtraFile, Manifest, YamlFile
 from rtflow.generators.workflow_template import workflow_template
 from rtflow.gpu.config import render_config
@@ -29,17 +29,20 @@ def compile_pipelines(
     revision: str | None = None,
     path_prefix: str | None = None,
     default_path_prefix: str | None = None,
+    command: str | None = None,
 ) -> Bundle:
     """``environments`` selects the overlays to write (None: every declared one); ``repo_url``,
     ``revision`` and ``path_prefix`` override each pipeline's ``rtflow.ArgoCD`` values;
-    ``default_path_prefix`` (the output folder, when relative) is used when neither gives one."""
+    ``default_path_prefix`` (the output folder, when relative) is used when neither gives one;
+    ``command`` (the ``rtflow compile`` line) goes in each pipeline's README."""
     pipelines = sorted(pipelines, key=lambda p: p.name)
     selected = _select(pipelines, environments)
     manifests: list[Manifest] = []
     files: list[ExtraFile] = []
     sources: list[tuple[str, str]] = []
-    overlays: list[YamlFile] = []
+    overlay_documents: list[YamlFile] = []
     applications: list[Manifest] = []
+    rendered: list[tuple[str, Manifest]] = []
     kept: list[str] = []
     for pipeline in pipelines:
         documents = [to_document(workflow_template(pipeline))]
@@ -66,7 +69,9 @@ def compile_pipelines(
                     "rtflow.ArgoCD(path_prefix=...))"
                 )
             argocd = resolve_argocd(argocd, path_prefix=default_path_prefix)
-        files.append(ExtraFile(pipeline.name, "README.md", gitops.readme(pipeline, argocd)))
+        files.append(
+            ExtraFile(pipeline.name, "README.md", gitops.readme(pipeline, argocd, command))
+        )
         sources.append((pipeline.name, pipeline.source))
         targets: list[ir.Environment | None] = list(pipeline.environments) or [None]
         for env in targets:
@@ -75,9 +80,17 @@ def compile_pipelines(
                 kept.append(f"argocd/application-{pipeline.name}-{env.name}.yaml")
                 continue
             if env is not None:
-                overlays += [
+                plan = overlays.plan(pipeline, env, documents)
+                overlay_documents += [
                     YamlFile(pipeline.name, path, body)
-                    for path, body in sorted(gitops.overlay_files(pipeline, env, documents).items())
+                    for path, body in sorted(overlays.overlay_files(plan).items())
+                ]
+                files += [
+                    ExtraFile(pipeline.name, path, text)
+                    for path, text in sorted(overlays.model_config_files(plan).items())
+                ]
+                rendered += [
+                    (env.name, Manifest(pipeline.name, d)) for d in overlays.apply(plan, documents)
                 ]
             if argocd.repo_url:
                 applications.append(
@@ -88,8 +101,9 @@ def compile_pipelines(
         files=tuple(files),
         sources=tuple(sources),
         layered=tuple(p.name for p in pipelines if p.environments),
-        overlays=tuple(overlays),
+        overlays=tuple(overlay_documents),
         applications=tuple(applications),
+        rendered=tuple(rendered),
         kept=tuple(kept),
     )
     return bundle_module.check(bundle)

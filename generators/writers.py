@@ -129,12 +129,13 @@ def _stale_generated(root: Path, files: dict[str, str], kept: tuple[str, ...]) -
     return stale
 
 
-def render_stream(bundle: Bundle) -> str:
+def render_stream(bundle: Bundle, env: str | None = None) -> str:
     """All objects as one multi-document YAML stream (``-o -``): pipelines in name order, each
-    in the order it can be applied (identities, bus, template, event sources, sensor)."""
+    in the order it can be applied (identities, bus, template, event sources, sensor); with
+    ``env``, as that environment's overlay builds them."""
     documents = [
         m.body
         for pipeline in bundle.pipelines()
-        for m in sorted(bundle.for_pipeline(pipeline), key=lambda m: m.apply_order)
+        for m in sorted(bundle.deployed(pipeline, env), key=lambda m: m.apply_order)
     ]
     return yaml_text.dump_all(documents)

@@ -346,9 +346,10 @@ def _check_credentials(server: str, models: Sequence[TritonModel]) -> None:
             )
 
 
-def _check_resources(
+def server_resources(
     server: str, cpu: object, memory: object, cpu_limit: object, memory_limit: object
 ) -> ir.Resources:
+    """Requests and limits of a server's pods, checked (limits default to the requests)."""
     cpu_request = check_quantity(cpu, kind="cpu", field="cpu")
     memory_request = check_quantity(memory, kind="memory", field="memory")
     cpu_max = check_quantity(
@@ -434,7 +435,7 @@ def triton_serving(
         )
     served = _check_models(name, models, pool)
     _whole(replicas, server=name, field="replicas", lowest=1, highest=MAX_REPLICAS)
-    resources = _check_resources(name, cpu, memory, cpu_limit, memory_limit)
+    resources = server_resources(name, cpu, memory, cpu_limit, memory_limit)
     scaling = _check_autoscaling(name, autoscaling, served) if autoscaling is not None else None
     shm = check_quantity(shm_size, kind="memory", field="shm_size")
     scratch = (

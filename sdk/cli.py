@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shlex
 import sys
 import traceback
 from collections.abc import Sequence
@@ -62,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
         "--env",
         action="append",
         metavar="ENV",
-        help="write only this environment's overlay (repeatable; default: every declared one)",
+        help="write only this environment's overlay (repeatable; default: every declared one); "
+        "with -o -, stream the objects as that environment's overlay builds them",
     )
     compile_cmd.add_argument(
         "--repo-url", metavar="URL", help="Git repository Argo CD syncs DIR from"
@@ -103,7 +105,12 @@ def _parser() -> argparse.ArgumentParser:
         "the Argo Server. Exit 0 submitted (or Succeeded with --wait), 1 Failed/Error, 2 error.",
     )
     submit_cmd.add_argument("target", metavar="PATH_OR_MODULE[:ATTR]")
-    submit_cmd.add_argument("-n", "--namespace", help="default: the pipeline's, else 'default'")
+    submit_cmd.add_argument(
+        "--env", action="append", metavar="ENV", help="apply this environment's overlay"
+    )
+    submit_cmd.add_argument(
+        "-n", "--namespace", help="default: the environment's, the pipeline's, else 'default'"
+    )
     submit_cmd.add_argument(
         "-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="repeatable"
     )
@@ -129,7 +136,12 @@ def _parser() -> argparse.ArgumentParser:
     docker_cmd = commands.add_parser(
         "stage-dockerfile", help="print the Dockerfile that puts your stage code on the base image"
     )
-    docker_cmd.add_argument("source", help="module file or package folder, relative to the context")
+    docker_cmd.add_argument(
+        "source",
+        nargs="+",
+        help="module file or package folder, relative to the context (several: the module "
+        "first, then the packages it imports)",
+    )
     docker_cmd.add_argument("--requirements", help="a requirements file in the build context")
     docker_cmd.add_argument("--base-image", help="the Python-function base image to build on")
 
@@ -170,11 +182,12 @@ def _compile(args: argparse.Namespace) -> int:
         revision=args.revision,
         path_prefix=args.path_prefix,
         default_path_prefix=Path(args.output).as_posix() if relative else None,
+        command=compile_command(args),
     )
     if args.output == "-":
         if args.check:
             raise RtflowError("--check needs a folder (-o DIR), not -")
-        sys.stdout.write(writers.render_stream(bundle))
+        sys.stdout.write(writers.render_stream(bundle, _one_env(args.env)))
         return EXIT_OK
     root = Path(args.output)
     if args.check:
@@ -196,6 +209,44 @@ def _compile(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_OK
+
+
+def compile_command(args: argparse.Namespace) -> str:
+    """The compile command line for the output's README, as it reruns from the same folder:
+    paths relative to here where they can be, an absolute output folder as DIR (a machine's
+    paths do not belong in Git, and moving the folder must not change its files). ``--env``
+    is left out: it picks which overlays to rewrite, not what the folder holds."""
+
+    def shown(path: str) -> str:
+        given = Path(path)
+        if not given.is_absolute():
+            return given.as_posix()
+        try:
+            return given.relative_to(Path.cwd()).as_posix()
+        except ValueError:
+            return path
+
+    parts = ["rtflow", "compile", *(shown(t) for t in args.targets)]
+    output = args.output if args.output == "-" else shown(args.output)
+    parts += ["-o", "DIR" if Path(output).is_absolute() else output]
+    for flag, value in (
+        ("--repo-url", args.repo_url),
+        ("--revision", args.revision),
+        ("--path-prefix", args.path_prefix),
+    ):
+        if value is not None:
+            parts += [flag, value]
+    return shlex.join(parts)
+
+
+def _one_env(envs: Sequence[str] | None) -> str | None:
+    """The environment a stream or a submit deploys: at most one makes sense there."""
+    if envs and len(set(envs)) > 1:
+        raise RtflowError(
+            f"--env is given {len(set(envs))} times; a stream or a submit deploys one "
+            "environment, pick one"
+        )
+    return envs[0] if envs else None
 
 
 def _lint(args: argparse.Namespace) -> int:
@@ -220,8 +271,12 @@ def _submit(args: argparse.Namespace) -> int:
             f"{args.target}:ATTR ({', '.join(p.name for p in pipelines)})"
         )
     (pipeline,) = pipelines
-    bundle = compile_pipelines(pipelines)
-    namespace = args.namespace or pipeline.namespace or "default"
+    env_name = _one_env(args.env)
+    bundle = compile_pipelines(pipelines, environments=[env_name] if env_name else None)
+    env = next((e for e in pipeline.environments if e.name == env_name), None)
+    namespace = (
+        args.namespace or (env.namespace if env else None) or pipeline.namespace or "default"
+    )
     template = next(m.body for m in bundle.manifests if m.kind == "WorkflowTemplate")
     params = submit.parse_params(args.param, template)
     if args.argo_server:
@@ -243,7 +298,9 @@ def _submit(args: argparse.Namespace) -> int:
         if not args.no_apply:
             documents = [
                 m.body
-                for m in sorted(bundle.for_pipeline(pipeline.name), key=lambda m: m.apply_order)
+                for m in sorted(
+                    bundle.deployed(pipeline.name, env_name), key=lambda m: m.apply_order
+                )
             ]
             applied = submit.apply(http, documents, namespace)
             print(f"rtflow: applied {len(applied)} object(s) to {namespace}", file=sys.stderr)

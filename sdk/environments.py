@@ -2,10 +2,13 @@
 
 ``rtflow.Environment("prod", namespace="fraud", image_tag="1.5.0", replicas={"fraud-triton": 3},
 gpu_pool=L4_PROD, kafka_brokers=[...], labels={...})`` declares one deployment target; each
-compiles to a kustomize overlay over the pipeline's base. ``rtflow.ArgoCD(repo_url=...)`` says
-where the compiled folder lives in Git, so that an Argo CD Application per environment can point
-at it. Both are plain values here; ``build_environments`` / ``build_argocd`` check them once, in
-the IR builder, and raise one-line DefinitionErrors naming the field.
+compiles to a kustomize overlay over the pipeline's base. ``Environment("kind", cpu_only=True,
+models={"fraud-triton": ["fraud-scorer"]})`` is the shape of a dev cluster without GPUs: Triton
+runs its models on CPU, and only the models whose weights that cluster can reach.
+``rtflow.ArgoCD(repo_url=...)`` says where the compiled folder lives in Git, so that an Argo CD
+Application per environment can point at it. Both are plain values here;
+``build_environments`` / ``build_argocd`` check them once, in the IR builder, and raise one-line
+DefinitionErrors naming the field.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _BROKER = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$")
 _REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+_REFERENCE_NAME = re.compile(
+    r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*$"
+)
 MAX_REPLICAS = 1000
 # rtflow's own images (the Python-function base, the built-in stages) keep their version:
 # an application's image_tag says nothing about them.
@@ -34,12 +40,19 @@ class Environment:
     """A deployment target of a pipeline, compiled to ``overlays/<name>/``.
 
     ``image_tag`` re-tags every image of the pipeline's own stages (not Triton's, not rtflow's);
-    ``images`` maps an image (as the pipeline writes it, without tag) to a tag or a
-    ``sha256:`` digest, one by one (give one or the other). ``replicas`` maps a Triton server to
-    its pod count (its autoscaler's minimum when it is autoscaled). ``gpu_pool`` moves every
-    pool-placed Triton server to another pool of the same GPU resource. ``kafka_brokers``
-    replaces the brokers of every Kafka trigger and dead-letter topic. ``labels`` go on every
-    object's metadata (never on selectors, which are immutable).
+    ``images`` maps an image (as the pipeline writes it, without tag) to a tag, a ``sha256:``
+    digest or a whole other reference (``registry/name:tag``: a mirror, a CPU build), one by one
+    (give one or the other). ``replicas`` maps a Triton server to its pod count (its
+    autoscaler's minimum when it is autoscaled). ``gpu_pool`` moves every pool-placed Triton
+    server to another pool of the same GPU resource; ``cpu_only`` runs every Triton server
+    without GPUs instead (no GPU requests, no GPU node placement, model instances on CPU), for a
+    dev cluster or kind. ``models`` maps a Triton server to the models it loads here (default:
+    all), for a cluster that cannot reach some models' weights; a model an inference step or the
+    autoscaler uses cannot be left out. ``server_resources`` gives a Triton server other
+    requests and limits here (``{"fraud-triton": {"cpu": "1", "memory": "2Gi"}}``, keys as
+    ``triton_serving``'s: cpu, memory, cpu_limit, memory_limit). ``kafka_brokers`` replaces
+    the brokers of every Kafka trigger, dead-letter topic and built-in Kafka stage. ``labels``
+    go on every object's metadata (never on selectors, which are immutable).
     """
 
     name: str = field(kw_only=False)
@@ -48,6 +61,9 @@ class Environment:
     images: Mapping[str, str] = field(default_factory=dict)
     replicas: Mapping[str, int] = field(default_factory=dict)
     gpu_pool: Any = None
+    cpu_only: bool = False
+    models: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    server_resources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     kafka_brokers: Sequence[str] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
 
@@ -83,6 +99,7 @@ def build_environments(
     servers: Sequence[Any],
     triggers: Sequence[ir.Trigger],
 ) -> tuple[ir.Environment, ...]:
+    """Every environment checked against the pipeline it deploys (stages, servers, triggers)."""
     built: dict[str, ir.Environment] = {}
     for index, environment in enumerate(environments):
         if not isinstance(environment, Environment):
@@ -141,6 +158,9 @@ class _Checker:
             images=self._images(),
             replicas=self._replicas(),
             gpu_pool=self._gpu_pool(),
+            cpu_only=self._cpu_only(),
+            models=self._models(),
+            server_resources=self._server_resources(),
             kafka_brokers=self._brokers(),
             labels=self._labels(),
         )
@@ -197,9 +217,34 @@ class _Checker:
                 )
             if isinstance(value, str) and _DIGEST.match(value):
                 overrides.append(ir.ImageOverride(image, digest=value))
+            elif isinstance(value, str) and ("/" in value or ":" in value or "@" in value):
+                overrides.append(self._reference(image, value, where))
             else:
                 overrides.append(ir.ImageOverride(image, new_tag=self._tag(value, where)))
         return tuple(overrides)
+
+    def _reference(self, image: str, value: str, where: str) -> ir.ImageOverride:
+        """``registry/name:tag`` or ``registry/name@sha256:...``: the image replaced whole."""
+        name, digest = ([*value.split("@", 1), ""])[:2] if "@" in value else (value, "")
+        base, tag = split_image(name)
+        if not _REFERENCE_NAME.match(base) or (digest and not _DIGEST.match(digest)):
+            raise DefinitionError(
+                f"{value!r} is not an image reference",
+                fix="use 'registry/name:tag' or 'registry/name@sha256:<64 hex>' (lower case)",
+                field=self.field(where),
+            )
+        if not tag and not digest:
+            raise DefinitionError(
+                f"{value!r} names an image but no tag or digest",
+                fix=f"pin it, e.g. '{base}:1.0.0'",
+                field=self.field(where),
+            )
+        return ir.ImageOverride(
+            image,
+            new_name=base if base != image else None,
+            new_tag=self._tag(tag, where) if tag else None,
+            digest=digest or None,
+        )
 
     def _tag(self, value: object, where: str) -> str:
         if not isinstance(value, str) or not _TAG.match(value):
@@ -274,6 +319,131 @@ class _Checker:
                     field=where,
                 )
         return pool
+
+    def _cpu_only(self) -> bool:
+        cpu_only = self.env.cpu_only
+        where = self.field("cpu_only")
+        if not isinstance(cpu_only, bool):
+            raise DefinitionError(
+                f"cpu_only must be True or False, got {cpu_only!r}", fix="give a bool", field=where
+            )
+        if not cpu_only:
+            return False
+        if not self.servers:
+            raise DefinitionError(
+                "cpu_only is given but the pipeline has no Triton server",
+                fix="drop cpu_only",
+                field=where,
+            )
+        if self.env.gpu_pool is not None:
+            raise DefinitionError(
+                "cpu_only and gpu_pool are both given",
+                fix="use cpu_only=True for a cluster without GPUs, or gpu_pool=... to move pools",
+                field=where,
+            )
+        from rtflow.gpu.models import cpu_variant
+
+        for server in self.servers.values():
+            for model in server.models:
+                try:
+                    cpu_variant(model)
+                except DefinitionError as error:
+                    raise DefinitionError(
+                        f"model {model.name!r} of {server.name!r} cannot run on CPU "
+                        f"({error.problem})",
+                        fix=f"leave it out here: models={{{server.name!r}: [...]}} without it",
+                        field=where,
+                    ) from None
+        return True
+
+    def _models(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        chosen = self.env.models
+        if not isinstance(chosen, Mapping):
+            raise DefinitionError(
+                "models must be a dict of Triton server -> the models it loads",
+                fix="use models={'fraud-triton': ['fraud-scorer']}",
+                field=self.field("models"),
+            )
+        used: dict[str, set[str]] = {}
+        for stage in self.stages:
+            if stage.inference is not None:
+                used.setdefault(stage.inference.server, set()).add(stage.inference.model)
+        result = []
+        for server_name, names in sorted(chosen.items()):
+            where = self.field(f"models[{server_name!r}]")
+            server = self.servers.get(server_name)
+            if server is None:
+                known = sorted(self.servers) or "no Triton server"
+                raise DefinitionError(
+                    f"{server_name!r} is not a Triton server of the pipeline",
+                    fix=f"use one of {known}",
+                    field=where,
+                )
+            declared = [m.name for m in server.models]
+            if isinstance(names, str) or not isinstance(names, Sequence) or not names:
+                raise DefinitionError(
+                    "give the models this server loads here as a non-empty list",
+                    fix=f"use e.g. {declared[:1]}",
+                    field=where,
+                )
+            for name in names:
+                if name not in declared:
+                    raise DefinitionError(
+                        f"{name!r} is not a model of {server_name!r}",
+                        fix=f"use some of {declared}",
+                        field=where,
+                    )
+            needed = set(used.get(server_name, set()))
+            if server.autoscaling is not None and server.autoscaling.model:
+                needed.add(server.autoscaling.model)
+            left_out = sorted(needed - set(names))
+            if left_out:
+                raise DefinitionError(
+                    f"model {left_out[0]!r} is left out, but the pipeline calls it or scales "
+                    "the server on it",
+                    fix=f"keep {left_out[0]!r} in the list",
+                    field=where,
+                )
+            result.append((server_name, tuple(sorted(set(names)))))
+        return tuple(result)
+
+    def _server_resources(self) -> tuple[tuple[str, ir.Resources], ...]:
+        given = self.env.server_resources
+        if not isinstance(given, Mapping):
+            raise DefinitionError(
+                "server_resources must be a dict of Triton server -> {cpu, memory, ...}",
+                fix="use server_resources={'fraud-triton': {'cpu': '1', 'memory': '2Gi'}}",
+                field=self.field("server_resources"),
+            )
+        from rtflow.gpu.serving import server_resources
+
+        keys = ("cpu", "memory", "cpu_limit", "memory_limit")
+        result = []
+        for server, spec in sorted(given.items()):
+            where = self.field(f"server_resources[{server!r}]")
+            if server not in self.servers:
+                known = sorted(self.servers) or "no Triton server"
+                raise DefinitionError(
+                    f"{server!r} is not a Triton server of the pipeline",
+                    fix=f"use one of {known}",
+                    field=where,
+                )
+            unknown = sorted(set(spec) - set(keys)) if isinstance(spec, Mapping) else ["?"]
+            if unknown or not isinstance(spec, Mapping) or not {"cpu", "memory"} <= set(spec):
+                raise DefinitionError(
+                    f"{spec!r} does not give the server's resources",
+                    fix="give cpu and memory (and cpu_limit, memory_limit if they differ), "
+                    "e.g. {'cpu': '1', 'memory': '2Gi'}",
+                    field=where,
+                )
+            try:
+                resources = server_resources(server, **{k: spec.get(k) for k in keys})
+            except DefinitionError as error:
+                raise DefinitionError(
+                    error.problem, fix=error.fix, field=f"{where}.{error.field}"
+                ) from None
+            result.append((server, resources))
+        return tuple(result)
 
     def _brokers(self) -> tuple[str, ...]:
         brokers = self.env.kafka_brokers

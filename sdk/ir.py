@@ -335,6 +335,7 @@ class ImageOverride:
     name: str
     new_tag: str | None = None
     digest: str | None = None
+    new_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -346,6 +347,9 @@ class Environment:
     images: tuple[ImageOverride, ...] = ()
     replicas: tuple[tuple[str, int], ...] = ()
     gpu_pool: Any = None  # rtflow.gpu.pools.GpuPool, validated on creation
+    cpu_only: bool = False
+    models: tuple[tuple[str, tuple[str, ...]], ...] = ()  # server -> models it loads here
+    server_resources: tuple[tuple[str, Resources], ...] = ()  # server -> its pods' resources
     kafka_brokers: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
 

@@ -16,6 +16,6 @@ EXAMPLES = sorted(
 
 def test_manifests_folder_is_current() -> None:
     pipelines = [p.build() for example in EXAMPLES for p in load_pipelines(str(example))[1]]
-    diffs = check_folder(compile_pipelines(pipelines), ROOT / "manifests")
     command = f"rtflow compile {' '.join(str(e.relative_to(ROOT)) for e in EXAMPLES)} -o manifests"
+    diffs = check_folder(compile_pipelines(pipelines, command=command), ROOT / "manifests")
     assert not diffs, f"manifests/ is stale; run `{command}`:\n" + "".join(diffs)
