@@ -3,7 +3,9 @@
 * The Sensor's ServiceAccount may create Workflows in its own namespace: its k8s trigger does
   nothing else.
 * The Workflow's ServiceAccount (when rtflow owns it) gets what the Argo executor in every pod
-  needs to report results, ``workflowtaskresults`` create and patch, and nothing more.
+  needs to report results, ``workflowtaskresults`` create and patch; and, when the pipeline has
+  inference (``http``) steps, what the Argo agent that runs them needs: ``workflowtasksets``
+  list and watch, and patch of their status. Nothing more.
 
 ServiceAccounts do not mount their token unless the pod needs it: the sensor does (it calls the
 API server), and so does every workflow pod (the executor does).
@@ -61,18 +63,28 @@ def _identity(
 def documents(pipeline: ir.Pipeline) -> list[Document]:
     docs: list[Document] = []
     if pipeline.owns_service_account and pipeline.service_account:
-        docs += _identity(
-            pipeline,
-            pipeline.service_account,
-            "workflow",
-            [
+        rules: list[Document] = [
+            {
+                "apiGroups": [ARGO_GROUP],
+                "resources": ["workflowtaskresults"],
+                "verbs": ["create", "patch"],
+            }
+        ]
+        if any(stage.inference is not None for stage in pipeline.stages):
+            # The agent pod that runs http templates reads its tasks and reports on them.
+            rules += [
                 {
                     "apiGroups": [ARGO_GROUP],
-                    "resources": ["workflowtaskresults"],
-                    "verbs": ["create", "patch"],
-                }
-            ],
-        )
+                    "resources": ["workflowtasksets"],
+                    "verbs": ["list", "watch"],
+                },
+                {
+                    "apiGroups": [ARGO_GROUP],
+                    "resources": ["workflowtasksets/status"],
+                    "verbs": ["patch"],
+                },
+            ]
+        docs += _identity(pipeline, pipeline.service_account, "workflow", rules)
     if pipeline.triggers:
         docs += _identity(
             pipeline,

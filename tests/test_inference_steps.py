@@ -201,3 +201,24 @@ def test_via_grpc_is_a_container_step_running_the_client_stage() -> None:
         {"name": "answer", "value": "{{tasks.infer-scorer.outputs.parameters.result}}"}
     ]
     assert strict_schema.errors(doc) == []
+
+
+def test_the_workflow_identity_may_run_the_argo_agent_for_http_steps() -> None:
+    # Argo runs http templates in an agent pod under the workflow's service account; without
+    # these grants the step hangs in Pending (Argo's documented minimum agent role).
+    roles = {
+        m.name: m.body["rules"]
+        for m in compile_pipelines([scoring.build()]).manifests
+        if m.kind == "Role"
+    }
+    rules = roles["scoring-workflow"]
+    assert {
+        "apiGroups": ["argoproj.io"],
+        "resources": ["workflowtasksets"],
+        "verbs": ["list", "watch"],
+    } in rules
+    assert {
+        "apiGroups": ["argoproj.io"],
+        "resources": ["workflowtasksets/status"],
+        "verbs": ["patch"],
+    } in rules
