@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
-from compiled import ROOT
+from compiled import PIPELINES, ROOT
+from components import component_missing
 
+from rtflow.verify import argocd_schema
 from rtflow.verify.lint import lint_paths
 
 
@@ -37,15 +40,17 @@ def edit(path: Path, change: object) -> None:
 def test_compiled_examples_are_clean(tmp_path: Path) -> None:
     report = lint_paths([compiled(tmp_path)], real_linters=False)
     assert report.ok, report.human()
-    assert report.checked == 24  # 27 YAML files, 3 of them kustomization.yaml
+    # 24 objects and 4 Argo CD Applications as written, and the builds of the 4 overlays
+    # (2 x 13 fraud-detection objects, 2 x 11 support-triage objects).
+    assert report.checked == 28 + 26 + 22
     result = rtflow("lint", str(tmp_path / "out"), "--no-real-linters")
     assert result.returncode == 0
-    assert result.stdout.endswith("24 object(s), clean\n")
+    assert result.stdout.endswith("76 object(s), clean\n")
 
 
 def test_an_unknown_field_is_found_with_its_path(tmp_path: Path) -> None:
     out = compiled(tmp_path)
-    path = out / "fraud-detection/workflowtemplate-fraud-detection.yaml"
+    path = out / "fraud-detection/base/workflowtemplate-fraud-detection.yaml"
     edit(path, lambda d: d["spec"]["templates"][3]["container"].update(imagePullPolcy="Always"))
     report = lint_paths([out], real_linters=False)
     (finding,) = report.findings
@@ -57,7 +62,7 @@ def test_an_unknown_field_is_found_with_its_path(tmp_path: Path) -> None:
 
 def test_a_wrong_type_is_found(tmp_path: Path) -> None:
     out = compiled(tmp_path)
-    path = out / "fraud-detection/workflowtemplate-fraud-detection.yaml"
+    path = out / "fraud-detection/base/workflowtemplate-fraud-detection.yaml"
     edit(path, lambda d: d["spec"].update(parallelism="lots"))
     (finding,) = lint_paths([out], real_linters=False).findings
     assert finding.field == "spec.parallelism"
@@ -65,7 +70,7 @@ def test_a_wrong_type_is_found(tmp_path: Path) -> None:
 
 def test_security_regressions_are_found(tmp_path: Path) -> None:
     out = compiled(tmp_path)
-    path = out / "support-triage/workflowtemplate-support-triage.yaml"
+    path = out / "support-triage/base/workflowtemplate-support-triage.yaml"
 
     def weaken(d: dict) -> None:  # type: ignore[type-arg]
         container = d["spec"]["templates"][2]["container"]
@@ -84,7 +89,7 @@ def test_security_regressions_are_found(tmp_path: Path) -> None:
 
 def test_a_core_object_is_checked_strictly(tmp_path: Path) -> None:
     out = compiled(tmp_path)
-    path = out / "fraud-detection/rolebinding-fraud-detection-sensor.yaml"
+    path = out / "fraud-detection/base/rolebinding-fraud-detection-sensor.yaml"
     edit(path, lambda d: d["roleRef"].update(kindd="Role"))
     findings = lint_paths([out], real_linters=False).findings
     assert [f.rule for f in findings] == ["structure"]
@@ -93,8 +98,8 @@ def test_a_core_object_is_checked_strictly(tmp_path: Path) -> None:
 
 def test_cross_resource_breaks_are_found(tmp_path: Path) -> None:
     out = compiled(tmp_path)
-    (out / "fraud-detection/eventsource-fraud-detection-transactions.yaml").unlink()
-    path = out / "support-triage/sensor-support-triage.yaml"
+    (out / "fraud-detection/base/eventsource-fraud-detection-transactions.yaml").unlink()
+    path = out / "support-triage/base/sensor-support-triage.yaml"
     edit(
         path,
         lambda d: d["spec"]["triggers"][0]["template"]["k8s"]["parameters"][0].update(
@@ -108,7 +113,7 @@ def test_cross_resource_breaks_are_found(tmp_path: Path) -> None:
 
 def test_json_output_and_exit_codes(tmp_path: Path) -> None:
     out = compiled(tmp_path)
-    path = out / "fraud-detection/workflowtemplate-fraud-detection.yaml"
+    path = out / "fraud-detection/base/workflowtemplate-fraud-detection.yaml"
     edit(path, lambda d: d["spec"].update(podGc={"strategy": "OnPodSuccess"}))
     result = rtflow("lint", str(out), "--output", "json", "--no-real-linters")
     assert result.returncode == 1
@@ -118,3 +123,115 @@ def test_json_output_and_exit_codes(tmp_path: Path) -> None:
     missing = rtflow("lint", str(tmp_path / "nowhere"))
     assert missing.returncode == 2
     assert "no such file or folder" in missing.stderr
+
+
+def test_a_bad_argo_cd_application_is_found(tmp_path: Path) -> None:
+    try:
+        argocd_schema.schema_path("Application")
+    except argocd_schema.ArgoCDSchemaUnavailable as exc:
+        component_missing(str(exc))
+    out = tmp_path / "out"
+    result = rtflow("compile", str(PIPELINES / "with_environments.py"), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert lint_paths([out], real_linters=False).ok
+    path = out / "argocd/application-scoring-dev.yaml"
+
+    def break_it(d: dict) -> None:  # type: ignore[type-arg]
+        d["spec"]["syncPolicy"]["automatic"] = d["spec"]["syncPolicy"].pop("automated")
+        d["spec"]["revisionHistoryLimit"] = "ten"
+
+    edit(path, break_it)
+    result = rtflow("lint", str(out), "--output", "json", "--no-real-linters")
+    assert result.returncode == 1, result.stderr
+    findings = [
+        (f["rule"], f["file"], f["object"], f["field"], f["message"])
+        for f in json.loads(result.stdout)["findings"]
+    ]
+    assert findings == [
+        (
+            "structure",
+            str(path),
+            "Application/scoring-dev",
+            "spec.revisionHistoryLimit",
+            "'ten' is not of type 'integer'",
+        ),
+        (
+            "structure",
+            str(path),
+            "Application/scoring-dev",
+            "spec.syncPolicy.automatic",
+            "unknown field",
+        ),
+    ]
+
+
+def test_without_the_argo_cd_schema_lint_says_what_it_skipped(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = rtflow("compile", str(PIPELINES / "with_environments.py"), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "rtflow.cli", "lint", str(out), "--no-real-linters"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RTFLOW_ARGOCD_SCHEMAS": str(tmp_path / "nowhere")},
+    )
+    assert result.returncode == 0, result.stderr
+    (skipped,) = [line for line in result.stdout.splitlines() if "argo-cd-schema" in line]
+    assert skipped.startswith("skipped: argo-cd-schema: 2 object(s) not checked")
+    assert "Application/scoring-dev, Application/scoring-prod" in skipped
+    assert "tools/provision.sh" in skipped
+
+
+def test_an_overlay_that_undoes_a_default_is_found_in_its_build(tmp_path: Path) -> None:
+    out = compiled(tmp_path)
+    overlay = out / "fraud-detection/overlays/prod"
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    kustomization["patches"] = [
+        {
+            "path": "weaken.yaml",
+            "target": {"kind": "Deployment", "name": "fraud-triton"},
+        }
+    ]
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    (overlay / "weaken.yaml").write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "op": "replace",
+                    "path": "/spec/template/spec/containers/0/securityContext/"
+                    "readOnlyRootFilesystem",
+                    "value": False,
+                }
+            ]
+        )
+    )
+    report = lint_paths([out], real_linters=False)
+    if any("kustomize" in s for s in report.skipped):
+        component_missing("; ".join(report.skipped))
+    (finding,) = report.findings
+    assert finding.rule == "security"
+    assert finding.file == f"{overlay} (kustomize build)"
+    assert finding.object == "Deployment/fraud-triton"
+    assert finding.field.endswith("readOnlyRootFilesystem")
+    # A base problem shows once, where it is written, not once per overlay build as well.
+    edit(
+        out / "fraud-detection/base/workflowtemplate-fraud-detection.yaml",
+        lambda d: d["spec"].update(parallelism="lots"),
+    )
+    fields = [f.field for f in lint_paths([out], real_linters=False).findings]
+    assert fields.count("spec.parallelism") == 1
+
+
+def test_an_overlay_that_does_not_build_is_a_finding(tmp_path: Path) -> None:
+    out = compiled(tmp_path)
+    overlay = out / "support-triage/overlays/staging"
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    kustomization["resources"] = ["../../base", "../../missing.yaml"]
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    report = lint_paths([out], real_linters=False)
+    if any("kustomize" in s for s in report.skipped):
+        component_missing("; ".join(report.skipped))
+    (finding,) = report.findings
+    assert finding.rule == "overlay" and finding.file == str(overlay)
+    assert "missing.yaml" in finding.message

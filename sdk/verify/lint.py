@@ -4,14 +4,21 @@ Four kinds of finding, each naming the file, the object and the field:
 
 * ``structure``: Argo Workflows objects against hera's typed models with unknown fields
   forbidden (pydantic ignores unknown fields, so a round trip shows which ones it dropped);
-  core Kubernetes kinds against kubernetes-validate, strict.
+  Argo CD Applications and ApplicationSets against Argo CD's own CRD schema, strict, when
+  tools/provision.sh has written it (rtflow.verify.argocd_schema; when it has not, the report
+  says they were skipped); core Kubernetes kinds against kubernetes-validate, strict.
 * ``cross-resource``: the compiler's own bundle checks (a DAG task names a template that exists
   and passes its inputs; a Sensor names generated EventSources, events and WorkflowTemplate
   parameters; a RoleBinding binds generated identities).
 * ``security``: non-root, read-only root filesystem, no privilege escalation, CPU and memory
   limits on every container, no credential given inline.
 * ``argo-lint`` / ``argo-events-lint``: the real upstream linters, when they are installed
-  (tools/install-argo-linters.sh); when they are not, the report says they were skipped.
+  (tools/provision.sh); when they are not, the report says they were skipped.
+
+A folder with environment overlays is checked twice over: its files as they are, and each
+overlay as the real kustomize builds it (``overlay`` findings when the build fails), since an
+overlay's patches are what a cluster receives and can undo any default (a patch dropping
+``readOnlyRootFilesystem``, a namespace that splits a Sensor from its EventSource).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import yaml
 
 from rtflow.generators import bundle as bundle_module
 from rtflow.generators.labels import PIPELINE
-from rtflow.verify import argo_linters
+from rtflow.verify import argo_linters, argocd_schema
 
 WORKFLOW_KINDS = ("WorkflowTemplate", "Workflow", "CronWorkflow", "ClusterWorkflowTemplate")
 EVENTS_KINDS = ("EventSource", "Sensor", "EventBus")
@@ -163,6 +170,15 @@ def check_workflow_structure(item: Loaded) -> Iterator[Finding]:
         yield Finding("structure", str(item.path), item.label, unknown, "unknown field")
 
 
+def check_argocd_structure(item: Loaded) -> Iterator[Finding]:
+    """An Argo CD Application/ApplicationSet against Argo CD's CRD schema, strict.
+
+    Raises :class:`argocd_schema.ArgoCDSchemaUnavailable` when the schema is not provisioned.
+    """
+    for problem in argocd_schema.findings(item.body):
+        yield Finding("structure", str(item.path), item.label, problem.path, problem.message)
+
+
 def check_core_structure(item: Loaded) -> Iterator[Finding]:
     import kubernetes_validate
 
@@ -289,18 +305,114 @@ def run_real_linters(items: Sequence[Loaded], report: LintReport) -> None:
 def lint_paths(paths: Sequence[str | Path], *, real_linters: bool = True) -> LintReport:
     report = LintReport()
     items = load(yaml_files(paths), report)
-    report.checked = len(items)
+    check_items(items, report, real_linters=real_linters)
+    in_files = {_gist(f) for f in report.findings}
+    for folder in overlay_folders(paths):
+        before = len(report.findings)
+        lint_overlay(folder, report, real_linters=real_linters)
+        # A problem of the base shows in every build of it: say it once, where it is written.
+        report.findings[before:] = [f for f in report.findings[before:] if _gist(f) not in in_files]
+    if not real_linters:
+        report.skipped.append("argo-lint and argo-events-lint (--no-real-linters)")
+    return report
+
+
+def check_items(items: Sequence[Loaded], report: LintReport, *, real_linters: bool) -> None:
+    """Every check over one set of objects that are deployed together."""
+    report.checked += len(items)
+    argocd_unchecked: list[str] = []
+    argocd_missing: argocd_schema.ArgoCDSchemaUnavailable | None = None
     for item in items:
         kind = item.body.get("kind")
         api = str(item.body.get("apiVersion", ""))
         if kind in WORKFLOW_KINDS and api.startswith("argoproj.io/"):
             report.findings += check_workflow_structure(item)
+        elif argocd_schema.is_argocd(item.body):
+            try:
+                report.findings += list(check_argocd_structure(item))
+            except argocd_schema.ArgoCDSchemaUnavailable as exc:
+                argocd_unchecked.append(item.label)
+                argocd_missing = exc
         elif not api.startswith("argoproj.io/"):
             report.findings += check_core_structure(item)
         report.findings += check_security(item)
+    if argocd_missing is not None:
+        report.skipped.append(
+            f"argo-cd-schema: {len(argocd_unchecked)} object(s) not checked against Argo CD's "
+            f"schema ({', '.join(argocd_unchecked)}): {argocd_missing}"
+        )
     report.findings += check_cross_resource(items)
     if real_linters:
         run_real_linters(items, report)
-    else:
-        report.skipped.append("argo-lint and argo-events-lint (--no-real-linters)")
-    return report
+
+
+# overlays: what an environment deploys is the overlay's build, not the base
+
+
+def overlay_folders(paths: Sequence[str | Path]) -> list[Path]:
+    """Folders whose kustomization transforms objects from outside itself (``../../base``):
+    environment overlays, hand-written or generated. Their build is what a cluster gets."""
+    found: set[Path] = set()
+    for given in paths:
+        path = Path(given)
+        candidates = path.rglob("kustomization.yaml") if path.is_dir() else []
+        for candidate in candidates:
+            try:
+                document = yaml.safe_load(candidate.read_text(encoding="utf-8"))
+            except yaml.YAMLError:
+                continue  # reported as a parse finding by load()
+            resources = document.get("resources") if isinstance(document, dict) else None
+            if isinstance(resources, list) and any(
+                isinstance(r, str) and r.startswith("../") for r in resources
+            ):
+                found.add(candidate.parent)
+    return sorted(found)
+
+
+def lint_overlay(folder: Path, report: LintReport, *, real_linters: bool) -> None:
+    """Build ``folder`` with the real kustomize and check what it builds, as one set."""
+    from rtflow.verify.kustomize import KustomizeError, KustomizeUnavailable, kustomize_build
+
+    where = f"{folder} (kustomize build)"
+    try:
+        documents = kustomize_build(folder)
+    except KustomizeUnavailable as exc:
+        report.skipped.append(f"overlay {folder} not built: {exc}")
+        return
+    except KustomizeError as exc:
+        report.findings.append(Finding("overlay", str(folder), "", "", str(exc)))
+        return
+    items = [Loaded(Path(where), d) for d in documents if isinstance(d, dict) and "kind" in d]
+    if not real_linters:
+        check_items(items, report, real_linters=False)
+        return
+    # The real linters read files: the build, one object per file, in a scratch folder.
+    import tempfile
+
+    from rtflow.generators import yaml_text
+
+    with tempfile.TemporaryDirectory(prefix="rtflow-lint-") as scratch:
+        written = []
+        for index, item in enumerate(items):
+            file = Path(scratch) / f"{index:03d}-{str(item.body['kind']).lower()}.yaml"
+            file.write_text(yaml_text.dump(item.body), encoding="utf-8")
+            written.append(Loaded(file, item.body))
+        before = len(report.findings)
+        check_items(written, report, real_linters=True)
+        report.findings[before:] = [
+            _relabel(finding, scratch, where) for finding in report.findings[before:]
+        ]
+
+
+def _gist(finding: Finding) -> tuple[str, str, str, str]:
+    return (finding.rule, finding.object, finding.field, finding.message)
+
+
+def _relabel(finding: Finding, scratch: str, where: str) -> Finding:
+    return Finding(
+        finding.rule,
+        where if finding.file.startswith(scratch) else finding.file,
+        finding.object,
+        finding.field,
+        finding.message.replace(scratch, where),
+    )
