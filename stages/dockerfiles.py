@@ -7,6 +7,7 @@ The built-in stages are base images with their extra requirements.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import PurePosixPath
 
 import jinja2
@@ -37,12 +38,15 @@ def render_base_dockerfile(
     rtflow_requirement: str = "rtflow",
     builtin: str = "python-function",
     python_image: str = DEFAULT_PYTHON_IMAGE,
+    find_links: str | None = None,
 ) -> str:
-    """The base image's Dockerfile (``builtin`` adds that built-in stage's requirements)."""
+    """The base image's Dockerfile (``builtin`` adds that built-in stage's requirements;
+    ``find_links``, a folder of wheels in the build context, is searched before the index)."""
     if builtin not in BUILTIN_REQUIREMENTS:
         raise ValueError(f"no built-in stage {builtin!r}: {', '.join(BUILTIN_REQUIREMENTS)}")
     return _env.get_template("base.Dockerfile.j2").render(
         python_image=python_image,
+        find_links=find_links,
         rtflow_requirement=rtflow_requirement,
         extra_requirements=BUILTIN_REQUIREMENTS[builtin],
         uid=UID,
@@ -52,27 +56,34 @@ def render_base_dockerfile(
 
 
 def render_stage_dockerfile(
-    source: str,
+    source: str | Sequence[str],
     *,
     requirements: str | None = None,
     base_image: str = DEFAULT_BASE_IMAGE,
 ) -> str:
     """The Dockerfile of a user's stage code: ``source`` is a module file or package folder
-    relative to the build context (say ``fraud_detection.py`` or ``src/fraud``); it is copied to
-    ``/app/<its name>`` so that ``MODULE:FUNCTION`` imports as it does on the developer's
-    machine. ``requirements`` is a requirements file in the context, if any."""
-    path = PurePosixPath(source)
-    if path.is_absolute() or ".." in path.parts or not path.name:
-        raise ValueError(f"{source!r} must be a relative path inside the build context")
+    relative to the build context (say ``fraud_detection.py`` or ``src/fraud``), or several (the
+    module and the packages it imports); each is copied to ``/app/<its name>`` so that
+    ``MODULE:FUNCTION`` imports as it does on the developer's machine. ``requirements`` is a
+    requirements file in the context, if any."""
+    sources = [source] if isinstance(source, str) else list(source)
+    if not sources:
+        raise ValueError("give at least one module file or package folder")
+    paths = [PurePosixPath(s) for s in sources]
+    for path, given in zip(paths, sources, strict=True):
+        if path.is_absolute() or ".." in path.parts or not path.name:
+            raise ValueError(f"{given!r} must be a relative path inside the build context")
+    names = [path.name for path in paths]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two sources have the same name ({', '.join(sorted(names))})")
     if requirements is not None:
         req = PurePosixPath(requirements)
         if req.is_absolute() or ".." in req.parts:
             raise ValueError(f"{requirements!r} must be a relative path inside the build context")
     return _env.get_template("stage.Dockerfile.j2").render(
-        package=path.stem,
+        package=paths[0].stem,
         base_image=base_image,
         requirements=requirements,
-        source=str(path),
-        target=path.name,
+        copies=[(str(path), path.name) for path in paths],
         uid=UID,
     )
