@@ -6,8 +6,13 @@ score above the review threshold branches to a review by several specialised mod
 in parallel) and a human analyst's approval before the card is blocked. Whatever happens, the
 on-call channel hears how the run ended.
 
+Two environments: ``prod`` (GPU pool, the production brokers) and ``kind``, a cluster without
+GPUs where Triton serves the scorer on CPU (the one model whose weights it can reach) and Kafka
+is the cluster's own; ``e2e/`` runs the example there.
+
 Compile:  rtflow compile examples/fraud_detection.py -o manifests
 Graph:    rtflow graph examples/fraud_detection.py
+Stream:   rtflow compile examples/fraud_detection.py -o - --env kind
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ from rtflow.stages.builtin.kafka_publish import kafka_publish
 REGISTRY = "ghcr.io/acme/fraud"
 BROKERS = ["kafka-0.kafka.svc:9092", "kafka-1.kafka.svc:9092", "kafka-2.kafka.svc:9092"]
 REVIEW_MODELS = ["graph-risk", "merchant-history", "velocity"]
+# The kind cluster of e2e/: its Kafka (SASL_SSL, SCRAM-SHA-512, its own CA in the same Secrets)
+# and a CPU build of Triton (e2e/images/tritonserver-cpu.Dockerfile).
+KIND_BROKERS = ["kafka.kafka.svc.cluster.local:9093"]
+TRITON_CPU_IMAGE = "localhost/rtflow/tritonserver-cpu:2.51.0"
 
 # OnFailure: a stage that exits non-zero is retried, except for a bad input (the runtime's exit
 # code 65, which the compiled retry expression excludes): the same input would fail again.
@@ -158,6 +167,22 @@ transactions = rtflow.kafka(
     deadline="1h",
     labels={"team": "risk"},
     triggers=[transactions],
+    environments=[
+        rtflow.Environment("prod", namespace="fraud", labels={"rtflow.dev/environment": "prod"}),
+        rtflow.Environment(
+            "kind",
+            namespace="fraud",
+            cpu_only=True,
+            models={SERVER.name: [FRAUD_SCORER.name]},
+            server_resources={SERVER.name: {"cpu": "500m", "memory": "1Gi", "cpu_limit": "2"}},
+            images={"nvcr.io/nvidia/tritonserver": TRITON_CPU_IMAGE},
+            kafka_brokers=KIND_BROKERS,
+            labels={"rtflow.dev/environment": "kind"},
+        ),
+    ],
+    argocd=rtflow.ArgoCD(
+        repo_url="https://github.com/acme/fraud-deploy.git", path_prefix="manifests"
+    ),
 )
 def fraud_detection(transaction: dict[str, Any], review_threshold: float = 0.9) -> None:
     features = compute_features(transaction)

@@ -75,6 +75,19 @@ hourly_sweep = rtflow.calendar(
     latency_budget_ms=500,
     triggers=[new_tickets, hourly_sweep],
     event_bus=rtflow.EventBus(name="support-bus", replicas=3),
+    environments=[
+        # Staging tries the next classifier before production does.
+        rtflow.Environment(
+            "staging",
+            namespace="support-staging",
+            images={f"{REGISTRY}/classifier": "1.0.0-rc.2"},
+            labels={"rtflow.dev/environment": "staging"},
+        ),
+        rtflow.Environment("prod", labels={"rtflow.dev/environment": "prod"}),
+    ],
+    argocd=rtflow.ArgoCD(
+        repo_url="https://github.com/acme/support-deploy.git", path_prefix="manifests"
+    ),
 )
 def support_triage(ticket: dict[str, Any] = {}, mode: str = "live") -> None:  # noqa: B006
     triage = classify(ticket=ticket, mode=mode)
