@@ -1,36 +1,38 @@
 """End to end on a real kind cluster: the compiled fraud example runs on an event.
 
-Creates a kind cluster (pytest-kind), installs Argo Workflows 4.1 and Argo Events 1.9 at pinned
-versions, a single-node Kafka and a CPU Triton, applies the compiled fraud example, produces an
-event and asserts the Workflow succeeds and the result lands on the output topic; the cluster is
-deleted afterwards. Needs a Docker engine and network: without them it skips with that reason
-(the only tier allowed to skip under CI=true). Run it by path: ``python -m pytest e2e``.
+Creates a kind cluster (pytest-kind), installs Argo Workflows and Argo Events at pinned versions,
+a single-node Kafka speaking SASL_SSL/SCRAM with its own CA, and the images the example's
+``kind`` environment names (built from this checkout: rtflow's stage images, the CPU Triton,
+stand-ins for the two container stages). Then, as a user would: ``rtflow compile`` the example,
+put the overlay's model config in Triton's volume, ``kubectl apply -k overlays/kind``, produce a
+transaction, and assert the Workflow succeeds and the decision lands on the output topic; then
+``rtflow submit --env kind --wait`` runs it again through rtflow's own submit path. The cluster is
+deleted afterwards (``--keep-cluster`` keeps it for debugging).
+
+Needs a Docker engine and network: without them it skips with that reason (the only tier allowed
+to skip under CI=true). Run it by path: ``python -m pytest e2e``; see e2e/README.md.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGO_WORKFLOWS = "v4.1.0"
-ARGO_EVENTS = "v1.9.11"
-ARGO_WORKFLOWS_URL = f"https://github.com/argoproj/argo-workflows/releases/download/{ARGO_WORKFLOWS}/quick-start-minimal.yaml"
-ARGO_EVENTS_URLS = [
-    f"https://raw.githubusercontent.com/argoproj/argo-events/{ARGO_EVENTS}/manifests/install.yaml",
-    f"https://raw.githubusercontent.com/argoproj/argo-events/{ARGO_EVENTS}/examples/eventbus/native.yaml",
-]
-KAFKA_IMAGE = "apache/kafka:4.0.0"
-TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
-NAMESPACE = "argo"
+CLUSTER_NAME = "rtflow-e2e"
+DEADLINE_S = 900
 
 pytestmark = pytest.mark.e2e
 
@@ -55,105 +57,245 @@ REASON = _why_not()
 if REASON:
     pytest.skip(REASON, allow_module_level=True)
 
+import cluster as e2e  # noqa: E402  (e2e/cluster.py, on the path via e2e/conftest.py)
 
-def kubectl(cluster: Any, *args: str, stdin: str | None = None) -> str:
+
+def run(*args: str, stdin: str | None = None, timeout: float = 900) -> str:
     result = subprocess.run(
-        [str(cluster.kubectl_path), "--kubeconfig", str(cluster.kubeconfig_path), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=900,
+        list(args), input=stdin, capture_output=True, text=True, timeout=timeout, cwd=ROOT
     )
-    assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
+    assert result.returncode == 0, f"{' '.join(args)}:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from pytest_kind import KindCluster
+class Kube:
+    """kubectl against the kind cluster (the version pytest-kind downloads, pinned here)."""
 
-    kind = KindCluster("rtflow-e2e")
+    def __init__(self, kind: Any) -> None:
+        self.kind = kind
+        self.kubeconfig = str(kind.kubeconfig_path)
+
+    def __call__(self, *args: str, stdin: str | None = None, timeout: float = 900) -> str:
+        return run(
+            str(self.kind.kubectl_path), "--kubeconfig", self.kubeconfig, *args,
+            stdin=stdin, timeout=timeout,
+        )  # fmt: skip
+
+    def apply(self, documents: list[dict[str, Any]]) -> None:
+        self("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents))
+
+    def wait_for(self, what: str, timeout: float = DEADLINE_S) -> Any:
+        """Poll ``kubectl get -o json`` until it finds something (deployments that a
+        controller creates later cannot be waited on with ``kubectl wait``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = json.loads(self("get", *what.split(), "-o", "json"))
+            if found.get("items", [found]):
+                return found
+            assert time.monotonic() < deadline, f"nothing matched {what!r} in {timeout} s"
+            time.sleep(5)
+
+    def diagnostics(self) -> str:
+        parts = []
+        for args in (
+            ("get", "pods", "-A", "-o", "wide"),
+            ("get", "workflows,eventsources,sensors", "-n", e2e.PIPELINE_NAMESPACE, "-o", "yaml"),
+            ("get", "events", "-n", e2e.PIPELINE_NAMESPACE, "--sort-by=.lastTimestamp"),
+        ):
+            result = subprocess.run(
+                [str(self.kind.kubectl_path), "--kubeconfig", self.kubeconfig, *args],
+                capture_output=True,
+                text=True,
+            )
+            parts.append(f"$ kubectl {' '.join(args)}\n{result.stdout}{result.stderr}")
+        return "\n".join(parts)[-20000:]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="module")
+def kube(request: pytest.FixtureRequest) -> Iterator[Kube]:
+    import pytest_kind.cluster as kind_module
+
+    # pytest-kind reads its versions from module globals when it downloads.
+    kind_module.KIND_VERSION = e2e.KIND_VERSION
+    kind_module.KUBECTL_VERSION = e2e.KUBECTL_VERSION
+    kind = kind_module.KindCluster(CLUSTER_NAME, image=e2e.NODE_IMAGE)
     kind.create()
     try:
-        yield kind
+        yield Kube(kind)
     finally:
-        kind.delete()
+        if not request.config.getoption("keep_cluster", default=False):
+            kind.delete()
 
 
 @pytest.fixture(scope="module")
-def installed(cluster: Any) -> Any:
-    kubectl(cluster, "create", "namespace", NAMESPACE)
-    kubectl(cluster, "apply", "-n", NAMESPACE, "--server-side", "-f", ARGO_WORKFLOWS_URL)
-    kubectl(cluster, "create", "namespace", "argo-events")
-    kubectl(cluster, "apply", "--server-side", "-f", ARGO_EVENTS_URLS[0])
-    kubectl(cluster, "apply", "-n", NAMESPACE, "-f", ARGO_EVENTS_URLS[1])
-    kubectl(cluster, "apply", "-n", NAMESPACE, "-f", str(Path(__file__).with_name("kafka.yaml")))
-    for deployment in ("workflow-controller", "kafka"):
-        kubectl(
-            cluster,
-            "rollout",
-            "status",
-            "-n",
-            NAMESPACE,
-            f"deployment/{deployment}",
-            "--timeout=600s",
-        )
-    return cluster
+def manifests(work: Path) -> Path:
+    """The example compiled as a user compiles it."""
+    out = work / "manifests"
+    run(
+        sys.executable, "-m", "rtflow.cli", "compile", "examples/fraud_detection.py", "-o", str(out)
+    )
+    return out
 
 
-def test_fraud_event_runs_to_the_output_topic(installed: Any, tmp_path: Path) -> None:
-    out = tmp_path / "manifests"
-    subprocess.run(
-        ["rtflow", "compile", str(ROOT / "examples/fraud_detection.py"), "-o", str(out)],
-        check=True,
-        cwd=ROOT,
+@pytest.fixture(scope="module")
+def images(kube: Kube, work: Path) -> list[str]:
+    dist = work / "dist"
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(dist), str(ROOT))
+    (wheel,) = dist.glob("rtflow-*.whl")
+    tags = []
+    for index, image in enumerate(e2e.images(wheel, work / "context")):
+        dockerfile = work / f"image-{index}.Dockerfile"
+        dockerfile.write_text(image.dockerfile)
+        run("docker", "build", "--file", str(dockerfile), "--tag", image.tag, str(image.context))
+        kube.kind.load_docker_image(image.tag)
+        tags.append(image.tag)
+    return tags
+
+
+@pytest.fixture(scope="module")
+def platform(kube: Kube, images: list[str], manifests: Path) -> Kube:
+    """Argo Workflows, Argo Events, the bus, Kafka, the Secrets and the model volume."""
+    from rtflow.testing.kafka_security import tls_material
+
+    kube("create", "namespace", "argo")
+    kube("apply", "--server-side", "-n", "argo", "-f", e2e.ARGO_WORKFLOWS_INSTALL)
+    kube("create", "namespace", "argo-events")
+    kube("apply", "--server-side", "-f", e2e.ARGO_EVENTS_INSTALL)
+    kube("create", "namespace", e2e.PIPELINE_NAMESPACE)
+    tls = tls_material([e2e.KAFKA_HOST])
+    password = secrets.token_urlsafe(24)
+    kube.apply(
+        e2e.kafka_objects(tls.server_chain_pem, tls.server_key_pem, password, _cluster_id())
+        + e2e.pipeline_secrets(password, tls.ca_pem)
+        + e2e.model_volume()
     )
-    # CPU Triton: the e2e cluster has no GPU, so drop the pool's node selector and GPU limits.
-    kubectl(
-        installed, "apply", "-n", NAMESPACE, "--server-side", "-k", str(out / "fraud-detection")
-    )
-    event = {"type": "purchase", "amount": 9000.0, "card": "c-1", "review_threshold": 0.99}
-    kubectl(
-        installed,
-        "exec",
-        "-n",
-        NAMESPACE,
-        "deploy/kafka",
-        "-i",
-        "--",
-        "/opt/kafka/bin/kafka-console-producer.sh",
-        "--bootstrap-server",
-        "localhost:9092",
-        "--topic",
-        "transactions",
-        stdin=json.dumps(event) + "\n",
-    )
-    deadline = time.monotonic() + 600
-    phase = None
+    for namespace, deployment in (
+        ("argo", "workflow-controller"),
+        ("argo-events", "controller-manager"),
+        (e2e.KAFKA_NAMESPACE, "kafka"),
+    ):
+        kube("rollout", "status", "-n", namespace, f"deployment/{deployment}", "--timeout=600s")
+    kube.apply([e2e.event_bus()])
+    for topic in e2e.TOPICS:
+        kafka(kube, "kafka-topics.sh", "--create", "--topic", topic, "--partitions", "1")
+    # Triton's volume, as the model repository is laid out for "pvc://triton-models/fraud".
+    ns = e2e.PIPELINE_NAMESPACE
+    kube("wait", "-n", ns, "--for=condition=Ready", "pod/model-loader", "--timeout=300s")
+    target = f"/models/{e2e.MODEL_PATH}/fraud-scorer"
+    kube("exec", "-n", ns, "model-loader", "--", "mkdir", "-p", f"{target}/1")
+    config = manifests / "fraud-detection/overlays/kind/model-repository/fraud-scorer/config.pbtxt"
+    kube("cp", str(config), f"{ns}/model-loader:{target}/config.pbtxt")
+    model = ROOT / "examples/models/fraud-scorer/1/model.py"
+    kube("cp", str(model), f"{ns}/model-loader:{target}/1/model.py")
+    return kube
+
+
+def _cluster_id() -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def kafka(kube: Kube, tool: str, *args: str, stdin: str | None = None) -> str:
+    """A Kafka CLI tool inside the broker's pod, over its loopback admin listener."""
+    return kube(
+        "exec", "-i", "-n", e2e.KAFKA_NAMESPACE, "deploy/kafka", "--",
+        f"/opt/kafka/bin/{tool}", "--bootstrap-server", f"127.0.0.1:{e2e.KAFKA_ADMIN_PORT}",
+        *args, stdin=stdin,
+    )  # fmt: skip
+
+
+def transaction(transaction_id: str) -> dict[str, Any]:
+    """A small domestic purchase in a shop: low risk, so the run ends without review."""
+    return {
+        "id": transaction_id,
+        "type": "purchase",
+        "amount": 25.0,
+        "country": "US",
+        "card_country": "US",
+        "channel": "in-store",
+        "hour": 14,
+        "first_time_merchant": False,
+        "review_threshold": 0.9,
+    }
+
+
+def decisions(kube: Kube, count: int) -> list[dict[str, Any]]:
+    out = kafka(
+        kube, "kafka-console-consumer.sh", "--topic", "fraud-decisions", "--from-beginning",
+        "--max-messages", str(count), "--timeout-ms", "120000",
+    )  # fmt: skip
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def finished(kube: Kube, known: set[str]) -> dict[str, Any]:
+    """The first Workflow not in ``known`` that ends, waiting up to DEADLINE_S."""
+    deadline = time.monotonic() + DEADLINE_S
     while time.monotonic() < deadline:
-        listing = json.loads(kubectl(installed, "get", "workflows", "-n", NAMESPACE, "-o", "json"))
-        phases = [w.get("status", {}).get("phase") for w in listing["items"]]
-        phase = next((p for p in phases if p in ("Succeeded", "Failed", "Error")), None)
-        if phase:
-            break
+        listing = json.loads(kube("get", "workflows", "-n", e2e.PIPELINE_NAMESPACE, "-o", "json"))
+        for workflow in listing["items"]:
+            phase = workflow.get("status", {}).get("phase")
+            if workflow["metadata"]["name"] not in known and phase in (
+                "Succeeded",
+                "Failed",
+                "Error",
+            ):
+                return dict(workflow)
         time.sleep(5)
-    assert phase == "Succeeded"
-    consumed = kubectl(
-        installed,
-        "exec",
-        "-n",
-        NAMESPACE,
-        "deploy/kafka",
-        "--",
-        "/opt/kafka/bin/kafka-console-consumer.sh",
-        "--bootstrap-server",
-        "localhost:9092",
-        "--topic",
-        "fraud-decisions",
-        "--from-beginning",
-        "--max-messages",
-        "1",
-        "--timeout-ms",
-        "60000",
-    )
-    assert "risk" in consumed
+    raise AssertionError(f"no Workflow ended within {DEADLINE_S} s\n{kube.diagnostics()}")
+
+
+@pytest.fixture(scope="module")
+def deployed(platform: Kube, manifests: Path) -> Kube:
+    """The kind overlay, applied as Argo CD would sync it, and everything in it running."""
+    kube = platform
+    kube("apply", "--server-side", "-k", str(manifests / "fraud-detection/overlays/kind"))
+    ns = e2e.PIPELINE_NAMESPACE
+    kube("rollout", "status", "-n", ns, "deployment/fraud-triton", "--timeout=900s")
+    for selector in (
+        "eventsource-name=fraud-detection-transactions",
+        "sensor-name=fraud-detection",
+    ):
+        kube.wait_for(f"deployments -n {ns} -l {selector}")
+        kube("wait", "-n", ns, "--for=condition=Available", "deployment", "-l", selector,
+             "--timeout=600s")  # fmt: skip
+    return kube
+
+
+def test_a_transaction_runs_to_the_output_topic(deployed: Kube) -> None:
+    kube = deployed
+    event = transaction("e2e-event-1")
+    kafka(kube, "kafka-console-producer.sh", "--topic", "transactions", stdin=json.dumps(event))
+    workflow = finished(kube, known=set())
+    assert workflow["status"]["phase"] == "Succeeded", kube.diagnostics()
+    (decision,) = [d for d in decisions(kube, 1) if d["transaction_id"] == "e2e-event-1"]
+    assert decision["action"] == "allow" and 0.0 < decision["risk"] < 0.5
+
+
+def test_rtflow_submit_runs_the_template_again(deployed: Kube) -> None:
+    kube = deployed
+    before = {
+        w["metadata"]["name"]
+        for w in json.loads(kube("get", "workflows", "-n", e2e.PIPELINE_NAMESPACE, "-o", "json"))[
+            "items"
+        ]
+    }
+    out = run(
+        sys.executable, "-m", "rtflow.cli", "submit", "examples/fraud_detection.py",
+        "--env", "kind", "--kubeconfig", kube.kubeconfig,
+        "-p", f"transaction={json.dumps(transaction('e2e-submit-1'))}",
+        "--wait", "--timeout", str(DEADLINE_S),
+    )  # fmt: skip
+    name = out.strip().splitlines()[-1]
+    assert name not in before
+    phase = json.loads(kube("get", "workflow", name, "-n", e2e.PIPELINE_NAMESPACE, "-o", "json"))[
+        "status"
+    ]["phase"]
+    assert phase == "Succeeded", kube.diagnostics()
+    found = [d for d in decisions(kube, 2) if d["transaction_id"] == "e2e-submit-1"]
+    assert len(found) == 1 and found[0]["action"] == "allow"
