@@ -261,3 +261,40 @@ def test_argo_server_path(stub_factory: Any) -> None:
     assert not any(r["method"] == "PATCH" for r in stub.requests)
     no_token = submit("--argo-server", stub.url, "--token-env", "UNSET_VAR_X", "-p", "url=u")
     one_line_error(no_token, "--token-env")
+
+
+def test_env_applies_what_the_overlay_builds_in_its_namespace(
+    tmp_path: Path, stub_factory: Any
+) -> None:
+    def route(method: str, path: str, body: Any) -> tuple[int, Any]:
+        if method == "PATCH":
+            return 200, body
+        if method == "POST" and path.endswith("/workflows"):
+            return 201, {**body, "metadata": {"name": "fraud-detection-x1", "namespace": "fraud"}}
+        return 404, {"kind": "Status", "reason": "NotFound", "message": "no route"}
+
+    stub = stub_factory(route)
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "rtflow.cli", "submit", "examples/fraud_detection.py",
+            "--env", "kind", "--kubeconfig", str(kubeconfig(tmp_path, stub.url)),
+            "-p", 'transaction={"id": "t-1", "type": "purchase", "amount": 5}',
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "KUBERNETES_SERVICE_HOST": ""},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    patches = {r["path"].split("?")[0]: r["body"] for r in stub.requests if r["method"] == "PATCH"}
+    assert all("/namespaces/fraud/" in path for path in patches)
+    triton = patches["/apis/apps/v1/namespaces/fraud/deployments/fraud-triton"]
+    (container,) = triton["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "localhost/rtflow/tritonserver-cpu:2.51.0"
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    kinds = [path.split("/")[-2] for path in patches]
+    # Applied in sync-wave order: identities, then Triton, the template, what starts it.
+    assert kinds.index("serviceaccounts") < kinds.index("deployments")
+    assert kinds.index("deployments") < kinds.index("workflowtemplates") < kinds.index("sensors")
+    (create,) = [r for r in stub.requests if r["method"] == "POST"]
+    assert create["path"] == "/apis/argoproj.io/v1alpha1/namespaces/fraud/workflows"
+    both = submit("--env", "a", "--env", "b", "-p", "url=u")
+    assert both.returncode == 2 and "pick one" in both.stderr
