@@ -171,7 +171,8 @@ def kafka_objects(
                             },
                             "resources": {
                                 "requests": {"cpu": "250m", "memory": "768Mi"},
-                                "limits": {"cpu": "1", "memory": "1Gi"},
+                                # The broker's 512 MiB heap plus the test's CLI tools.
+                                "limits": {"cpu": "1", "memory": "1536Mi"},
                             },
                             "securityContext": container_security,
                             "volumeMounts": [

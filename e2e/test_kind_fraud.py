@@ -202,11 +202,12 @@ def _cluster_id() -> str:
 
 
 def kafka(kube: Kube, tool: str, *args: str, stdin: str | None = None) -> str:
-    """A Kafka CLI tool inside the broker's pod, over its loopback admin listener."""
+    """A Kafka CLI tool inside the broker's pod, over its loopback admin listener (with a heap
+    of its own: the pod's KAFKA_HEAP_OPTS is the broker's)."""
     return kube(
         "exec", "-i", "-n", e2e.KAFKA_NAMESPACE, "deploy/kafka", "--",
-        f"/opt/kafka/bin/{tool}", "--bootstrap-server", f"127.0.0.1:{e2e.KAFKA_ADMIN_PORT}",
-        *args, stdin=stdin,
+        "env", "KAFKA_HEAP_OPTS=-Xmx128m", f"/opt/kafka/bin/{tool}",
+        "--bootstrap-server", f"127.0.0.1:{e2e.KAFKA_ADMIN_PORT}", *args, stdin=stdin,
     )  # fmt: skip
 
 
