@@ -3,8 +3,9 @@
 The binary is the kustomize CLI of ``sigs.k8s.io/kustomize/kustomize/v5`` at the release pinned
 in ``tools/kustomize/go.mod``, built by ``tools/provision.sh`` (``tools/build-go-tools.sh``). It
 is looked up in ``$RTFLOW_KUSTOMIZE``, then in ``<repo>/.tools/bin``, then on ``PATH`` (as
-``kustomize``; ``kubectl kustomize`` embeds another kustomize release and is not used); when
-none has it, :class:`KustomizeUnavailable` says where it looked and how to build it.
+``kustomize``); a user's machine with neither but with ``kubectl`` gets ``kubectl kustomize``
+(another kustomize release, embedded; the pinned one always wins where it is built, as in CI).
+When none is there, :class:`KustomizeUnavailable` says where it looked and how to build it.
 """
 
 from __future__ import annotations
@@ -76,18 +77,26 @@ def find_kustomize() -> Path:
     raise KustomizeUnavailable(f"{ENV_VAR} is not set, and neither {local} nor PATH has {BINARY}")
 
 
+def kustomize_command() -> list[str]:
+    """The command that builds a folder given last: the kustomize binary, else kubectl's."""
+    try:
+        return [os.fspath(find_kustomize()), "build"]
+    except KustomizeUnavailable:
+        if os.environ.get(ENV_VAR):
+            raise
+        kubectl = shutil.which("kubectl")
+        if kubectl is None:
+            raise
+        return [kubectl, "kustomize"]
+
+
 def kustomize_build(folder: Path, *, timeout: float = DEFAULT_TIMEOUT_S) -> list[dict[str, Any]]:
     """``kustomize build FOLDER``: the objects it emits, in its order, as dicts.
 
     Raises :class:`KustomizeUnavailable` when there is no binary, and :class:`KustomizeError`
     naming the folder and kustomize's stderr when the build fails or prints what is not YAML.
     """
-    command = [
-        os.fspath(find_kustomize()),
-        "build",
-        f"--load-restrictor={LOAD_RESTRICTOR}",
-        os.fspath(folder),
-    ]
+    command = [*kustomize_command(), f"--load-restrictor={LOAD_RESTRICTOR}", os.fspath(folder)]
     try:
         proc = subprocess.run(
             command,
