@@ -19,6 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rtflow.testing.kafka_security import (
+    BrokerSecurity,
+    Scram,
+    properties_text,
+    sasl_ssl_listener_settings,
+    tls_material,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 KIND_VERSION = "v0.27.0"
@@ -81,20 +89,18 @@ def secret(name: str, namespace: str, data: Mapping[str, str]) -> dict[str, Any]
     }
 
 
-def kafka_properties(server_chain_pem: str, server_key_pem: str) -> str:
+def kafka_properties(security: BrokerSecurity) -> str:
     """The broker's server.properties: one KRaft node; SASL_SSL (SCRAM-SHA-512, PEM key store)
-    for clients, PLAINTEXT on loopback for the test's own admin commands. The same listener
-    settings as ``rtflow.testing.kafka_broker``'s secure listener, which the integration tests
-    prove against the real broker."""
-    secure = f"SASL_SSL://0.0.0.0:{KAFKA_SECURE_PORT}"
-    prefix = "listener.name.sasl_ssl."
+    for clients, PLAINTEXT on loopback for the test's own admin commands. The SASL_SSL settings
+    are those of ``rtflow.testing``'s test broker, which the integration tests prove against the
+    real broker (tests/integration/test_kafka_sasl_ssl.py)."""
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": "1@127.0.0.1:9094",
         "controller.listener.names": "CONTROLLER",
-        "listeners": f"PLAINTEXT://127.0.0.1:{KAFKA_ADMIN_PORT},{secure},"
-        "CONTROLLER://127.0.0.1:9094",
+        "listeners": f"PLAINTEXT://127.0.0.1:{KAFKA_ADMIN_PORT},"
+        f"SASL_SSL://0.0.0.0:{KAFKA_SECURE_PORT},CONTROLLER://127.0.0.1:9094",
         "advertised.listeners": f"PLAINTEXT://127.0.0.1:{KAFKA_ADMIN_PORT},"
         f"SASL_SSL://{KAFKA_HOST}:{KAFKA_SECURE_PORT}",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,"
@@ -108,29 +114,24 @@ def kafka_properties(server_chain_pem: str, server_key_pem: str) -> str:
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
-        f"{prefix}sasl.enabled.mechanisms": "SCRAM-SHA-512",
-        f"{prefix}scram-sha-512.sasl.jaas.config": (
-            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-        ),
-        f"{prefix}ssl.keystore.type": "PEM",
-        f"{prefix}ssl.keystore.certificate.chain": server_chain_pem,
-        f"{prefix}ssl.keystore.key": server_key_pem,
+        **sasl_ssl_listener_settings(security),
     }
-    escape = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r"})
-    return "".join(f"{key}={value.translate(escape)}\n" for key, value in settings.items())
+    return properties_text(settings)
 
 
-def kafka_objects(
-    server_chain_pem: str, server_key_pem: str, password: str, cluster_id: str
-) -> list[dict[str, Any]]:
+def kafka_security(password: str) -> BrokerSecurity:
+    """TLS material for the broker's in-cluster name, and the pipeline's SCRAM user."""
+    return BrokerSecurity(tls=tls_material([KAFKA_HOST]), users=(Scram(KAFKA_USER, password),))
+
+
+def kafka_objects(security: BrokerSecurity, cluster_id: str) -> list[dict[str, Any]]:
     """Namespace, config Secret, Deployment and Service of the e2e Kafka."""
     labels = {"app.kubernetes.io/name": "kafka"}
     config = secret(
-        "kafka-config",
-        KAFKA_NAMESPACE,
-        {"server.properties": kafka_properties(server_chain_pem, server_key_pem)},
+        "kafka-config", KAFKA_NAMESPACE, {"server.properties": kafka_properties(security)}
     )
-    users = secret("kafka-users", KAFKA_NAMESPACE, {KAFKA_USER: password})
+    (user,) = security.users
+    users = secret("kafka-users", KAFKA_NAMESPACE, {user.user: user.password})
     # Format once (SCRAM user in the bootstrap metadata), then become the broker.
     scram = f"SCRAM-SHA-512=[name={KAFKA_USER},password=$(cat /etc/kafka-users/{KAFKA_USER})]"
     start = (
@@ -210,12 +211,13 @@ def kafka_objects(
     return [namespace, config, users, deployment, service]
 
 
-def pipeline_secrets(password: str, ca_pem: str) -> list[dict[str, Any]]:
+def pipeline_secrets(security: BrokerSecurity) -> list[dict[str, Any]]:
     """The Secrets the fraud example references, with e2e values."""
     ns = PIPELINE_NAMESPACE
+    (user,) = security.users
     return [
-        secret("kafka-credentials", ns, {"username": KAFKA_USER, "password": password}),
-        secret("kafka-ca", ns, {"ca.crt": ca_pem}),
+        secret("kafka-credentials", ns, {"username": user.user, "password": user.password}),
+        secret("kafka-ca", ns, {"ca.crt": security.tls.ca_pem}),
         secret("card-api", ns, {"token": "e2e-not-a-real-token"}),
         secret("on-call-slack", ns, {"url": "http://127.0.0.1:9/e2e-not-a-webhook"}),
     ]

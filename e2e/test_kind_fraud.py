@@ -160,18 +160,15 @@ def images(kube: Kube, work: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def platform(kube: Kube, images: list[str], manifests: Path) -> Kube:
     """Argo Workflows, Argo Events, the bus, Kafka, the Secrets and the model volume."""
-    from rtflow.testing.kafka_security import tls_material
-
     kube("create", "namespace", "argo")
     kube("apply", "--server-side", "-n", "argo", "-f", e2e.ARGO_WORKFLOWS_INSTALL)
     kube("create", "namespace", "argo-events")
     kube("apply", "--server-side", "-f", e2e.ARGO_EVENTS_INSTALL)
     kube("create", "namespace", e2e.PIPELINE_NAMESPACE)
-    tls = tls_material([e2e.KAFKA_HOST])
-    password = secrets.token_urlsafe(24)
+    security = e2e.kafka_security(secrets.token_hex(16))
     kube.apply(
-        e2e.kafka_objects(tls.server_chain_pem, tls.server_key_pem, password, _cluster_id())
-        + e2e.pipeline_secrets(password, tls.ca_pem)
+        e2e.kafka_objects(security, _cluster_id())
+        + e2e.pipeline_secrets(security)
         + e2e.model_volume()
     )
     for namespace, deployment in (

@@ -26,13 +26,13 @@ sys.path.insert(0, str(ROOT / "e2e"))
 sys.path.insert(0, str(ROOT / "examples"))
 import cluster as e2e
 
-PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+SECURITY = e2e.kafka_security("e2e-password")
 
 
 def objects() -> list[dict[str, Any]]:
     return (
-        e2e.kafka_objects(PEM, PEM, "secret-password", "cluster-id")
-        + e2e.pipeline_secrets("secret-password", PEM)
+        e2e.kafka_objects(SECURITY, "cluster-id")
+        + e2e.pipeline_secrets(SECURITY)
         + e2e.model_volume()
     )
 
@@ -57,8 +57,15 @@ def test_the_broker_config_survives_the_properties_format() -> None:
     # One line per setting: the multi-line PEM is escaped, as java.util.Properties reads it.
     assert all("=" in line for line in lines)
     keys = dict(line.split("=", 1) for line in lines)
-    assert keys["listener.name.sasl_ssl.ssl.keystore.key"] == PEM.replace("\n", "\\n")
+    key = SECURITY.tls.server_key_pem
+    assert keys["listener.name.sasl_ssl.ssl.keystore.key"] == key.replace("\n", "\\n")
     assert keys["advertised.listeners"].endswith(f"SASL_SSL://{e2e.KAFKA_HOST}:9093")
+    # The broker certificate names the host clients dial (librdkafka checks it).
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(SECURITY.tls.server_cert_pem.encode())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert e2e.KAFKA_HOST in names.get_values_for_type(x509.DNSName)
 
 
 def test_the_kind_environment_points_at_the_e2e_kafka_and_volume() -> None:

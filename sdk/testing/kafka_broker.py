@@ -50,10 +50,14 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Self
 
+from rtflow.testing.kafka_security import (
+    BrokerSecurity,
+    properties_text,
+    sasl_ssl_listener_settings,
+)
+
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
-
-    from rtflow.testing.kafka_security import BrokerSecurity
 
 __all__ = [
     "ENV_LIB",
@@ -522,36 +526,21 @@ class KafkaBroker:
         if self.security is not None:
             settings.update(self._secure_listener_settings(self.security))
         settings.update(self._extra_config)
-        return "".join(f"{key}={_escape_property(value)}\n" for key, value in settings.items())
+        return properties_text(settings)
 
     def _secure_listener_settings(self, security: BrokerSecurity) -> dict[str, str]:
-        """A SASL_SSL listener beside PLAINTEXT: SCRAM over TLS with an inline PEM key store.
-
-        Everything is scoped to the listener (``listener.name.sasl_ssl.``) so the PLAINTEXT and
-        controller listeners stay as they are. The key is unencrypted PKCS#8, which the PEM key
-        store reads without ``ssl.key.password``. Server-side SCRAM still needs a JAAS entry
-        per mechanism, even an empty one: without it the broker refuses to start.
-        """
+        """A SASL_SSL listener beside PLAINTEXT (its settings are shared with e2e's broker)."""
         assert self._port is not None and self._secure_port is not None
         secure = f"SASL_SSL://127.0.0.1:{self._secure_port}"
-        prefix = "listener.name.sasl_ssl."
-        settings = {
+        return {
             "listeners": f"PLAINTEXT://127.0.0.1:{self._port},{secure},"
             f"CONTROLLER://127.0.0.1:{self._controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self._port},{secure}",
             "listener.security.protocol.map": (
                 "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL"
             ),
-            f"{prefix}sasl.enabled.mechanisms": ",".join(security.mechanisms),
-            f"{prefix}ssl.keystore.type": "PEM",
-            f"{prefix}ssl.keystore.certificate.chain": security.tls.server_chain_pem,
-            f"{prefix}ssl.keystore.key": security.tls.server_key_pem,
+            **sasl_ssl_listener_settings(security),
         }
-        for mechanism in security.mechanisms:
-            settings[f"{prefix}{mechanism.lower()}.sasl.jaas.config"] = (
-                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-            )
-        return settings
 
     def _format_storage(self, props: Path) -> None:
         """Write meta.properties and the bootstrap metadata: KRaft will not start without them."""
@@ -625,15 +614,6 @@ class KafkaBroker:
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
-
-
-def _escape_property(value: str) -> str:
-    """A value as java.util.Properties reads it back: backslashes and line breaks escaped.
-
-    Inline PEM (the SASL_SSL key store) is many lines; unescaped, every line after the first
-    would be read as a key of its own.
-    """
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
 
 
 # Everything to stdout, which start() sends to broker.log. Log4j's own shutdown hook is off:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -243,3 +243,37 @@ class BrokerSecurity:
             "KAFKA_SASL_PASSWORD": who.password,
             "KAFKA_SSL_CA_PEM": self.tls.ca_pem,
         }
+
+
+def sasl_ssl_listener_settings(
+    security: BrokerSecurity, listener: str = "sasl_ssl"
+) -> dict[str, str]:
+    """Broker settings of a SASL_SSL listener (scoped to it, so other listeners are untouched):
+    SCRAM over TLS with an inline PEM key store. The key is unencrypted PKCS#8, which the PEM
+    key store reads without ``ssl.key.password``. Server-side SCRAM still needs a JAAS entry
+    per mechanism, even an empty one: without it the broker refuses to start.
+
+    The test broker (:class:`rtflow.testing.kafka_broker.KafkaBroker`) and the e2e cluster's
+    broker are configured with these same settings, so what the integration tests prove is what
+    the e2e cluster runs. Values are raw: escape them for a properties file
+    (:func:`properties_text`)."""
+    prefix = f"listener.name.{listener}."
+    settings = {
+        f"{prefix}sasl.enabled.mechanisms": ",".join(security.mechanisms),
+        f"{prefix}ssl.keystore.type": "PEM",
+        f"{prefix}ssl.keystore.certificate.chain": security.tls.server_chain_pem,
+        f"{prefix}ssl.keystore.key": security.tls.server_key_pem,
+    }
+    for mechanism in security.mechanisms:
+        settings[f"{prefix}{mechanism.lower()}.sasl.jaas.config"] = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        )
+    return settings
+
+
+def properties_text(settings: Mapping[str, str]) -> str:
+    """``key=value`` lines as java.util.Properties reads them back: backslashes and line
+    breaks escaped (inline PEM is many lines; unescaped, every line after the first would be
+    read as a key of its own)."""
+    escape = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r"})
+    return "".join(f"{key}={value.translate(escape)}\n" for key, value in settings.items())
