@@ -226,8 +226,9 @@ def pipeline_secrets(security: BrokerSecurity) -> list[dict[str, Any]]:
 def event_bus() -> dict[str, Any]:
     """The ``default`` JetStream bus the example's EventSource and Sensor use (it declares no
     bus of its own: production has one per namespace)."""
+    # As rtflow's own EventBus (support-triage): an explicit non-root user, since the NATS
+    # image itself would run as root and runAsNonRoot alone would refuse to start it.
     pod_security, _ = _restricted(65532)
-    del pod_security["runAsUser"], pod_security["runAsGroup"]  # the NATS images pick theirs
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "EventBus",

@@ -262,7 +262,30 @@ def deployed(platform: Kube, manifests: Path) -> Kube:
         kube.wait_for(f"deployments -n {ns} -l {selector}")
         kube("wait", "-n", ns, "--for=condition=Available", "deployment", "-l", selector,
              "--timeout=600s")  # fmt: skip
+    # The EventSource reads from the newest offset (oldest: false), so a transaction produced
+    # before its consumer group owns the partition would be skipped, by design: wait for it.
+    deadline = time.monotonic() + 300
+    while "transactions" not in group_members(kube, "fraud-detection"):
+        assert time.monotonic() < deadline, f"the EventSource never joined\n{kube.diagnostics()}"
+        time.sleep(5)
+    time.sleep(10)  # the Sensor's subscription to the bus, which no status shows
     return kube
+
+
+def group_members(kube: Kube, group: str) -> str:
+    """``kafka-consumer-groups --describe --members --verbose``: the partitions each member
+    of ``group`` owns (empty while the group is forming)."""
+    result = subprocess.run(
+        [
+            str(kube.kind.kubectl_path), "--kubeconfig", kube.kubeconfig, "exec", "-n",
+            e2e.KAFKA_NAMESPACE, "deploy/kafka", "--", "env", "KAFKA_HEAP_OPTS=-Xmx128m",
+            "/opt/kafka/bin/kafka-consumer-groups.sh", "--bootstrap-server",
+            f"127.0.0.1:{e2e.KAFKA_ADMIN_PORT}", "--describe", "--group", group, "--members",
+            "--verbose",
+        ],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    return result.stdout if result.returncode == 0 else ""
 
 
 def test_a_transaction_runs_to_the_output_topic(deployed: Kube) -> None:
