@@ -15,7 +15,7 @@ so an overlay can never disagree with what the generator would have written.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -128,7 +128,7 @@ def json_patch(old: Any, new: Any, path: tuple[object, ...] = ()) -> Iterator[Op
 def _broker_patches(
     by_kind: dict[str, dict[str, Document]],
     url: str,
-    add: Any,
+    add: Callable[[Document, Sequence[Operation]], None],
 ) -> None:
     for source in by_kind.get("EventSource", {}).values():
         kafka = source["spec"].get("kafka") or {}

@@ -174,6 +174,18 @@ class _Checker:
             }
         )
 
+    def _server(self, name: object, where: str) -> Any:
+        """The pipeline's Triton server of that name, or the error naming the ones it has."""
+        server = self.servers.get(name) if isinstance(name, str) else None
+        if server is None:
+            known = sorted(self.servers) or "no Triton server"
+            raise DefinitionError(
+                f"{name!r} is not a Triton server of the pipeline",
+                fix=f"use one of {known}",
+                field=where,
+            )
+        return server
+
     def _images(self) -> tuple[ir.ImageOverride, ...]:
         env = self.env
         if env.image_tag is not None and env.images:
@@ -266,13 +278,7 @@ class _Checker:
         result = []
         for server, count in sorted(self.env.replicas.items()):
             where = self.field(f"replicas[{server!r}]")
-            if server not in self.servers:
-                known = sorted(self.servers) or "no Triton server"
-                raise DefinitionError(
-                    f"{server!r} is not a Triton server of the pipeline",
-                    fix=f"use one of {known}",
-                    field=where,
-                )
+            self._server(server, where)
             if isinstance(count, bool) or not isinstance(count, int):
                 raise DefinitionError(
                     f"{count!r} is not a whole number of pods", fix="use e.g. 3", field=where
@@ -371,14 +377,7 @@ class _Checker:
         result = []
         for server_name, names in sorted(chosen.items()):
             where = self.field(f"models[{server_name!r}]")
-            server = self.servers.get(server_name)
-            if server is None:
-                known = sorted(self.servers) or "no Triton server"
-                raise DefinitionError(
-                    f"{server_name!r} is not a Triton server of the pipeline",
-                    fix=f"use one of {known}",
-                    field=where,
-                )
+            server = self._server(server_name, where)
             declared = [m.name for m in server.models]
             if isinstance(names, str) or not isinstance(names, Sequence) or not names:
                 raise DefinitionError(
@@ -421,13 +420,7 @@ class _Checker:
         result = []
         for server, spec in sorted(given.items()):
             where = self.field(f"server_resources[{server!r}]")
-            if server not in self.servers:
-                known = sorted(self.servers) or "no Triton server"
-                raise DefinitionError(
-                    f"{server!r} is not a Triton server of the pipeline",
-                    fix=f"use one of {known}",
-                    field=where,
-                )
+            self._server(server, where)
             unknown = sorted(set(spec) - set(keys)) if isinstance(spec, Mapping) else ["?"]
             if unknown or not isinstance(spec, Mapping) or not {"cpu", "memory"} <= set(spec):
                 raise DefinitionError(

@@ -17,17 +17,14 @@ import pytest
 import yaml
 from compiled import PIPELINES, ROOT
 from components import component_missing
-from test_gitops import _build
 
 from rtflow.errors import DefinitionError
 from rtflow.generators.compiler import compile_pipelines
 from rtflow.generators.overlays import json_patch, retag
 from rtflow.generators.writers import write_folder
-from rtflow.gpu.pools import gpu_pool
 from rtflow.ir import ImageOverride
 from rtflow.loader import load_pipelines
 
-L4 = gpu_pool("l4-other", product="NVIDIA-L4", cloud="gke", accelerator="nvidia-l4")
 TARGETS = [
     ROOT / "examples/fraud_detection.py",
     ROOT / "examples/support_triage.py",
@@ -131,34 +128,6 @@ def test_stream_and_submit_take_one_environment() -> None:
     assert "pick one" in both.stderr and "Traceback" not in both.stderr
     missing = cli("compile", "examples/fraud_detection.py", "-o", "-", "--env", "qa")
     assert missing.returncode == 2 and "declares no environment 'qa'" in missing.stderr
-
-
-@pytest.mark.parametrize(
-    ("environment", "message"),
-    [
-        ({"cpu_only": "yes"}, "cpu_only must be True or False"),
-        (
-            {"cpu_only": True, "gpu_pool": L4},
-            "cpu_only and gpu_pool are both given",
-        ),
-        ({"models": {"scorer-triton": ["nope"]}}, "'nope' is not a model of 'scorer-triton'"),
-        ({"models": {"scorer-triton": []}}, "non-empty list"),
-        ({"models": {"other": ["scorer"]}}, "'other' is not a Triton server"),
-        ({"server_resources": {"scorer-triton": {"cpu": "1"}}}, "give cpu and memory"),
-        (
-            {"server_resources": {"scorer-triton": {"cpu": "lots", "memory": "1Gi"}}},
-            "server_resources['scorer-triton'].cpu",
-        ),
-        ({"images": {"nvcr.io/nvidia/tritonserver": "Mirror/Triton:1"}}, "not an image reference"),
-        ({"images": {"nvcr.io/nvidia/tritonserver": "mirror.local/triton"}}, "no tag or digest"),
-    ],
-)
-def test_environment_errors_name_the_field(environment: dict[str, Any], message: str) -> None:
-    with pytest.raises(DefinitionError) as error:
-        _build(**environment)
-    text = str(error.value)
-    assert "\n" not in text and text.startswith("pipeline 'scoring', field ")
-    assert message in text
 
 
 def test_a_model_the_pipeline_calls_cannot_be_left_out() -> None:

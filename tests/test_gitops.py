@@ -24,10 +24,12 @@ import rtflow
 from rtflow.errors import DefinitionError
 from rtflow.generators.compiler import compile_pipelines
 from rtflow.generators.writers import render_folder
+from rtflow.gpu.pools import gpu_pool
 from rtflow.verify import argocd_schema
 from rtflow.verify.kustomize import KustomizeError, KustomizeUnavailable, kustomize_build
 
 TARGET = str(PIPELINES / "with_environments.py")
+L4_OTHER = gpu_pool("l4-other", product="NVIDIA-L4", cloud="gke", accelerator="nvidia-l4")
 
 
 def rtflow_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -294,6 +296,19 @@ def _build(**environment: Any) -> None:
         ({"kafka_brokers": ["no-port"]}, "'no-port' is not a host:port broker address"),
         ({"gpu_pool": "l4"}, "not a GPU pool"),
         ({"labels": {"env": "a b"}}, "is not a valid Kubernetes label value"),
+        # Triton per environment (tests/test_environment_overlays.py has the rest).
+        ({"cpu_only": "yes"}, "cpu_only must be True or False"),
+        ({"cpu_only": True, "gpu_pool": L4_OTHER}, "cpu_only and gpu_pool are both given"),
+        ({"models": {"scorer-triton": ["nope"]}}, "'nope' is not a model of 'scorer-triton'"),
+        ({"models": {"scorer-triton": []}}, "non-empty list"),
+        ({"models": {"other": ["scorer"]}}, "'other' is not a Triton server"),
+        ({"server_resources": {"scorer-triton": {"cpu": "1"}}}, "give cpu and memory"),
+        (
+            {"server_resources": {"scorer-triton": {"cpu": "lots", "memory": "1Gi"}}},
+            "server_resources['scorer-triton'].cpu",
+        ),
+        ({"images": {"nvcr.io/nvidia/tritonserver": "Mirror/Triton:1"}}, "not an image reference"),
+        ({"images": {"nvcr.io/nvidia/tritonserver": "mirror.local/triton"}}, "no tag or digest"),
     ],
 )
 def test_environment_errors_name_the_field(environment: dict[str, Any], message: str) -> None:

@@ -124,6 +124,13 @@ def _paths(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
 
 
 def _run(linter: Linter, command: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return run_tool(linter.name, command, timeout)
+
+
+def run_tool(
+    name: str, command: list[str], timeout: float, error: type[LinterError] = LinterError
+) -> subprocess.CompletedProcess[str]:
+    """Run a verify tool to the end, output as text; ``error`` (one line) when it cannot."""
     try:
         return subprocess.run(
             command,
@@ -136,9 +143,9 @@ def _run(linter: Linter, command: list[str], timeout: float) -> subprocess.Compl
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as exc:
-        raise LinterError(f"{linter.name} did not finish within {timeout:g} s: {command}") from exc
+        raise error(f"{name} did not finish within {timeout:g} s: {command}") from exc
     except OSError as exc:
-        raise LinterError(f"{linter.name} could not be started ({command[0]}): {exc}") from exc
+        raise error(f"{name} could not be started ({command[0]}): {exc}") from exc
 
 
 def _lines(text: str) -> list[str]:

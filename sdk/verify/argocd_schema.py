@@ -28,6 +28,7 @@ from typing import Any
 
 import jsonschema  # type: ignore[import-untyped,unused-ignore]
 
+from rtflow.verify import KUBERNETES_VERSION
 from rtflow.verify.argo_linters import LinterError
 from rtflow.verify.jsonschema_strict import forbid_unknown_fields
 
@@ -44,8 +45,6 @@ SCHEMA_FILES = {
     "ApplicationSet": "applicationset.schema.json",
 }
 KINDS = tuple(SCHEMA_FILES)
-# metadata is checked as a core object's ObjectMeta, of the Kubernetes version rtflow lint uses.
-KUBERNETES_VERSION = "1.29"
 _MAX_MESSAGE = 240
 
 

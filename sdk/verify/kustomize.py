@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rtflow.verify.argo_linters import TOOLS_BIN, LinterError
+from rtflow.verify.argo_linters import TOOLS_BIN, LinterError, run_tool
 
 
 class _Yaml12Strings(yaml.SafeLoader):
@@ -97,23 +96,7 @@ def kustomize_build(folder: Path, *, timeout: float = DEFAULT_TIMEOUT_S) -> list
     naming the folder and kustomize's stderr when the build fails or prints what is not YAML.
     """
     command = [*kustomize_command(), f"--load-restrictor={LOAD_RESTRICTOR}", os.fspath(folder)]
-    try:
-        proc = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            timeout=timeout,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise KustomizeError(
-            f"kustomize build {folder} did not finish within {timeout:g} s"
-        ) from exc
-    except OSError as exc:
-        raise KustomizeError(f"kustomize could not be started ({command[0]}): {exc}") from exc
+    proc = run_tool(f"kustomize build {folder}", command, timeout, KustomizeError)
     if proc.returncode != 0:
         detail = proc.stderr.strip() or f"exit status {proc.returncode}, nothing on stderr"
         raise KustomizeError(f"kustomize build {folder} failed: {detail}")

@@ -34,11 +34,10 @@ import yaml
 
 from rtflow.generators import bundle as bundle_module
 from rtflow.generators.labels import PIPELINE
-from rtflow.verify import argo_linters, argocd_schema
+from rtflow.verify import KUBERNETES_VERSION, argo_linters, argocd_schema
 
 WORKFLOW_KINDS = ("WorkflowTemplate", "Workflow", "CronWorkflow", "ClusterWorkflowTemplate")
 EVENTS_KINDS = ("EventSource", "Sensor", "EventBus")
-KUBERNETES_VERSION = "1.29"
 _CREDENTIAL = re.compile(
     r"PASSW(OR)?D|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIAL|ACCESS_?KEY", re.IGNORECASE
 )
