@@ -13,6 +13,8 @@ is the cluster's own; ``e2e/`` runs the example there.
 Compile:  rtflow compile examples/fraud_detection.py -o manifests
 Graph:    rtflow graph examples/fraud_detection.py
 Stream:   rtflow compile examples/fraud_detection.py -o - --env kind
+Locally:  python examples/models/fraud_events.py --count 10000 > /tmp/events.jsonl
+          rtflow run --local examples/fraud_detection.py --events /tmp/events.jsonl
 """
 
 from __future__ import annotations
@@ -183,6 +185,10 @@ transactions = rtflow.kafka(
     argocd=rtflow.ArgoCD(
         repo_url="https://github.com/acme/fraud-deploy.git", path_prefix="manifests"
     ),
+    # The hot path (features -> score -> decide -> publish) runs as long-running Kafka workers,
+    # exactly once; the review branch (fan-out, approval, containers) stays on the workflow
+    # plane and is reached through the hand-off topic.
+    stream=rtflow.Stream(guarantee="exactly_once", partitions=4),
 )
 def fraud_detection(transaction: dict[str, Any], review_threshold: float = 0.9) -> None:
     features = compute_features(transaction)

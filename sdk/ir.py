@@ -312,6 +312,9 @@ class Trigger:
     data_filters: tuple[DataFilter, ...] = ()
     expr_filters: tuple[ExprFilter, ...] = ()
     delivery: Delivery = field(default_factory=lambda: Delivery(True, 3, "1s", "2", "0.1"))
+    payload_schema: tuple[tuple[str, ParamType], ...] = ()
+    """Each declared leaf field of the body as a dotted path (``body.amount``) and its type:
+    what the stream plane checks every event against (the workflow plane checks paths only)."""
 
 
 @dataclass(frozen=True)
@@ -323,6 +326,40 @@ class EventBus:
     version: str
     storage: str
     storage_class: str | None = None
+
+
+# The stream plane: long-running Kafka workers for the hot path (rtflow.Stream).
+
+Guarantee = Literal["exactly_once", "at_least_once"]
+
+
+@dataclass(frozen=True)
+class StreamPlane:
+    """How the pipeline's hot path runs as long-running Kafka workers.
+
+    ``hot_tasks`` run inside the workers, in this (topological) order, fused into one process
+    except where ``hops`` starts a new group behind a Kafka topic; every other task stays on the
+    workflow plane and is reached through ``handoff_topic``.
+    """
+
+    source_topic: str
+    consumer_group: str
+    brokers: tuple[str, ...]
+    guarantee: Guarantee
+    transaction_interval_ms: int
+    max_wait_ms: int
+    max_events: int
+    inference_batch: tuple[tuple[str, int], ...]  # inference task -> client batch size
+    inference_in_flight: int
+    dead_letter_topic: str
+    handoff_topic: str | None
+    results_topic: str | None
+    hot_tasks: tuple[str, ...]
+    handoff_tasks: tuple[str, ...]
+    hops: tuple[str, ...] = ()
+    workers: int = 1
+    partitions: int = 4
+    metrics_port: int = 9400
 
 
 # Where the compiled output goes: environments (kustomize overlays) and Argo CD.
@@ -403,6 +440,7 @@ class Pipeline:
     servers: tuple[Any, ...] = ()  # rtflow.gpu.serving.TritonServing, validated on creation
     environments: tuple[Environment, ...] = ()
     argocd: ArgoCD = field(default_factory=ArgoCD)
+    stream: StreamPlane | None = None
 
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)

@@ -8,7 +8,7 @@ its calls; stage functions are only inspected (signature, annotations), never ca
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 from rtflow import ir, stage_ir
@@ -36,6 +36,7 @@ from rtflow.recording import (
     recording,
 )
 from rtflow.stage import StageDef
+from rtflow.stream_ir import build_stream
 from rtflow.trigger_ir import build_triggers
 from rtflow.triggers import EventBus
 
@@ -96,7 +97,7 @@ class _PipelineBuilder:
         bus_name, bus = _event_bus(options.event_bus)
         triggers = build_triggers(options.triggers, name, inputs)
         servers = [self.servers[n] for n in sorted(self.servers)]
-        return ir.Pipeline(
+        built = ir.Pipeline(
             name=name,
             source=getattr(self.definition.function, "__module__", "?"),
             inputs=tuple(inputs),
@@ -133,6 +134,8 @@ class _PipelineBuilder:
             ),
             argocd=build_argocd(options.argocd),
         )
+        stream = build_stream(options.stream, built)
+        return built if stream is None else replace(built, stream=stream)
 
     # Pipeline inputs and recording
 

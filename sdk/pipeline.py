@@ -13,6 +13,7 @@ from typing import Any
 from rtflow import ir
 from rtflow.environments import ArgoCD, Environment
 from rtflow.options import Retry
+from rtflow.streams import Stream
 from rtflow.triggers import EventBus, Trigger
 
 
@@ -37,6 +38,7 @@ class PipelineOptions:
     event_bus: str | EventBus = "default"
     environments: tuple[Environment, ...] = ()
     argocd: ArgoCD | None = None
+    stream: Stream | None = None
 
 
 class Pipeline:
@@ -91,6 +93,7 @@ def pipeline(
     event_bus: str | EventBus = "default",
     environments: Sequence[Environment] = (),
     argocd: ArgoCD | None = None,
+    stream: Stream | None = None,
 ) -> Callable[[Callable[..., Any]], Pipeline]:
     """Declare a pipeline. Its parameters (annotated) are the pipeline's inputs.
 
@@ -100,6 +103,7 @@ def pipeline(
     Events bus ``event_bus``: the name of an existing EventBus, or an rtflow.EventBus to emit.
     ``environments`` (rtflow.Environment) compile to kustomize overlays over the pipeline's base;
     ``argocd`` (rtflow.ArgoCD) names the Git repository Argo CD Applications point at.
+    ``stream`` (rtflow.Stream) runs the hot path as long-running Kafka workers, exactly once.
     """
     options = PipelineOptions(
         name=name,
@@ -121,6 +125,7 @@ def pipeline(
         event_bus=event_bus,
         environments=tuple(environments),
         argocd=argocd,
+        stream=stream,
     )
 
     def wrap(function: Callable[..., Any]) -> Pipeline:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
 from rtflow import ir
@@ -125,6 +125,7 @@ class _TriggerBuilder:
             data_filters=data_filters,
             expr_filters=expr_filters,
             delivery=self._delivery(t.delivery),
+            payload_schema=tuple(_schema_fields(self.schema, "body")) if self.schema else (),
         )
 
     # Sources
@@ -564,3 +565,21 @@ def _positive(value: int | None, field: str) -> int | None:
 
 def _number(value: float) -> str:
     return json.dumps(value)
+
+
+def _schema_fields(schema: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, ParamType]]:
+    """The declared leaf fields of a payload schema as (dotted path, type), sorted by path."""
+    for key in sorted(schema):
+        node = schema[key]
+        path = f"{prefix}.{key}"
+        if isinstance(node, Mapping):
+            yield from _schema_fields(node, path)
+            continue
+        found = from_annotation(node)
+        if found is None:
+            raise DefinitionError(
+                f"payload_schema gives {path} the type {node!r}",
+                fix="use str, int, float, bool, dict, list[...] or a nested dict",
+                field="payload_schema",
+            )
+        yield path, found

@@ -56,6 +56,7 @@ from rtflow.stages.inference import (
 )
 from rtflow.stages.runtime import BadInput
 from rtflow.stages.semantics import Phase
+from rtflow.stages.stream.launcher import StreamRunError
 from rtflow.stages.workers import Invocation, WorkerPool, WorkerStartError, child_env
 
 __all__ = [
@@ -1033,6 +1034,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--log-dir", type=Path, help="worker logs (default: a temporary folder)")
+    parser.add_argument(
+        "--plane",
+        choices=("stream", "workflow"),
+        help="a pipeline with stream=rtflow.Stream(...) runs on the stream plane (long-running "
+        "Kafka workers, exactly once) unless --plane workflow; the workflow plane runs each "
+        "event as a workflow",
+    )
+    parser.add_argument(
+        "--duration", type=float, help="stream plane: run this many seconds (default: until "
+        "every event fed from --events is done)",
+    )  # fmt: skip
     return parser
 
 
@@ -1052,7 +1064,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _main(args)
-    except (LocalRunError, OSError) as exc:
+    except (LocalRunError, StreamRunError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
@@ -1066,6 +1078,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     pipeline = _select_pipeline(args.pipeline)
+    if pipeline.stream is not None and args.plane != "workflow":
+        from rtflow.stages.stream.launcher import run_stream_local
+
+        if args.kafka_topic and args.kafka_topic != pipeline.stream.source_topic:
+            raise LocalRunError(
+                f"the stream plane consumes the trigger's topic {pipeline.stream.source_topic!r}"
+            )
+        return run_stream_local(
+            args.pipeline,
+            pipeline,
+            events=args.events,
+            brokers=args.kafka_brokers,
+            triton_grpc=args.triton_grpc_url,
+            workers=args.workers if args.workers != 1 else None,
+            duration=args.duration,
+            progress=not args.no_progress and sys.stderr.isatty(),
+            log_dir=args.log_dir,
+        )
     stand_ins = dict(_stand_in(s) for s in args.stand_in)
     needs_kafka = args.kafka_topic or args.output_topic or args.dead_letter_topic
     if needs_kafka and not args.kafka_brokers:

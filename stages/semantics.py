@@ -317,7 +317,7 @@ def _data_filter_passes(f: ir.DataFilter, event: Any) -> bool:
     return any(compare(float(value), op, t) for t in targets)
 
 
-def _expr_filter_passes(f: ir.ExprFilter, event: Any) -> bool:
+def expr_filter_passes(f: ir.ExprFilter, event: Any) -> bool:
     values: dict[str, Any] = {}
     for path, name in f.fields:
         found, value = lookup(event, path)
@@ -354,5 +354,5 @@ def trigger_passes(trigger: ir.Trigger, body: Any, metadata: Mapping[str, Any] |
     expression filter must hold; a path the event lacks fails its filter."""
     event = {**(metadata or {}), "body": body}
     return all(_data_filter_passes(f, event) for f in trigger.data_filters) and all(
-        _expr_filter_passes(f, event) for f in trigger.expr_filters
+        expr_filter_passes(f, event) for f in trigger.expr_filters
     )

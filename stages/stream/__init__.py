@@ -1,0 +1,6 @@
+"""The stream plane's runtime: long-running Kafka workers running a pipeline's hot path.
+
+``plan`` runs a batch through the fused stages, ``triton`` micro-batches inference over gRPC,
+``worker`` is the Kafka loop with its transactions, ``metrics`` its Prometheus surface, and
+``launcher`` starts workers (and the broker and Triton) for ``rtflow run --local``.
+"""

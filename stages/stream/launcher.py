@@ -1,0 +1,500 @@
+"""Starting stream workers: one in a container (``python -m rtflow.stages stream``), or a whole
+local stream plane for ``rtflow run --local`` (the real broker, the real Triton, N workers).
+
+The local run starts the *same* worker command a stream Deployment runs, as child processes;
+only the addresses differ (loopback broker and Triton instead of the cluster's Services).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+from rtflow import ir
+
+log = logging.getLogger("rtflow.stream")
+MAX_RESTARTS = 3
+
+
+class StreamRunError(RuntimeError):
+    """The local stream plane cannot go on (a worker keeps failing)."""
+
+
+def load_stream_pipeline(target: str) -> ir.Pipeline:
+    from rtflow.loader import load_pipelines
+
+    _, pipelines = load_pipelines(target)
+    streams = [p for p in (d.build() for d in pipelines) if p.stream is not None]
+    if len(streams) != 1:
+        names = ", ".join(p.name for p in streams) or "none"
+        raise SystemExit(
+            f"rtflow: error: {target} must define one stream pipeline (found: {names}); "
+            "name it as PATH:ATTR"
+        )
+    return streams[0]
+
+
+def parse_pairs(pairs: Sequence[str], what: str) -> dict[str, str]:
+    result = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"rtflow: error: {what} {pair!r} is not NAME=VALUE")
+        result[name] = value
+    return result
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pipeline", metavar="PATH_OR_MODULE[:PIPELINE]")
+    parser.add_argument("--group", type=int, default=0, help="which fused group (after hops)")
+    parser.add_argument(
+        "--worker-id",
+        default=os.environ.get("RTFLOW_WORKER_ID") or os.environ.get("HOSTNAME"),
+        help="stable id of this worker (its transactional id); default $RTFLOW_WORKER_ID, "
+        "$HOSTNAME",
+    )
+    parser.add_argument("--brokers", default=os.environ.get("KAFKA_BROKERS"))
+    parser.add_argument(
+        "--triton",
+        action="append",
+        default=[],
+        metavar="SERVER=HOST:PORT",
+        help="gRPC address of a Triton server (default: the server's Service)",
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=None, help="Prometheus port (default: the plane's)"
+    )
+    parser.add_argument("--metrics-address", default=os.environ.get("RTFLOW_METRICS_ADDRESS"))
+
+
+def serve(args: argparse.Namespace) -> int:
+    """The worker process: build the plan from the pipeline's own definition and run it."""
+    from rtflow.stages.builtin.kafka_publish import security_from_env
+    from rtflow.stages.stream.plan import Plan
+    from rtflow.stages.stream.worker import JsonFormatter, StreamWorker, WorkerSettings
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=os.environ.get("RTFLOW_LOG_LEVEL", "INFO"), handlers=[handler])
+    pipeline = load_stream_pipeline(args.pipeline)
+    assert pipeline.stream is not None
+    plan = Plan(pipeline, group=args.group)
+    brokers = args.brokers or ",".join(pipeline.stream.brokers)
+    plan.bind_triton(parse_pairs(args.triton, "--triton"))
+    settings = WorkerSettings(
+        brokers=brokers,
+        worker_id=args.worker_id or "0",
+        client_config=security_from_env(),
+        metrics_port=args.metrics_port
+        if args.metrics_port is not None
+        else pipeline.stream.metrics_port,
+        metrics_address=args.metrics_address or "0.0.0.0",
+    )
+    worker = StreamWorker(plan, settings)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return worker.run()
+
+
+# -- the local stream plane ------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerProcess:
+    """One worker child process: its command, its metrics port and its log."""
+
+    group: int
+    index: int
+    command: list[str]
+    metrics_port: int
+    log_path: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    def start(self) -> WorkerProcess:
+        with self.log_path.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,  # a terminal's Ctrl-C reaches the launcher, which stops us
+            )
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def terminate(self) -> None:
+        if self.alive:
+            assert self.process is not None
+            self.process.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self.alive:
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait()
+
+    def wait(self, timeout: float) -> int | None:
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+
+def worker_command(
+    target: str,
+    *,
+    group: int,
+    worker_id: str,
+    brokers: str,
+    triton: Mapping[str, str],
+    metrics_port: int,
+) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "rtflow.stages",
+        "stream",
+        target,
+        "--group",
+        str(group),
+        "--worker-id",
+        worker_id,
+        "--brokers",
+        brokers,
+        "--metrics-port",
+        str(metrics_port),
+        "--metrics-address",
+        "127.0.0.1",
+    ]
+    for server, address in sorted(triton.items()):
+        command += ["--triton", f"{server}={address}"]
+    return command
+
+
+def scrape(port: int, timeout: float = 1.0) -> dict[str, float]:
+    """A worker's metrics as ``name{labels}`` -> value (the text format, parsed by the
+    Prometheus client's own parser)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as reply:
+        text = reply.read().decode()
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            values[f"{sample.name}{{{labels}}}"] = sample.value
+    return values
+
+
+@dataclass
+class Totals:
+    """What every worker has done so far, from their metrics."""
+
+    processed: float = 0.0
+    filtered: float = 0.0
+    dead_lettered: float = 0.0
+    handed_off: float = 0.0
+    latency_buckets: dict[float, float] = field(default_factory=dict)
+
+    @property
+    def done(self) -> float:
+        return self.processed + self.filtered + self.dead_lettered
+
+    def quantile(self, q: float) -> float | None:
+        """The latency quantile in ms, read off the histogram's buckets (upper bound)."""
+        if not self.latency_buckets:
+            return None
+        total = max(self.latency_buckets.values())
+        if total <= 0:
+            return None
+        for bound in sorted(self.latency_buckets):
+            if self.latency_buckets[bound] >= q * total:
+                return bound * 1000.0
+        return None
+
+
+def totals(ports: Sequence[int], *, last_group_ports: Sequence[int]) -> Totals:
+    result = Totals()
+    for port in ports:
+        try:
+            values = scrape(port)
+        except OSError:
+            continue
+        last = port in last_group_ports
+        for key, value in values.items():
+            if key.startswith("rtflow_stream_events_total{"):
+                outcome = key.split("outcome=", 1)[1].split(",")[0].rstrip("}")
+                # An event ends in the last group, or is filtered / dead-lettered on the way.
+                counted = ("filtered", "dead_lettered") + (
+                    ("processed", "handed_off") if last else ()
+                )
+                if outcome in counted:
+                    setattr(result, outcome, getattr(result, outcome) + value)
+            elif key.startswith("rtflow_stream_event_latency_seconds_bucket{") and last:
+                bound = key.split("le=", 1)[1].split(",")[0].rstrip("}")
+                upper = float("inf") if bound in ("+Inf", "inf") else float(bound)
+                result.latency_buckets[upper] = result.latency_buckets.get(upper, 0.0) + value
+    return result
+
+
+class Progress:
+    """One status line: rewritten in place on a terminal, a new line every few seconds
+    otherwise (a log file or CI gets a readable record, not a stream of carriage returns)."""
+
+    def __init__(self, stream: IO[str], *, every: float = 5.0) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.every = every if not self.tty else 0.5
+        self._last = 0.0
+        self._previous: tuple[float, float] | None = None
+
+    def update(self, fed: int, seen: Totals, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.every:
+            return
+        rate = 0.0
+        if self._previous is not None and now > self._previous[0]:
+            rate = (seen.done - self._previous[1]) / (now - self._previous[0])
+        self._previous = (now, seen.done)
+        self._last = now
+        p50, p99 = seen.quantile(0.5), seen.quantile(0.99)
+        latency = f"p50<={p50:.0f} ms p99<={p99:.0f} ms" if p50 and p99 else "latency -"
+        line = (
+            f"stream: fed {fed}  processed {seen.processed:.0f}  filtered {seen.filtered:.0f}  "
+            f"dead-lettered {seen.dead_lettered:.0f}  handed off {seen.handed_off:.0f}  "
+            f"{rate:,.0f} events/s  {latency}"
+        )
+        if self.tty:
+            self.stream.write("\r" + line + "\x1b[K")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stream_topics(pipeline: ir.Pipeline) -> list[str]:
+    """Every topic the plane reads or writes."""
+    from rtflow.stages.stream.plan import PublishStep, groups_of
+
+    stream = pipeline.stream
+    assert stream is not None
+    topics = {stream.source_topic, stream.dead_letter_topic}
+    topics |= {t for t in (stream.handoff_topic, stream.results_topic) if t is not None}
+    groups = groups_of(stream)
+    topics |= {f"{pipeline.name}-hop-{g[0]}" for g in groups[1:]}
+    for name in stream.hot_tasks:
+        task = pipeline.task(name)
+        stage = pipeline.stage(task.stage)
+        from rtflow.stream_ir import KAFKA_PUBLISH_FUNCTION
+
+        if stage.function == KAFKA_PUBLISH_FUNCTION:
+            topics.add(PublishStep(task, stage).topic)
+    return sorted(topics)
+
+
+def produce_events(brokers: str, topic: str, lines: Iterator[str]) -> int:
+    """Feed JSONL events to the source topic (each line as it is: a line that is not JSON is a
+    poison event the workers must dead-letter, not something to drop here)."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": brokers, "enable.idempotence": True, "linger.ms": 5})
+    count = 0
+    for line in lines:
+        text = line.rstrip("\n")
+        if not text.strip():
+            continue
+        while True:
+            try:
+                producer.produce(topic, value=text.encode())
+                break
+            except BufferError:
+                producer.poll(0.01)
+        count += 1
+        producer.poll(0)
+    producer.flush(30)
+    return count
+
+
+@contextlib.contextmanager
+def _local_broker(brokers: str | None) -> Iterator[tuple[str, Any]]:
+    if brokers:
+        yield brokers, None
+        return
+    from rtflow.testing.kafka_broker import KafkaBroker
+
+    with KafkaBroker() as broker:
+        yield broker.bootstrap_servers, broker
+
+
+def run_stream_local(
+    target: str,
+    pipeline: ir.Pipeline,
+    *,
+    events: str | None,
+    brokers: str | None,
+    triton_grpc: str | None,
+    workers: int | None,
+    duration: float | None,
+    progress: bool,
+    log_dir: Path | None,
+) -> int:
+    """``rtflow run --local`` for a stream pipeline: broker, Triton, workers, events, a live
+    progress line; every child stopped at the end (SIGTERM, then SIGKILL)."""
+    from rtflow.stages.inference import needs_triton
+
+    stream = pipeline.stream
+    assert stream is not None
+    from rtflow.stages.stream.plan import groups_of
+
+    count = workers or stream.workers
+    folder = log_dir or Path(tempfile.mkdtemp(prefix=f"rtflow-stream-{pipeline.name}-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    out = sys.stderr
+    children: list[WorkerProcess] = []
+    triton_target = None
+    try:
+        with _local_broker(brokers) as (bootstrap, broker):
+            if broker is not None:
+                broker.create_topics(*stream_topics(pipeline), partitions=stream.partitions)
+            triton: dict[str, str] = {}
+            stages = [s for s in needs_triton(pipeline) if any(
+                pipeline.task(t).stage == s.name for t in stream.hot_tasks
+            )]  # fmt: skip
+            if stages and triton_grpc:
+                triton = {s.inference.server: triton_grpc for s in stages if s.inference}
+            elif stages:
+                from rtflow.stages.inference import local_triton_server
+
+                triton_target = local_triton_server(pipeline, stages, work_dir=folder / "triton")
+                triton_target.start()
+                address = f"127.0.0.1:{triton_target.grpc_port}"
+                triton = {s.inference.server: address for s in stages if s.inference}
+                print(f"stream: Triton at {address}", file=out)
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            for group in range(len(groups_of(stream))):
+                for index in range(count):
+                    port = free_port()
+                    children.append(
+                        WorkerProcess(
+                            group,
+                            index,
+                            worker_command(
+                                target,
+                                group=group,
+                                worker_id=f"local-{group}-{index}",
+                                brokers=bootstrap,
+                                triton=triton,
+                                metrics_port=port,
+                            ),
+                            port,
+                            folder / f"worker-{group}-{index}.log",
+                            env,
+                        ).start()
+                    )
+            print(
+                f"stream: {len(children)} workers on {stream.source_topic} "
+                f"({stream.guarantee}, transactions every {stream.transaction_interval_ms} ms), "
+                f"logs in {folder}",
+                file=out,
+            )
+            fed = 0
+            if events is not None:
+                source = sys.stdin if events == "-" else open(events, encoding="utf-8")  # noqa: SIM115
+                with source:
+                    fed = produce_events(bootstrap, stream.source_topic, iter(source))
+            ports = [c.metrics_port for c in children]
+            last = max(c.group for c in children)
+            last_ports = [c.metrics_port for c in children if c.group == last]
+            bar = Progress(out) if progress else Progress(out, every=5.0)
+            started = time.monotonic()
+            seen = Totals()
+            while not stopping.is_set():
+                time.sleep(0.25)
+                seen = totals(ports, last_group_ports=last_ports)
+                bar.update(fed, seen)
+                for child in children:
+                    if not child.alive and child.process is not None:
+                        code = child.process.returncode
+                        if child.restarts >= MAX_RESTARTS:
+                            tail = child.log_path.read_text(errors="replace")[-3000:]
+                            print(tail, file=out)
+                            raise StreamRunError(
+                                f"worker {child.group}-{child.index} exited {code} "
+                                f"{child.restarts + 1} times; its log is above"
+                            )
+                        print(f"stream: worker {child.group}-{child.index} exited {code}; "
+                              "restarting it", file=out)  # fmt: skip
+                        child.restarts += 1
+                        child.start()
+                if events is not None and duration is None and seen.done >= fed:
+                    break
+                if duration is not None and time.monotonic() - started >= duration:
+                    break
+            bar.update(fed, seen, force=True)
+            bar.close()
+            for child in children:
+                child.terminate()
+            codes = [child.wait(30.0) for child in children]
+            summary = {
+                "fed": fed,
+                "processed": seen.processed,
+                "filtered": seen.filtered,
+                "dead_lettered": seen.dead_lettered,
+                "handed_off": seen.handed_off,
+                "worker_exit_codes": codes,
+                "seconds": round(time.monotonic() - started, 2),
+            }
+            print(json.dumps(summary), file=out)
+            return 0 if all(code == 0 for code in codes) else 1
+    finally:
+        for child in children:
+            child.kill()
+        if triton_target is not None:
+            triton_target.close()
+        signal.signal(signal.SIGTERM, previous)

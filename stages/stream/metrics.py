@@ -1,0 +1,84 @@
+"""A stream worker's Prometheus metrics, served on its metrics port.
+
+Recorded once per batch, not once per event and stage: at 20,000 events/s a histogram
+observation per event per stage would cost more CPU than the fraud stages themselves. Stage
+times are therefore per batch (with the batch size beside them); the end-to-end latency of
+events (producer timestamp to produced) is observed per event, since that is the figure a
+latency budget is about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (
+    0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
+    2.5,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+
+
+class StreamMetrics:
+    """The metrics of one worker process, in a registry of its own."""
+
+    def __init__(self, pipeline: str, worker: str) -> None:
+        self.registry = CollectorRegistry()
+        labels = {"pipeline": pipeline, "worker": worker}
+        r = self.registry
+        self.events = Counter(
+            "rtflow_stream_events", "Events consumed, by outcome", ["outcome"], registry=r
+        )
+        self.dead_lettered = Counter(
+            "rtflow_stream_dead_lettered", "Events sent to the dead-letter topic", ["reason"],
+            registry=r,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "rtflow_stream_event_latency_seconds",
+            "Producer timestamp of an input event to its results produced",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage = Histogram(
+            "rtflow_stream_stage_batch_seconds",
+            "Time a stage took for one batch",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch = Histogram(
+            "rtflow_stream_batch_events", "Events per consumed batch", buckets=BATCH_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.inference_batch = Histogram(
+            "rtflow_stream_inference_batch_rows", "Rows per Triton request", ["stage"],
+            buckets=BATCH_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.commit = Histogram(
+            "rtflow_stream_commit_seconds",
+            "Transaction commit (exactly-once) or offset commit (at-least-once)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.aborts = Counter(
+            "rtflow_stream_aborted_transactions", "Transactions aborted, by cause", ["cause"],
+            registry=r,
+        )  # fmt: skip
+        self.retries = Counter(
+            "rtflow_stream_dependency_retries", "Batches retried after a dependency failed",
+            registry=r,
+        )  # fmt: skip
+        self.lag = Gauge(
+            "rtflow_stream_consumer_lag", "Messages behind the high watermark", ["partition"],
+            registry=r,
+        )  # fmt: skip
+        self.info = Gauge("rtflow_stream_worker", "This worker", list(labels), registry=r)
+        self.info.labels(**labels).set(1)
+
+    def serve(self, port: int, address: str = "0.0.0.0") -> None:
+        start_http_server(port, addr=address, registry=self.registry)
+
+    def observe_lag(self, lags: Mapping[int, int]) -> None:
+        for partition, lag in lags.items():
+            self.lag.labels(partition=str(partition)).set(lag)

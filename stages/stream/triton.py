@@ -1,0 +1,259 @@
+"""Client-side micro-batching to Triton over gRPC, for the stream plane.
+
+A worker hands over the tensors of every event of its batch at once; they are stacked into
+requests of at most ``batch`` rows (never above the model's ``max_batch_size``), several
+requests go out at once (``in_flight``) and the answers are split back per event, in the
+KServe v2 shape the workflow plane's http step gives a stage (``{"model_name", "outputs":
+[{"name", "datatype", "shape", "data"}]}``), so the same stage function reads either.
+
+Failures are told apart because they mean different things for exactly-once:
+
+* Triton unreachable, overloaded, timing out or still loading (UNAVAILABLE, DEADLINE_EXCEEDED,
+  NOT_FOUND, ...): :class:`DependencyError`. The worker commits nothing past this batch and
+  retries it with backoff.
+* Triton refusing a request's data: each event of that request is sent alone, and the events
+  Triton still refuses are rejected one by one (they go to the dead-letter topic), unless all
+  are refused, which says the server, not the data, is at fault (DependencyError again).
+* A tensor that does not fit the declared shape or dtype never reaches Triton: that event is
+  rejected before the request is built.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rtflow.gpu.client import NUMPY_DTYPES
+from rtflow.gpu.kserve import KSERVE_DATATYPES
+from rtflow.gpu.models import TritonModel
+from rtflow.stages.stream.plan import DependencyError
+
+# gRPC status codes that say "the server, not this request": retry the batch later.
+TRANSIENT = frozenset(
+    {"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "RESOURCE_EXHAUSTED", "NOT_FOUND", "ABORTED"}
+)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Why Triton will not take one event's tensors."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Spec:
+    name: str
+    datatype: str
+    dtype: Any
+    dims: tuple[int, ...]
+
+
+def _status(exc: BaseException) -> str:
+    status = getattr(exc, "status", None)
+    text = str(status() if callable(status) else status or "")
+    return text.rsplit(".", 1)[-1]
+
+
+class TritonBatcher:
+    """One model on one Triton, called in micro-batches; one per inference stage per worker."""
+
+    def __init__(
+        self,
+        url: str,
+        model: TritonModel,
+        *,
+        batch: int,
+        in_flight: int = 4,
+        timeout_seconds: float = 2.0,
+    ) -> None:
+        import numpy as np
+        import tritonclient.grpc as grpcclient  # type: ignore[import-untyped, unused-ignore]
+
+        self.url = url
+        self.model = model
+        self.batched = model.batched
+        self.batch = max(1, min(batch, model.max_batch_size)) if self.batched else 1
+        self.in_flight = max(1, in_flight)
+        self.timeout_seconds = timeout_seconds
+        self._np: Any = np
+        self._grpc: Any = grpcclient
+        self._client: Any = grpcclient.InferenceServerClient(url=url)
+        self._outputs = [(t.name, KSERVE_DATATYPES[t.data_type]) for t in model.outputs]
+        self._requested = [grpcclient.InferRequestedOutput(name) for name, _ in self._outputs]
+        self._specs = [
+            _Spec(
+                t.name, KSERVE_DATATYPES[t.data_type], np.dtype(NUMPY_DTYPES[t.data_type]), t.dims
+            )
+            for t in model.inputs
+        ]
+        self.requests = 0
+        self.rows = 0
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- building requests -----------------------------------------------------------------------
+
+    def _fits(self, spec: _Spec, shape: tuple[int, ...]) -> bool:
+        return len(shape) == len(spec.dims) and all(
+            want in (-1, got) for want, got in zip(spec.dims, shape, strict=True)
+        )
+
+    def _row_problem(self, row: Mapping[str, Any]) -> str | None:
+        np = self._np
+        names = [s.name for s in self._specs]
+        if set(row) != set(names):
+            return f"tensors {sorted(row)} are not the model's inputs {names}"
+        for spec in self._specs:
+            try:
+                array = np.asarray(row[spec.name], dtype=spec.dtype)
+            except (TypeError, ValueError) as exc:
+                return f"input {spec.name!r} is not {spec.datatype}: {exc}"
+            if not self._fits(spec, array.shape):
+                return (
+                    f"input {spec.name!r} has shape {list(array.shape)}, declared {list(spec.dims)}"
+                )
+        return None
+
+    def _stack(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+        """The batch's arrays, or None when some row does not fit (then checked row by row)."""
+        np = self._np
+        arrays: dict[str, Any] = {}
+        try:
+            for spec in self._specs:
+                array = np.asarray([row[spec.name] for row in rows], dtype=spec.dtype)
+                if not self._fits(spec, array.shape[1:]):
+                    return None
+                arrays[spec.name] = array
+        except (TypeError, ValueError, KeyError):
+            return None
+        return arrays
+
+    # -- calling ---------------------------------------------------------------------------------
+
+    def infer(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any] | Rejected]:
+        """Each row's KServe-shaped answer or why it was rejected; DependencyError when Triton
+        cannot answer at all."""
+        answers: list[dict[str, Any] | Rejected | None] = [None] * len(rows)
+        good = list(range(len(rows)))
+        arrays = self._stack(rows) if rows else None
+        if arrays is None and rows:
+            good = []
+            for index, row in enumerate(rows):
+                problem = self._row_problem(row)
+                if problem is None:
+                    good.append(index)
+                else:
+                    answers[index] = Rejected(problem)
+            arrays = self._stack([rows[i] for i in good]) if good else {}
+            assert arrays is not None
+        if not self.batched:
+            chunks = [(i, i + 1) for i in range(len(good))]
+        else:  # equal parts, not 256 + 1: a tiny last request costs a whole round trip
+            parts = -(-len(good) // self.batch)
+            bounds = [len(good) * k // parts for k in range(parts + 1)]
+            chunks = list(itertools.pairwise(bounds))
+        results = self._send(arrays or {}, chunks)
+        for (start, end), outcome in zip(chunks, results, strict=True):
+            if isinstance(outcome, BaseException):
+                for offset, answer in enumerate(self._one_by_one(rows, good[start:end])):
+                    answers[good[start + offset]] = answer
+                continue
+            for offset, answer in enumerate(self._split(outcome, end - start)):
+                answers[good[start + offset]] = answer
+        return [a if a is not None else Rejected("no answer") for a in answers]
+
+    def _inputs(self, arrays: Mapping[str, Any], start: int, end: int) -> list[Any]:
+        wrapped = []
+        for spec in self._specs:
+            part = arrays[spec.name][start:end] if self.batched else arrays[spec.name][start]
+            item = self._grpc.InferInput(spec.name, list(part.shape), spec.datatype)
+            item.set_data_from_numpy(part)
+            wrapped.append(item)
+        return wrapped
+
+    def _send(
+        self, arrays: Mapping[str, Any], chunks: Sequence[tuple[int, int]]
+    ) -> list[Any | BaseException]:
+        """Every chunk as one request, ``in_flight`` at a time; a transport failure of any one
+        is a DependencyError for the batch."""
+        results: list[Any] = [None] * len(chunks)
+        slots = threading.Semaphore(self.in_flight)
+        done = threading.Event()
+        remaining = [len(chunks)]
+        lock = threading.Lock()
+        if not chunks:
+            return []
+
+        def finished(index: int, result: Any, error: Any) -> None:
+            results[index] = error if error is not None else result
+            slots.release()
+            with lock:
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    done.set()
+
+        for index, (start, end) in enumerate(chunks):
+            slots.acquire()
+            try:
+                self._client.async_infer(
+                    self.model.name,
+                    self._inputs(arrays, start, end),
+                    callback=lambda result, error, i=index: finished(i, result, error),
+                    outputs=self._requested,
+                    client_timeout=self.timeout_seconds,
+                )
+            except Exception as exc:  # the channel itself failed before sending
+                finished(index, None, exc)
+        done.wait()
+        self.requests += len(chunks)
+        self.rows += chunks[-1][1]
+        for outcome in results:
+            if isinstance(outcome, BaseException) and _status(outcome) in TRANSIENT:
+                raise DependencyError(f"Triton at {self.url}: {outcome}")
+        return results
+
+    def _one_by_one(
+        self, rows: Sequence[Mapping[str, Any]], indices: Sequence[int]
+    ) -> list[dict[str, Any] | Rejected]:
+        """A refused request's events, each alone; all refused means the server is at fault."""
+        answers: list[dict[str, Any] | Rejected] = []
+        for index in indices:
+            arrays = self._stack([rows[index]])
+            assert arrays is not None
+            (outcome,) = self._send(arrays, [(0, 1)])
+            if isinstance(outcome, BaseException):
+                answers.append(Rejected(f"Triton refused it: {outcome}"))
+            else:
+                answers.append(self._split(outcome, 1)[0])
+        if answers and all(isinstance(a, Rejected) for a in answers) and len(answers) > 1:
+            raise DependencyError(f"Triton at {self.url} refused every event of the batch")
+        return answers
+
+    def _split(self, result: Any, count: int) -> list[dict[str, Any]]:
+        """One KServe-shaped answer per row; ``tolist`` once per output, not per row."""
+        per_output = []
+        for name, datatype in self._outputs:
+            array = result.as_numpy(name)
+            if array is None:
+                raise DependencyError(f"Triton at {self.url} gave no output {name!r}")
+            if not self.batched:
+                array = array.reshape((1, *array.shape))
+            shape = [1, *array.shape[1:]]
+            flat = array.reshape(array.shape[0], -1).tolist()
+            per_output.append((name, datatype, shape, flat))
+        model = self.model.name
+        return [
+            {
+                "model_name": model,
+                "outputs": [
+                    {"name": name, "datatype": datatype, "shape": shape, "data": flat[row]}
+                    for name, datatype, shape, flat in per_output
+                ],
+            }
+            for row in range(count)
+        ]

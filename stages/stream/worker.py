@@ -1,0 +1,480 @@
+"""The stream worker: a long-running Kafka consumer that runs one fused group of the hot path.
+
+One process, one consumer, one producer (transactional for exactly-once: EOS v2, KIP-447). The
+loop is: consume up to ``max_events`` (waiting at most ``max_wait_ms``), run the batch through
+the plan, produce its records into the open transaction, and every
+``transaction_interval_ms`` commit the transaction together with the consumed offets
+(``send_offsets_to_transaction`` with the consumer's group metadata, so a worker that lost its
+partitions in a rebalance is fenced and its writes are never visible).
+
+**The commit overlaps the next batch.** ``commit_transaction`` blocks for a broker round trip
+or two (about 2.5 ms here); a serial loop adds that to every event's latency and takes it off
+the throughput. Here the commit runs on a helper thread (librdkafka releases the GIL) while the
+main thread consumes and runs the next batch through Triton; only producing that batch waits
+for the commit to end, since one producer has one transaction at a time.
+
+**Failures.** A dependency failing for a batch (Triton down, a broker error that aborts the
+transaction) never commits past an unprocessed event: the open transaction is committed if it
+holds only finished batches, or aborted, and the consumer seeks back to the first offset that
+is not committed; the batch is retried with backoff. A fatal producer error (fenced by a newer
+instance with the same transactional id) ends the process with exit code 3, for its supervisor
+(Kubernetes, or ``rtflow run --local``) to start a fresh one. SIGTERM finishes the batch in
+flight, commits, leaves the group and returns 0.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import logging
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rtflow.stages.stream.metrics import StreamMetrics
+from rtflow.stages.stream.plan import BatchResult, DependencyError, Message, Plan, Record
+
+log = logging.getLogger("rtflow.stream")
+
+EXIT_OK = 0
+EXIT_UNCOMMITTED = 1  # stopped, but the last commit failed (its events are redone, not lost)
+EXIT_FATAL = 3  # fenced or another fatal Kafka error: start a fresh process
+
+
+class FatalKafkaError(RuntimeError):
+    """The producer cannot go on (fenced by a newer instance, or a fatal librdkafka error)."""
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Where a worker connects and who it is; the plan says what it does."""
+
+    brokers: str
+    worker_id: str = field(default_factory=socket.gethostname)
+    triton: Mapping[str, str] = field(default_factory=dict)  # server -> gRPC host:port
+    client_config: Mapping[str, str] = field(default_factory=dict)  # TLS/SASL from Secrets
+    metrics_port: int | None = None
+    metrics_address: str = "127.0.0.1"
+    transaction_timeout_ms: int = 10_000
+    max_backoff_seconds: float = 5.0
+
+
+TopicPartition = tuple[str, int]
+
+
+class StreamWorker:
+    def __init__(self, plan: Plan, settings: WorkerSettings) -> None:
+        self.plan = plan
+        self.settings = settings
+        self.stream = plan.stream
+        self.exactly_once = plan.stream.guarantee == "exactly_once"
+        self.metrics = StreamMetrics(plan.pipeline.name, settings.worker_id)
+        self._stopping = False
+        self._committer = cf.ThreadPoolExecutor(1, thread_name_prefix="rtflow-commit")
+        self._commit: cf.Future[None] | None = None
+        self._committing_from: dict[TopicPartition, int] = {}
+        self._open = False  # a transaction is open (exactly-once)
+        self._opened_at = 0.0
+        self._next: dict[TopicPartition, int] = {}  # offsets to commit with the open batch
+        self._first: dict[TopicPartition, int] = {}  # where to rewind if it fails
+        self._pending_rewind: dict[TopicPartition, int] = {}
+        self._partial = False
+        self._delivery_errors: list[str] = []
+        self._last_lag = 0.0
+        self.consumer: Any = None
+        self.producer: Any = None
+
+    @property
+    def transactional_id(self) -> str:
+        """Stable per worker (a pod's name, a local index): a restarted worker aborts what its
+        crashed predecessor left open at once, instead of readers waiting out its timeout."""
+        return f"{self.plan.consumer_group}-{self.settings.worker_id}"
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    # -- clients ---------------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        from confluent_kafka import Consumer, Producer
+
+        common = {"bootstrap.servers": self.settings.brokers, **self.settings.client_config}
+        stream = self.stream
+        self.consumer = Consumer(
+            {
+                **common,
+                "group.id": self.plan.consumer_group,
+                "client.id": f"{self.transactional_id}-consumer",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "enable.partition.eof": False,
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+                "fetch.wait.max.ms": max(1, stream.max_wait_ms),
+                "fetch.queue.backoff.ms": 1,
+            }
+        )
+        producer: dict[str, Any] = {
+            **common,
+            "client.id": f"{self.transactional_id}-producer",
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 1,
+        }
+        if self.exactly_once:
+            producer["transactional.id"] = self.transactional_id
+            producer["transaction.timeout.ms"] = self.settings.transaction_timeout_ms
+        self.producer = Producer(producer)
+        if self.exactly_once:
+            self.producer.init_transactions(30)
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Consume until stopped; the exit code (0, or EXIT_FATAL when fenced)."""
+        if self.settings.metrics_port:
+            self.metrics.serve(self.settings.metrics_port, self.settings.metrics_address)
+        self._connect()
+        self.consumer.subscribe(
+            [self.plan.input_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        log.info(
+            "worker started",
+            extra={"fields": {"topic": self.plan.input_topic, "group": self.plan.consumer_group,
+                              "guarantee": self.stream.guarantee, "id": self.transactional_id}},
+        )  # fmt: skip
+        backoff = 0.1
+        wait = self.stream.max_wait_ms / 1000.0
+        try:
+            while not self._stopping:
+                messages: list[Message] = []
+                try:
+                    messages = self._consume(wait)
+                    if messages:
+                        self._process(messages)
+                    self._commit_if_due()
+                    backoff = 0.1
+                except DependencyError as exc:
+                    self.metrics.retries.inc()
+                    log.warning("dependency failed; retrying from the last commit", exc_info=exc)
+                    self._rewind_after(messages)
+                    self._sleep(backoff)
+                    backoff = min(backoff * 2, self.settings.max_backoff_seconds)
+                self._observe_lag()
+            try:
+                self._finish()
+            except DependencyError as exc:
+                log.error("the last commit failed; the next owner redoes it", exc_info=exc)
+                return EXIT_UNCOMMITTED
+            self.consumer.close()
+            self.consumer = None
+            return EXIT_OK
+        except FatalKafkaError as exc:
+            log.error("fatal Kafka error: this worker stops", exc_info=exc)
+            return EXIT_FATAL
+        finally:
+            self._committer.shutdown(wait=True)
+            self.plan.close()
+            if self.consumer is not None:
+                try:
+                    self.consumer.close()
+                except Exception:
+                    pass
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < deadline:
+            time.sleep(min(0.05, seconds))
+
+    def _consume(self, wait: float) -> list[Message]:
+        from confluent_kafka import KafkaError
+
+        raw = self.consumer.consume(self.stream.max_events, wait)
+        messages = []
+        for msg in raw:
+            error = msg.error()
+            if error is not None:
+                if error.fatal():
+                    raise FatalKafkaError(str(error))
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer: %s", error)
+                continue
+            messages.append(
+                Message(
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset(),
+                    msg.value(),
+                    msg.key(),
+                    msg.headers() or [],
+                    msg.timestamp()[1],
+                )
+            )
+        return messages
+
+    def _process(self, messages: Sequence[Message]) -> None:
+        started = time.perf_counter()
+        result = self.plan.execute(messages)
+        self._record(result, len(messages))
+        self._produce(result.records, messages)
+        self.metrics.stage.labels(stage="(batch)").observe(time.perf_counter() - started)
+
+    def _record(self, result: BatchResult, consumed: int) -> None:
+        m = self.metrics
+        m.batch.observe(consumed)
+        m.events.labels(outcome="processed").inc(result.processed)
+        if result.filtered:
+            m.events.labels(outcome="filtered").inc(result.filtered)
+        if result.handed_off:
+            m.events.labels(outcome="handed_off").inc(result.handed_off)
+        for reason, count in result.dead_lettered.items():
+            m.events.labels(outcome="dead_lettered").inc(count)
+            m.dead_lettered.labels(reason=reason).inc(count)
+        for stage, seconds in result.stage_seconds.items():
+            m.stage.labels(stage=stage).observe(seconds)
+        for latency in result.latencies_ms:
+            m.latency.observe(latency / 1000.0)
+
+    # -- producing and committing ----------------------------------------------------------------
+
+    def _produce(self, records: Sequence[Record], messages: Sequence[Message]) -> None:
+        from confluent_kafka import KafkaException
+
+        if self.exactly_once:
+            self._wait_for_commit()
+        self._partial = True  # until the batch's offsets are recorded beside its records
+        try:
+            if self.exactly_once and not self._open:
+                self.producer.begin_transaction()
+                self._open = True
+                self._opened_at = time.monotonic()
+            for record in records:
+                self._send(record)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.fatal():
+                raise FatalKafkaError(str(error)) from exc
+            raise DependencyError(f"produce failed: {error}") from exc
+        for message in messages:
+            tp = (message.topic, message.partition)
+            self._first.setdefault(tp, message.offset)
+            self._next[tp] = message.offset + 1
+        self._partial = False
+        self.producer.poll(0)
+
+    def _send(self, record: Record) -> None:
+        callback = None if self.exactly_once else self._delivered
+        while True:
+            try:
+                self.producer.produce(
+                    record.topic,
+                    value=record.value,
+                    key=record.key,
+                    headers=record.headers,
+                    on_delivery=callback,
+                )
+                return
+            except BufferError:
+                self.producer.poll(0.005)
+
+    def _delivered(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._delivery_errors.append(f"{msg.topic()}: {err}")
+
+    def _offsets(self, offsets: Mapping[TopicPartition, int]) -> list[Any]:
+        from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+        return [KafkaTopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
+
+    def _commit_if_due(self) -> None:
+        if not self._next:
+            return
+        if time.monotonic() - self._opened_at < self.stream.transaction_interval_ms / 1000.0:
+            return
+        if self._commit is not None and not self._commit.done():
+            return  # the previous one still runs; this batch joins the next commit
+        self._wait_for_commit()
+        offsets, first = self._next, self._first
+        self._next, self._first = {}, {}
+        self._committing_from = first
+        if self.exactly_once:
+            metadata = self.consumer.consumer_group_metadata()
+            self._open = False
+            self._commit = self._committer.submit(self._commit_transaction, offsets, metadata)
+        else:
+            self._commit = self._committer.submit(self._commit_offsets, offsets)
+        self._opened_at = time.monotonic()
+
+    def _commit_transaction(self, offsets: Mapping[TopicPartition, int], metadata: Any) -> None:
+        started = time.perf_counter()
+        self.producer.send_offsets_to_transaction(self._offsets(offsets), metadata, 30)
+        self._retrying(lambda: self.producer.commit_transaction(30))
+        self.metrics.commit.observe(time.perf_counter() - started)
+
+    def _commit_offsets(self, offsets: Mapping[TopicPartition, int]) -> None:
+        started = time.perf_counter()
+        remaining = self.producer.flush(30)
+        if remaining or self._delivery_errors:
+            errors, self._delivery_errors = self._delivery_errors, []
+            raise DependencyError(f"{remaining} undelivered; {'; '.join(errors[:3])}")
+        self.consumer.commit(offsets=self._offsets(offsets), asynchronous=False)
+        self.metrics.commit.observe(time.perf_counter() - started)
+
+    def _retrying(self, call: Any) -> None:
+        from confluent_kafka import KafkaException
+
+        for _ in range(10):
+            try:
+                call()
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not error.retriable():
+                    raise
+                time.sleep(0.1)
+        call()
+
+    def _wait_for_commit(self) -> None:
+        """Let the running commit end; on failure abort and rewind to what it covered."""
+        future, self._commit = self._commit, None
+        if future is None:
+            return
+        try:
+            future.result()
+        except Exception as exc:
+            self._failed_commit(exc)
+
+    def _failed_commit(self, exc: BaseException) -> None:
+        from confluent_kafka import KafkaException
+
+        error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+        if error is not None and error.fatal():
+            raise FatalKafkaError(str(error)) from exc
+        log.warning("commit failed; rewinding to the last committed offsets", exc_info=exc)
+        self.metrics.aborts.labels(cause="commit_failed").inc()
+        if self.exactly_once:
+            self._abort()
+        # Everything since the failed commit's first offsets is redone, later batches too.
+        for tp, offset in (*self._committing_from.items(), *self._first.items()):
+            self._rewind_to(tp, offset)
+        self._committing_from, self._next, self._first = {}, {}, {}
+        raise DependencyError(f"commit failed: {exc}") from exc
+
+    def _rewind_to(self, tp: TopicPartition, offset: int) -> None:
+        self._pending_rewind[tp] = min(offset, self._pending_rewind.get(tp, offset))
+
+    def _abort(self) -> None:
+        from confluent_kafka import KafkaException
+
+        try:
+            self.producer.abort_transaction(30)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.fatal():
+                raise FatalKafkaError(str(error)) from exc
+            log.warning("abort: %s", error)
+        self._open = False
+
+    def _seek(self, offsets: Mapping[TopicPartition, int]) -> None:
+        from confluent_kafka import KafkaException
+        from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+        for (topic, partition), offset in offsets.items():
+            try:
+                self.consumer.seek(KafkaTopicPartition(topic, partition, offset))
+            except KafkaException:
+                pass  # no longer ours: its new owner starts from the committed offset
+
+    def _rewind_after(self, messages: Sequence[Message]) -> None:
+        """A batch failed: commit the finished batches before it (they are whole), then
+        consume again from the first event that is not committed."""
+        for message in messages:
+            self._rewind_to((message.topic, message.partition), message.offset)
+        if self.exactly_once and self._open and (self._partial or not self._next):
+            # Part of the failed batch is in the transaction: none of it may become visible,
+            # so the finished batches before it are redone too.
+            for tp, offset in self._first.items():
+                self._rewind_to(tp, offset)
+            self._next, self._first = {}, {}
+            self._abort()
+        self._partial = False
+        try:
+            self._finish()
+        except DependencyError:
+            pass  # the failed commit added what it covered to the rewind
+        rewind, self._pending_rewind = self._pending_rewind, {}
+        self._seek(rewind)
+
+    def _finish(self) -> None:
+        """Commit whatever is open, synchronously (before a stop, a revoke, a rewind)."""
+        self._wait_for_commit()
+        if not self._next:
+            if self.exactly_once and self._open:
+                self._abort()
+            return
+        self._opened_at = 0.0
+        self._commit_if_due()
+        self._wait_for_commit()
+
+    # -- rebalances ------------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        log.info("assigned %s", [f"{p.topic}/{p.partition}" for p in partitions])
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        """Before partitions go to another worker, what was done with them must be committed
+        (or aborted): the new owner starts from the committed offsets."""
+        log.info("revoked %s", [f"{p.topic}/{p.partition}" for p in partitions])
+        try:
+            self._finish()
+        except DependencyError as exc:
+            log.warning("commit on revoke failed; the new owner redoes it", exc_info=exc)
+        self._pending_rewind = {}
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        """Partitions lost without a revoke (session timed out): this worker may be a zombie,
+        so nothing of the open transaction may become visible."""
+        log.warning("lost %s", [f"{p.topic}/{p.partition}" for p in partitions])
+        try:
+            self._wait_for_commit()
+        except DependencyError:
+            pass
+        if self.exactly_once and self._open:
+            self._abort()
+        self._next, self._first = {}, {}
+
+    def _observe_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag < 1.0:
+            return
+        self._last_lag = now
+        lags = {}
+        for tp in self.consumer.assignment():
+            _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            (position,) = self.consumer.position([tp])
+            if high >= 0 and position.offset >= 0:
+                lags[tp.partition] = max(0, high - position.offset)
+        self.metrics.observe_lag(lags)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the level and, for failures, the traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
