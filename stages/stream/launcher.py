@@ -86,7 +86,12 @@ def serve(args: argparse.Namespace) -> int:
     """The worker process: build the plan from the pipeline's own definition and run it."""
     from rtflow.stages.builtin.kafka_publish import security_from_env
     from rtflow.stages.stream.plan import Plan
-    from rtflow.stages.stream.worker import JsonFormatter, StreamWorker, WorkerSettings
+    from rtflow.stages.stream.worker import (
+        EXIT_FATAL,
+        JsonFormatter,
+        StreamWorker,
+        WorkerSettings,
+    )
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -112,7 +117,11 @@ def serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    return worker.run()
+    code = worker.run()
+    if code == EXIT_FATAL:
+        logging.shutdown()
+        os._exit(code)  # a stuck librdkafka call must not keep the process alive
+    return code
 
 
 # -- the local stream plane ------------------------------------------------------------------------

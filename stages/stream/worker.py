@@ -25,6 +25,7 @@ flight, commits, leaves the group and returns 0.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import json
 import logging
 import socket
@@ -59,6 +60,11 @@ class WorkerSettings:
     metrics_address: str = "127.0.0.1"
     transaction_timeout_ms: int = 10_000
     max_backoff_seconds: float = 5.0
+    commit_deadline_seconds: float = 30.0
+    """A commit still running after this is stuck, not slow (librdkafka's
+    ``send_offsets_to_transaction`` can wait forever after its coordinator went away:
+    confluentinc/librdkafka#5456, #5511): the worker exits with EXIT_FATAL so that a fresh
+    process, with the same transactional id, aborts the transaction and redoes it."""
 
 
 TopicPartition = tuple[str, int]
@@ -81,6 +87,7 @@ class StreamWorker:
         self._first: dict[TopicPartition, int] = {}  # where to rewind if it fails
         self._pending_rewind: dict[TopicPartition, int] = {}
         self._partial = False
+        self._fatal = False
         self._delivery_errors: list[str] = []
         self._last_lag = 0.0
         self.consumer: Any = None
@@ -178,15 +185,16 @@ class StreamWorker:
             return EXIT_OK
         except FatalKafkaError as exc:
             log.error("fatal Kafka error: this worker stops", exc_info=exc)
+            self._fatal = True
             return EXIT_FATAL
         finally:
-            self._committer.shutdown(wait=True)
+            # A stuck commit thread cannot be joined; serve() then ends the process with
+            # os._exit, and the next process's init_transactions aborts what was open.
+            self._committer.shutdown(wait=not self._fatal)
             self.plan.close()
             if self.consumer is not None:
-                try:
+                with contextlib.suppress(Exception):
                     self.consumer.close()
-                except Exception:
-                    pass
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -347,7 +355,11 @@ class StreamWorker:
         if future is None:
             return
         try:
-            future.result()
+            future.result(timeout=self.settings.commit_deadline_seconds)
+        except cf.TimeoutError:
+            raise FatalKafkaError(
+                f"a commit is stuck after {self.settings.commit_deadline_seconds:g} s"
+            ) from None
         except Exception as exc:
             self._failed_commit(exc)
 
@@ -387,10 +399,9 @@ class StreamWorker:
         from confluent_kafka import TopicPartition as KafkaTopicPartition
 
         for (topic, partition), offset in offsets.items():
-            try:
+            # A partition no longer ours is skipped: its new owner starts from the commit.
+            with contextlib.suppress(KafkaException):
                 self.consumer.seek(KafkaTopicPartition(topic, partition, offset))
-            except KafkaException:
-                pass  # no longer ours: its new owner starts from the committed offset
 
     def _rewind_after(self, messages: Sequence[Message]) -> None:
         """A batch failed: commit the finished batches before it (they are whole), then
@@ -405,10 +416,9 @@ class StreamWorker:
             self._next, self._first = {}, {}
             self._abort()
         self._partial = False
-        try:
+        # A failed commit adds what it covered to the rewind.
+        with contextlib.suppress(DependencyError):
             self._finish()
-        except DependencyError:
-            pass  # the failed commit added what it covered to the rewind
         rewind, self._pending_rewind = self._pending_rewind, {}
         self._seek(rewind)
 
@@ -442,10 +452,8 @@ class StreamWorker:
         """Partitions lost without a revoke (session timed out): this worker may be a zombie,
         so nothing of the open transaction may become visible."""
         log.warning("lost %s", [f"{p.topic}/{p.partition}" for p in partitions])
-        try:
+        with contextlib.suppress(DependencyError):
             self._wait_for_commit()
-        except DependencyError:
-            pass
         if self.exactly_once and self._open:
             self._abort()
         self._next, self._first = {}, {}

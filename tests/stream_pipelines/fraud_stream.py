@@ -1,0 +1,89 @@
+"""The fraud hot path on the stream plane, for the tests: the example's own stages and model,
+with topics and consumer group of the test's own (``$RTFLOW_TEST_TOPICS`` is appended to every
+name, so tests sharing one broker never read each other's events).
+
+A ``guard`` stage in front turns a ``"poison"`` field into the failures a real stage can have:
+``"bad_input"`` raises BadInput, ``"crash"`` raises a plain exception. Suspicious transactions
+hand off to a manual-review container on the workflow plane.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+if str(EXAMPLES) not in sys.path:
+    sys.path.insert(0, str(EXAMPLES))
+
+from fraud_detection import compute_features, decide, publish  # noqa: E402
+from models.fraud_scorer import FRAUD_SCORER, SERVER  # noqa: E402
+
+import rtflow  # noqa: E402
+from rtflow.stages.runtime import BadInput  # noqa: E402
+
+SUFFIX = os.environ.get("RTFLOW_TEST_TOPICS", "")
+GUARANTEE = os.environ.get("RTFLOW_TEST_GUARANTEE", "exactly_once")
+SOURCE = f"transactions{SUFFIX}"
+DECISIONS = f"decisions{SUFFIX}"
+DEAD_LETTER = f"dead-letter{SUFFIX}"
+HANDOFF = f"handoff{SUFFIX}"
+
+
+@rtflow.stage(image="ghcr.io/acme/fraud/guard:1.0.0")
+def guard(transaction: dict[str, Any]) -> dict[str, Any]:
+    poison = transaction.get("poison")
+    if poison == "bad_input":
+        raise BadInput("the transaction is flagged as a bad input")
+    if poison == "crash":
+        raise RuntimeError("the guard crashed on this transaction")
+    return transaction
+
+
+manual_review = rtflow.container(
+    "manual-review",
+    image="ghcr.io/acme/fraud/review:1.0.0",
+    args=["--record", "{record}"],
+    inputs={"record": dict},
+)
+
+transactions = rtflow.kafka(
+    SOURCE,
+    brokers=["kafka.invalid:9092"],  # the workers are given the test broker
+    consumer_group=f"fraud{SUFFIX}",
+    inputs={
+        "transaction": "body",
+        "review_threshold": rtflow.field("body.review_threshold", default=0.9),
+    },
+    filter=rtflow.payload("body.type").isin(["purchase", "cash_withdrawal"])
+    & (rtflow.payload("body.amount") > 0),
+    payload_schema={
+        "type": str,
+        "amount": float,
+        "country": str,
+        "card_country": str,
+        "channel": str,
+        "hour": int,
+        "first_time_merchant": bool,
+        "review_threshold": float,
+    },
+    delivery=rtflow.Delivery(dead_letter=rtflow.DeadLetter(DEAD_LETTER)),
+)
+
+
+@rtflow.pipeline(
+    name="fraud-stream",
+    latency_budget_ms=35,
+    triggers=[transactions],
+    stream=rtflow.Stream(guarantee=GUARANTEE, handoff_topic=HANDOFF, partitions=4),
+)
+def fraud_stream(transaction: dict[str, Any], review_threshold: float = 0.9) -> None:
+    checked = guard(transaction)
+    features = compute_features(checked)
+    scored = rtflow.infer(SERVER, FRAUD_SCORER, {"features": features}, name="score", timeout="2s")
+    decision = decide(scored, checked)
+    publish(topic=DECISIONS, payload=decision.record, key_field="transaction_id")
+    with rtflow.when(decision.risk > review_threshold):
+        manual_review(record=decision.record)
