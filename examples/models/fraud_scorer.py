@@ -52,7 +52,7 @@ FRAUD_SCORER = triton_model(
     # Preferred sizes of 8/16 and a 20 ms REJECT queue policy (the settings of one-row http
     # calls) split those batches and time them out under load: measured at 20,000 events/s,
     # p99 1.1 s against 25 ms (BENCHMARKS.md).
-    max_batch_size=256,
+    max_batch_size=1024,
     dynamic_batching=DynamicBatching(
         max_queue_delay_microseconds=500,
         default_queue_policy=QueuePolicy(max_queue_size=4096),

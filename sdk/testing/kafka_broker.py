@@ -236,6 +236,9 @@ class KafkaBroker:
     replication factor 1 and a handful of partitions: with one node a larger factor makes
     idempotent and transactional producers fail, and the default 50 partitions each cost
     start-up time on first use.
+
+    ``production_jvm`` starts it with Kafka's own JVM flags (G1, C2) instead of the quicker
+    starting test flags: for benchmarks, whose figures must hold for a real broker.
     """
 
     _finalizer: weakref.finalize[[subprocess.Popen[bytes], float], KafkaBroker] | None
@@ -252,8 +255,10 @@ class KafkaBroker:
         config: Mapping[str, str] | None = None,
         start_timeout: float = 60.0,
         security: BrokerSecurity | None = None,
+        production_jvm: bool = False,
     ) -> None:
         self._lib_arg = lib_dir
+        self._production_jvm = production_jvm
         self._java_arg = java
         self._work_dir = Path(work_dir) if work_dir is not None else None
         self._owns_work_dir = work_dir is None
@@ -293,6 +298,11 @@ class KafkaBroker:
         if self._secure_port is None:
             raise RuntimeError("KafkaBroker has not been started: its port is not chosen yet")
         return f"127.0.0.1:{self._secure_port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The broker JVM's process id while it runs (benchmarks read its CPU time)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
     @property
     def running(self) -> bool:
@@ -469,13 +479,20 @@ class KafkaBroker:
 
     def _jvm(self, heap: str, log4j: Path) -> list[str]:
         assert self._java is not None and self._lib is not None
+        # C1 only and the serial collector: about half the start-up time on two cores, and a
+        # test broker never runs long enough for C2 or a concurrent GC to pay off. Benchmarks
+        # ask for Kafka's own production flags (kafka-run-class.sh): the test flags cost 86 %
+        # of a core against 52 % under load, and double p99 (measured, ../design notes).
+        flags = (
+            [f"-Xms{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+             "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent"]
+            if self._production_jvm
+            else ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
+        )  # fmt: skip
         return [
             str(self._java),
             f"-Xmx{heap}",
-            # C1 only and the serial collector: about half the start-up time on two cores, and
-            # a test broker never runs long enough for C2 or a concurrent GC to pay off.
-            "-XX:TieredStopAtLevel=1",
-            "-XX:+UseSerialGC",
+            *flags,
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={log4j}",
             "-cp",

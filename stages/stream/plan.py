@@ -130,6 +130,11 @@ def value_getter(value: ir.Value) -> Getter:
     raise ValueError(f"{value!r} cannot be read on the stream plane")
 
 
+def _constant_getter(text: str, param_type: ParamType | None) -> Getter:
+    constant = _constant(text, param_type)
+    return lambda _e: constant
+
+
 def _constant(text: str, param_type: ParamType | None) -> Any:
     if param_type is None or param_type.kind == "str":
         return text
@@ -232,8 +237,7 @@ class Step(Gate):
         self.getters: list[tuple[str, Getter, ParamType | None]] = []
         for name, value in self.task.arguments:
             if isinstance(value, ir.Constant):
-                constant = _constant(value.text, types.get(name))
-                self.getters.append((name, lambda _e, c=constant: c, None))
+                self.getters.append((name, _constant_getter(value.text, types.get(name)), None))
             else:
                 self.getters.append((name, value_getter(value), types.get(name)))
 
@@ -322,13 +326,17 @@ class PublishStep(Step):
                 return None
             key = str(payload[self.key_field]).encode()
         try:
-            value = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+            value = _dumps(payload).encode()
         except (TypeError, ValueError) as exc:
             event.fail(STAGE_FAILED, self.task.name, f"payload is not JSON: {exc}")
             return None
         event.outputs[self.task.name] = {}
         event.phases[self.task.name] = "Succeeded"
         return Record(self.topic, value, key, [("traceparent", event.traceparent.encode())])
+
+
+_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+"""One encoder made once: ``json.dumps`` builds one per call when given options."""
 
 
 def _error(exc: BaseException) -> str:
@@ -602,14 +610,14 @@ class Plan:
                 event.fail(PAYLOAD, "", f"{path} is {type(value).__name__}, declared {param_type}")
                 return True
         inputs: dict[str, Any] = {}
-        for name, keys, path in self._mappings:
-            value = walk(document, keys) if keys is not None else _MISSING
+        for name, mapping_keys, mapped in self._mappings:
+            value = walk(document, mapping_keys) if mapping_keys is not None else _MISSING
             if value is not _MISSING:
                 inputs[name] = value
             elif name in self._mapping_defaults:
                 inputs[name] = self._mapping_defaults[name]
-            elif path is not None:
-                event.fail(PAYLOAD, "", f"the event has no {path!r} ({name!r})")
+            elif mapped is not None:
+                event.fail(PAYLOAD, "", f"the event has no {mapped!r} ({name!r})")
                 return True
         for name, param_type in self._types.items():
             if name not in inputs:
@@ -656,6 +664,9 @@ class Plan:
         now_ms = time.time() * 1000.0
         for event in events:
             message = event.message
+            # Whether the workflow plane takes over: decided before anything of the event is
+            # produced, since deciding can itself fail (a condition Argo could not evaluate).
+            handoff = self._hands_off(event)
             if event.dead is not None:
                 reason = event.dead[0]
                 result.dead_lettered[reason] = result.dead_lettered.get(reason, 0) + 1
@@ -670,16 +681,15 @@ class Plan:
                 continue
             if self.stream.results_topic is not None:
                 result.records.append(self._state_record(self.stream.results_topic, event))
-            if self.frontier and any(step.ready(event) for step in self.frontier):
-                if event.dead is None:
-                    result.handed_off += 1
-                    assert self.stream.handoff_topic is not None
-                    result.records.append(self._handoff(event))
-                else:  # a frontier condition that cannot be evaluated
-                    reason = event.dead[0]
-                    result.dead_lettered[reason] = result.dead_lettered.get(reason, 0) + 1
-                    result.records.append(self._dead_letter(event))
+            if handoff:
+                result.handed_off += 1
+                result.records.append(self._handoff(event))
         return result
+
+    def _hands_off(self, event: EventState) -> bool:
+        if event.dead is not None or not self.last or not self.frontier:
+            return False
+        return any([gate.ready(event) for gate in self.frontier]) and event.dead is None
 
     # -- what is produced ------------------------------------------------------------------------
 

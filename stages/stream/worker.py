@@ -121,7 +121,11 @@ class StreamWorker:
                 "enable.partition.eof": False,
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 1_000,
+                # A fetch returns when 64 KiB are there or max_wait_ms has passed: at high rates
+                # fetch.min.bytes=1 answers every fetch with a handful of records, and the
+                # broker's CPU goes to fetch requests (measured: BENCHMARKS.md).
                 "fetch.wait.max.ms": max(1, stream.max_wait_ms),
+                "fetch.min.bytes": 65_536,
                 "fetch.queue.backoff.ms": 1,
             }
         )
@@ -130,7 +134,11 @@ class StreamWorker:
             "client.id": f"{self.transactional_id}-producer",
             "enable.idempotence": True,
             "acks": "all",
-            "linger.ms": 1,
+            # Records of a transaction become visible only at its commit, which flushes them:
+            # lingering a few ms costs nothing and saves the broker most produce requests.
+            "linger.ms": max(1, min(5, stream.transaction_interval_ms // 2))
+            if self.exactly_once
+            else 1,
         }
         if self.exactly_once:
             producer["transactional.id"] = self.transactional_id

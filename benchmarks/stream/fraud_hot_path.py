@@ -1,0 +1,47 @@
+"""The fraud hot path as the stream benchmark runs it: the example's own stage functions and
+Triton model (decode -> features -> score -> decision -> publish), no review branch, topics
+named by ``$RTFLOW_BENCH_TOPICS`` so each measured point starts from empty topics."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+if str(EXAMPLES) not in sys.path:
+    sys.path.insert(0, str(EXAMPLES))
+
+from fraud_detection import compute_features, decide, publish  # noqa: E402
+from models.fraud_scorer import FRAUD_SCORER, SERVER  # noqa: E402
+
+import rtflow  # noqa: E402
+
+SUFFIX = os.environ.get("RTFLOW_BENCH_TOPICS", "")
+SOURCE = f"transactions{SUFFIX}"
+DECISIONS = f"decisions{SUFFIX}"
+
+transactions = rtflow.kafka(
+    SOURCE,
+    brokers=["kafka.invalid:9092"],
+    consumer_group=f"fraud{SUFFIX}",
+    inputs={"transaction": "body"},
+    delivery=rtflow.Delivery(dead_letter=rtflow.DeadLetter(f"dead-letter{SUFFIX}")),
+)
+
+
+@rtflow.pipeline(
+    name="fraud-bench",
+    latency_budget_ms=35,
+    triggers=[transactions],
+    stream=rtflow.Stream(
+        guarantee=os.environ.get("RTFLOW_BENCH_GUARANTEE", "exactly_once"),
+        partitions=int(os.environ.get("RTFLOW_BENCH_PARTITIONS", "4")),
+    ),
+)
+def fraud_bench(transaction: dict[str, Any]) -> None:
+    features = compute_features(transaction)
+    scored = rtflow.infer(SERVER, FRAUD_SCORER, {"features": features}, name="score", timeout="2s")
+    decision = decide(scored, transaction)
+    publish(topic=DECISIONS, payload=decision.record, key_field="transaction_id")

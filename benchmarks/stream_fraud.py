@@ -1,0 +1,463 @@
+"""The stream plane's headline figure: the fraud hot path, exactly once, on this machine.
+
+    python benchmarks/stream_fraud.py --write        # about 7 minutes; BENCHMARKS.md section
+
+A real Kafka broker (Kafka's production JVM flags) and a real Triton (CPU, the example's
+Python-backend scorer) on 127.0.0.1. For each point a load generator process offers a fixed
+rate of transactions (each key carries its send time), the system under test runs in its own
+processes, and a reader process consumes the decisions ``read_committed``: end-to-end latency
+is send time to visible to that reader. The first seconds are warm-up and not counted. CPU is
+read from /proc for every process tree (broker, Triton with its Python stub, the workers, the
+generator, the reader) over the measured window.
+
+Systems, in the same run: rtflow's stream workers (exactly-once and at-least-once); the
+hand-written confluent-kafka + tritonclient loop (benchmarks/stream/handwritten.py,
+at-least-once and transactional); Quix Streams with exactly-once (benchmarks/stream/
+quix_peer.py, in .tools/quix-venv). No assertion on any figure: the numbers are the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HOT_PATH = str(ROOT / "benchmarks" / "stream" / "fraud_hot_path.py")
+HANDWRITTEN = str(ROOT / "benchmarks" / "stream" / "handwritten.py")
+QUIX = str(ROOT / "benchmarks" / "stream" / "quix_peer.py")
+QUIX_PYTHON = ROOT / ".tools" / "quix-venv" / "bin" / "python"
+HEADING = "## Stream plane: fraud hot path, exactly once"
+CLOCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- load generator and reader (run as subprocesses of this file) ----------------------------------
+
+
+def generate(brokers: str, topic: str, rate: float, seconds: float) -> int:
+    """Offer ``rate`` events/s for ``seconds``; each key is ``<seq>.<send time in µs>``."""
+    sys.path.insert(0, str(ROOT / "examples" / "models"))
+    import random
+
+    import fraud_events  # type: ignore[import-not-found]
+    from confluent_kafka import Producer
+
+    rng = random.Random(3)
+    templates = []
+    for index in range(2000):
+        body = fraud_events.transaction(rng, index)
+        body.pop("id")
+        templates.append(json.dumps(body, separators=(",", ":")).encode()[1:])
+    producer = Producer(
+        {"bootstrap.servers": brokers, "linger.ms": 5, "enable.idempotence": True,
+         "queue.buffering.max.messages": 1_000_000}
+    )  # fmt: skip
+    start = time.monotonic()
+    sent = 0
+    while True:
+        elapsed = time.monotonic() - start
+        if elapsed >= seconds:
+            break
+        due = int(elapsed * rate)
+        while sent < due:
+            key = f"{sent}.{time.time_ns() // 1000}".encode()
+            value = b'{"id":"' + key + b'",' + templates[sent % 2000]
+            try:
+                producer.produce(topic, value, key=key)
+            except BufferError:
+                producer.poll(0.001)
+                continue
+            sent += 1
+        producer.poll(0)
+        time.sleep(0.0005)
+    producer.flush(30)
+    print(json.dumps({"sent": sent}))
+    return 0
+
+
+def read(brokers: str, topic: str, seconds: float, warmup: float, tail: float) -> int:
+    """Read decisions ``read_committed``; latency of events sent inside the measured window."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {"bootstrap.servers": brokers, "group.id": f"reader-{secrets.token_hex(4)}",
+         "isolation.level": "read_committed", "auto.offset.reset": "earliest",
+         "enable.auto.commit": False,
+         # Efficient, as a real downstream consumer is: with fetch.min.bytes=1 a reader at
+         # these rates makes the broker answer thousands of tiny fetches a second, and that
+         # CPU is taken from the system under test. Adds at most 5 ms to what is measured.
+         "fetch.min.bytes": 65536, "fetch.wait.max.ms": 5}
+    )  # fmt: skip
+    consumer.subscribe([topic])
+    started_us = time.time_ns() // 1000
+    window = (started_us + int(warmup * 1e6), started_us + int((seconds - tail) * 1e6))
+    latencies: list[float] = []
+    seen: set[bytes] = set()
+    duplicates = 0
+    total = 0
+    drained = 0  # outputs that arrived inside the window, whenever their input was sent
+    deadline = time.monotonic() + seconds + 3.0  # time for the last events to come out
+    while time.monotonic() < deadline:
+        # consume(n, timeout) waits for n messages OR the timeout: a long timeout here would
+        # be measured as latency of the system under test.
+        for msg in consumer.consume(1000, 0.001):
+            if msg.error() is not None:
+                continue
+            now_us = time.time_ns() // 1000
+            key = msg.key() or b""
+            total += 1
+            if window[0] <= now_us < window[1]:
+                drained += 1
+            if key in seen:
+                duplicates += 1
+                continue
+            seen.add(key)
+            sent_us = int(key.split(b".")[1])
+            if window[0] <= sent_us < window[1]:
+                latencies.append((now_us - sent_us) / 1000.0)
+    consumer.close()
+    print(json.dumps({"total": total, "duplicates": duplicates, "latencies": latencies,
+                      "drained": drained,
+                      "window_seconds": (window[1] - window[0]) / 1e6}))  # fmt: skip
+    return 0
+
+
+# -- measuring ---------------------------------------------------------------------------------------
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            tree.setdefault(int(fields[1]), []).append(int(entry.name))
+    return tree
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """utime + stime of the processes and all their descendants (Triton's stub is a child)."""
+    tree = _children()
+    total = 0.0
+    stack = list(pids)
+    while stack:
+        pid = stack.pop()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLOCK
+        stack.extend(tree.get(pid, []))
+    return total
+
+
+def worker_profile(ports: Sequence[int]) -> dict[str, float]:
+    """Where a worker's loop time goes, from its own metrics: mean events per batch, mean ms
+    per batch for each stage and for the commit (summed over workers' counts)."""
+    from rtflow.stages.stream.launcher import scrape
+
+    sums: dict[str, float] = {}
+    for port in ports:
+        try:
+            values = scrape(port)
+        except OSError:
+            continue
+        for key, value in values.items():
+            if key.endswith("_sum{}") or "_sum{" in key or "_count{" in key:
+                sums[key] = sums.get(key, 0.0) + value
+    profile: dict[str, float] = {}
+    for key, total in sums.items():
+        if "_sum{" not in key:
+            continue
+        count = sums.get(key.replace("_sum{", "_count{"), 0.0)
+        if not count:
+            continue
+        name = key.split("_sum{")[0].removeprefix("rtflow_stream_")
+        label = key.split("{", 1)[1].rstrip("}")
+        scale = 1.0 if "events" in name or "rows" in name else 1000.0
+        profile[f"{name}{'[' + label + ']' if label else ''}"] = total / count * scale
+    return profile
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class Point:
+    system: str
+    guarantee: str
+    offered: int
+    partitions: int
+    workers: int
+    achieved: float = 0.0  # outputs of the events sent in the window, per second
+    drained: float = 0.0  # outputs that arrived in the window, per second (saturation rate)
+    p50: float = float("nan")
+    p99: float = float("nan")
+    p999: float = float("nan")
+    duplicates: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)  # component -> cores
+    cpu_us_per_event: float = float("nan")
+    profile: dict[str, float] = field(default_factory=dict)
+
+
+class Bench:
+    def __init__(self, seconds: float, warmup: float) -> None:
+        from rtflow.stages.inference import local_triton_server, needs_triton
+        from rtflow.stages.stream.launcher import load_stream_pipeline
+        from rtflow.testing.kafka_broker import KafkaBroker
+
+        self.seconds = seconds
+        self.warmup = warmup
+        self.broker = KafkaBroker(production_jvm=True, heap="1g").start()
+        pipeline = load_stream_pipeline(HOT_PATH)
+        self.triton = local_triton_server(pipeline, needs_triton(pipeline)).start()
+        self.triton_address = f"127.0.0.1:{self.triton.grpc_port}"
+        self.ports: list[int] = []
+
+    def warm_up(self) -> None:
+        """A throwaway point: the broker's JIT compiles its hot paths in the first tens of
+        seconds under load, which would otherwise be charged to the first system measured."""
+        print("warming up the broker (not measured)", flush=True)
+        self.point("hand-written loop", "at_least_once", 20_000)
+
+    def close(self) -> None:
+        self.triton.close()
+        self.broker.close()
+
+    def _system(
+        self, system: str, guarantee: str, suffix: str, workers: int, partitions: int
+    ) -> list[subprocess.Popen[bytes]]:
+        from rtflow.stages.stream.launcher import free_port, worker_command
+
+        env = {**os.environ, "RTFLOW_BENCH_TOPICS": suffix, "RTFLOW_BENCH_GUARANTEE": guarantee,
+               "RTFLOW_BENCH_PARTITIONS": str(partitions), "RTFLOW_LOG_LEVEL": "WARNING"}  # fmt: skip
+        brokers = self.broker.bootstrap_servers
+        common = ["--brokers", brokers, "--source", f"transactions{suffix}",
+                  "--sink", f"decisions{suffix}", "--triton", self.triton_address,
+                  "--group", f"fraud{suffix}"]  # fmt: skip
+        commands: list[list[str]] = []
+        if system == "rtflow":
+            self.ports = []
+            for index in range(workers):
+                port = free_port()
+                self.ports.append(port)
+                commands.append(
+                    worker_command(
+                        HOT_PATH,
+                        group=0,
+                        worker_id=f"bench-{index}",
+                        brokers=brokers,
+                        triton={"fraud-triton": self.triton_address},
+                        metrics_port=port,
+                    )
+                )
+        elif system == "hand-written loop":
+            extra = ["--transactions"] if guarantee == "exactly_once" else []
+            commands.append([sys.executable, HANDWRITTEN, *common, *extra])
+        else:
+            commands.append([str(QUIX_PYTHON), QUIX, *common])
+        return [
+            subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for c in commands
+        ]
+
+    def _wait_ready(self, source: str, sink: str, procs: list[subprocess.Popen[bytes]]) -> None:
+        """Send 50 events and wait for their decisions, so that the measured load starts on a
+        system that has joined its group and loaded what it needs (no start-up backlog)."""
+        from confluent_kafka import Consumer, Producer
+
+        producer = Producer({"bootstrap.servers": self.broker.bootstrap_servers})
+        for index in range(50):
+            key = f"warmup-{index}.{time.time_ns() // 1000}".encode()
+            producer.produce(source, b'{"id":"' + key + b'","amount":12.5,"hour":3}', key=key)
+        producer.flush(10)
+        consumer = Consumer({"bootstrap.servers": self.broker.bootstrap_servers,
+                             "group.id": f"ready-{secrets.token_hex(4)}",
+                             "isolation.level": "read_committed",
+                             "auto.offset.reset": "earliest"})  # fmt: skip
+        consumer.subscribe([sink])
+        seen = 0
+        deadline = time.monotonic() + 120
+        while seen < 50 and time.monotonic() < deadline:
+            seen += sum(1 for m in consumer.consume(100, 0.2) if m.error() is None)
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError("the system under test exited while starting")
+        consumer.close()
+        if seen < 50:
+            raise RuntimeError(f"the system under test gave {seen} of 50 warm-up decisions")
+
+    def point(
+        self, system: str, guarantee: str, offered: int, partitions: int = 4, workers: int = 1
+    ) -> Point:
+        suffix = f"-{secrets.token_hex(4)}"
+        topics = [f"transactions{suffix}", f"decisions{suffix}", f"dead-letter{suffix}"]
+        self.broker.create_topics(*topics, partitions=partitions)
+        procs = self._system(system, guarantee, suffix, workers, partitions)
+        result = Point(system, guarantee, offered, partitions, workers)
+        try:
+            self._wait_ready(topics[0], topics[1], procs)
+            here = [sys.executable, __file__]
+            brokers = self.broker.bootstrap_servers
+            reader = subprocess.Popen(
+                [*here, "read", brokers, topics[1], str(self.seconds), str(self.warmup), "1"],
+                stdout=subprocess.PIPE,
+            )
+            generator = subprocess.Popen(
+                [*here, "generate", brokers, topics[0], str(offered), str(self.seconds)],
+                stdout=subprocess.PIPE,
+            )
+            time.sleep(self.warmup)
+            groups = {
+                "broker": [self.broker.pid or 0],
+                "Triton": [self.triton.pid or 0],
+                "system": [p.pid for p in procs],
+                "load + reader": [generator.pid, reader.pid],
+            }
+            before = {k: cpu_seconds(v) for k, v in groups.items()}
+            measured = self.seconds - self.warmup - 1.0
+            time.sleep(measured)
+            after = {k: cpu_seconds(v) for k, v in groups.items()}
+            generator.communicate(timeout=60)
+            out, _ = reader.communicate(timeout=120)
+            if system == "rtflow":
+                result.profile = worker_profile(self.ports)
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        report = json.loads(out)
+        latencies = report["latencies"]
+        result.achieved = len(latencies) / report["window_seconds"]
+        result.drained = report["drained"] / report["window_seconds"]
+        result.p50, result.p99, result.p999 = (pct(latencies, q) for q in (0.5, 0.99, 0.999))
+        result.duplicates = report["duplicates"]
+        result.cpu = {k: (after[k] - before[k]) / measured for k in groups}
+        busy = sum(v for k, v in result.cpu.items() if k != "load + reader")
+        if result.achieved:
+            result.cpu_us_per_event = busy / result.achieved * 1e6
+        print(
+            f"{system:18} {guarantee:14} P{partitions} W{workers} offered {offered:>6,} "
+            f"achieved {result.achieved:>9,.0f}/s drained {result.drained:>9,.0f}/s p50 {result.p50:6.1f} p99 {result.p99:7.1f} "
+            f"p99.9 {result.p999:7.1f} ms dup {result.duplicates} cpu "
+            + " ".join(f"{k}={v:.2f}" for k, v in result.cpu.items()),
+            flush=True,
+        )
+        if result.profile:
+            print("   " + "  ".join(f"{k}={v:.2f}" for k, v in sorted(result.profile.items())))
+        return result
+
+
+def plan(quick: bool) -> list[tuple[str, str, int, int, int]]:
+    eos, alo = "exactly_once", "at_least_once"
+    points = [
+        ("rtflow", eos, 5_000, 4, 1),
+        ("rtflow", eos, 20_000, 4, 1),
+        ("hand-written loop", eos, 20_000, 4, 1),
+        ("quix streams", eos, 500, 4, 1),
+        ("rtflow", alo, 20_000, 4, 1),
+        ("hand-written loop", alo, 20_000, 4, 1),
+    ]
+    if quick:
+        return points
+    return [
+        *points,
+        ("rtflow", eos, 30_000, 4, 1),
+        ("rtflow", eos, 40_000, 4, 1),
+        ("rtflow", alo, 60_000, 4, 1),
+        ("hand-written loop", alo, 60_000, 4, 1),
+        ("quix streams", eos, 5_000, 4, 1),  # far above what it takes: its output rate
+        # Scaling: partitions = workers, offered far above what they can take.
+        ("rtflow", eos, 80_000, 1, 1),
+        ("rtflow", eos, 80_000, 2, 2),
+        ("rtflow", eos, 80_000, 4, 4),
+    ]
+
+
+def section(points: list[Point], seconds: float, warmup: float, command: str) -> str:
+    lines = [
+        HEADING,
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} on this machine ({os.cpu_count()} cores, "
+        f"{platform.processor() or platform.machine()}, Python {platform.python_version()}), "
+        "everything on 127.0.0.1: Kafka broker (production JVM flags), Triton CPU with the "
+        "example's Python-backend scorer, load generator, reader and the system under test "
+        f"share the two cores. {seconds:g} s per point, the first {warmup:g} s not counted. "
+        f"Command: `{command}`.",
+        "",
+        "Latency is from the generator's send to the decision being visible to a "
+        "`read_committed` consumer. CPU is in cores over the measured window, per process "
+        "tree; µs/event counts broker + Triton + system.",
+        "",
+        "| system | guarantee | partitions / workers | offered ev/s | achieved ev/s | output ev/s "
+        "| p50 ms | p99 ms | p99.9 ms | dup | CPU broker / Triton / system / load "
+        "| µs CPU per event |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for p in points:
+        cpu = " / ".join(f"{p.cpu.get(k, 0):.2f}" for k in ("broker", "Triton", "system",
+                                                           "load + reader"))  # fmt: skip
+        lines.append(
+            f"| {p.system} | {p.guarantee.replace('_', '-')} | {p.partitions} / {p.workers} "
+            f"| {p.offered:,} | {p.achieved:,.0f} | {p.drained:,.0f} | {p.p50:.1f} | {p.p99:.1f} | {p.p999:.1f} "
+            f"| {p.duplicates} | {cpu} | {p.cpu_us_per_event:,.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "generate":
+        return generate(args[1], args[2], float(args[3]), float(args[4]))
+    if args and args[0] == "read":
+        return read(args[1], args[2], float(args[3]), float(args[4]), float(args[5]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=16.0)
+    parser.add_argument("--warmup", type=float, default=4.0)
+    parser.add_argument("--quick", action="store_true", help="the 20,000 events/s points only")
+    parser.add_argument("--only", help="run only the points of this system")
+    parser.add_argument("--write", action="store_true", help="rewrite BENCHMARKS.md's section")
+    options = parser.parse_args(args)
+    bench = Bench(options.seconds, options.warmup)
+    points: list[Point] = []
+    try:
+        bench.warm_up()
+        for system, guarantee, offered, partitions, workers in plan(options.quick):
+            if options.only and system != options.only:
+                continue
+            if system == "quix streams" and not QUIX_PYTHON.exists():
+                print("quix streams: .tools/quix-venv is missing (see README)", file=sys.stderr)
+                continue
+            points.append(bench.point(system, guarantee, offered, partitions, workers))
+    finally:
+        bench.close()
+    if options.write:
+        from bench_report import replace_section
+
+        command = "python benchmarks/stream_fraud.py --write" + (
+            " --quick" if options.quick else ""
+        )
+        replace_section(HEADING, section(points, options.seconds, options.warmup, command))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
