@@ -106,12 +106,33 @@ model_warmup [
 """
 
 
+def _every_batching_field() -> TritonModel:
+    """The example's scorer with every dynamic-batching field set (the example itself is sized
+    for the stream plane's micro-batches and sets only a few): the rendering tests need all."""
+    import dataclasses
+
+    return dataclasses.replace(
+        example.FRAUD_SCORER,
+        max_batch_size=64,
+        dynamic_batching=DynamicBatching(
+            preferred_batch_sizes=(8, 16),
+            max_queue_delay_microseconds=500,
+            default_queue_policy=QueuePolicy(
+                timeout_action="REJECT",
+                default_timeout_microseconds=20_000,
+                allow_timeout_override=True,
+                max_queue_size=256,
+            ),
+        ),
+    )
+
+
 def test_fraud_scorer_config_text() -> None:
-    assert render_config(example.FRAUD_SCORER) == FRAUD_SCORER_CONFIG
+    assert render_config(_every_batching_field()) == FRAUD_SCORER_CONFIG
 
 
 def test_fraud_scorer_config_parses_with_every_field() -> None:
-    config = parse(render_config(example.FRAUD_SCORER))
+    config = parse(render_config(_every_batching_field()))
     assert config.name == "fraud-scorer"
     assert config.backend == "python"
     assert config.max_batch_size == 64
@@ -244,7 +265,7 @@ def test_repository_uris() -> None:
 
 
 def test_layout_of_the_fraud_scorer() -> None:
-    layout = repository_layout([example.FRAUD_SCORER], base=example.HERE)
+    layout = repository_layout([_every_batching_field()], base=example.HERE)
     assert list(layout) == ["fraud-scorer/1/model.py", "fraud-scorer/config.pbtxt"]
     model_py = EXAMPLES / "fraud-scorer" / "1" / "model.py"
     assert layout["fraud-scorer/1/model.py"] == model_py.read_text()

@@ -128,6 +128,8 @@ def test_fraud_example_over_1000_events_with_real_kafka_and_triton(
     code = main(
         [
             str(EXAMPLES / "fraud_detection.py"),
+            "--plane",  # the example also declares a stream plane; this test is the workflow one
+            "workflow",
             "--kafka-topic",
             source,
             "--kafka-brokers",
