@@ -20,6 +20,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from random import getrandbits
 from typing import Any
 
 from rtflow import ir
@@ -460,14 +461,20 @@ def groups_of(stream: ir.StreamPlane) -> list[tuple[str, ...]]:
     return [tuple(g) for g in groups]
 
 
-def _traceparent(headers: Headers) -> str:
-    from rtflow.stages.builtin.kafka_publish import child_traceparent
+_TRACEPARENT = re.compile(rb"^00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})$")
 
-    parent = ""
+
+def _traceparent(headers: Headers) -> str:
+    """This hop's W3C traceparent: the event's trace id (or a new one) and a new span id.
+
+    Span and trace ids need to be unique, not secret: ``random.getrandbits`` costs a fraction
+    of the ``secrets`` call the workflow plane's publish stage makes once per pod."""
     for key, value in headers:
         if key == "traceparent" and value:
-            parent = value.decode("ascii", "replace")
-    return child_traceparent(parent)
+            match = _TRACEPARENT.match(value.strip().lower())
+            if match and match[1] != b"0" * 32:
+                return f"00-{match[1].decode()}-{getrandbits(64):016x}-{match[2].decode()}"
+    return f"00-{getrandbits(128):032x}-{getrandbits(64):016x}-01"
 
 
 class Plan:
