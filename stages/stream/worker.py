@@ -62,11 +62,12 @@ class WorkerSettings:
     metrics_address: str = "127.0.0.1"
     transaction_timeout_ms: int = 10_000
     max_backoff_seconds: float = 5.0
-    commit_deadline_seconds: float = 30.0
+    commit_deadline_seconds: float = 10.0
     """A commit still running after this is stuck, not slow (librdkafka's
     ``send_offsets_to_transaction`` can wait forever after its coordinator went away:
     confluentinc/librdkafka#5456, #5511): the worker exits with EXIT_FATAL so that a fresh
-    process, with the same transactional id, aborts the transaction and redoes it."""
+    process, with the same transactional id, aborts the transaction and redoes it. As long as
+    the transaction timeout: past it the coordinator aborts the transaction anyway."""
 
 
 TopicPartition = tuple[str, int]
