@@ -182,6 +182,20 @@ class TritonBatcher:
         """Every chunk as one request, ``in_flight`` at a time; a transport failure of any one
         is a DependencyError for the batch."""
         results: list[Any] = [None] * len(chunks)
+        if self.in_flight == 1 or len(chunks) == 1:
+            # One request at a time: the blocking call. tritonclient's async_infer starts
+            # gRPC's channel-spin thread for a call when none is active, a thread per batch.
+            for index, (start, end) in enumerate(chunks):
+                try:
+                    results[index] = self._client.infer(
+                        self.model.name,
+                        self._inputs(arrays, start, end),
+                        outputs=self._requested,
+                        client_timeout=self.timeout_seconds,
+                    )
+                except Exception as exc:  # classified below, as the callback's errors are
+                    results[index] = exc
+            return self._checked(results, chunks)
         slots = threading.Semaphore(self.in_flight)
         done = threading.Event()
         remaining = [len(chunks)]
@@ -210,10 +224,17 @@ class TritonBatcher:
             except Exception as exc:  # the channel itself failed before sending
                 finished(index, None, exc)
         done.wait()
+        return self._checked(results, chunks)
+
+    def _checked(
+        self, results: list[Any | BaseException], chunks: Sequence[tuple[int, int]]
+    ) -> list[Any | BaseException]:
         self.requests += len(chunks)
         self.rows += chunks[-1][1]
         for outcome in results:
-            if isinstance(outcome, BaseException) and _status(outcome) in TRANSIENT:
+            if isinstance(outcome, BaseException) and (
+                _status(outcome) in TRANSIENT or not _status(outcome)
+            ):
                 raise DependencyError(f"Triton at {self.url}: {outcome}")
         return results
 
