@@ -310,14 +310,7 @@ class _TriggerBuilder:
             walked += f".{key}"
         if isinstance(node, Mapping):
             return ParamType("dict")
-        found = from_annotation(node)
-        if found is None:
-            raise DefinitionError(
-                f"payload_schema gives {walked} the type {node!r}",
-                fix="use str, int, float, bool, dict, list[...] or a nested dict",
-                field="payload_schema",
-            )
-        return found
+        return _schema_type(node, walked)
 
     def _mappings(self, mappings: Mapping[str, str | Field]) -> tuple[ir.InputMapping, ...]:
         result = []
@@ -575,11 +568,15 @@ def _schema_fields(schema: Mapping[str, Any], prefix: str) -> Iterator[tuple[str
         if isinstance(node, Mapping):
             yield from _schema_fields(node, path)
             continue
-        found = from_annotation(node)
-        if found is None:
-            raise DefinitionError(
-                f"payload_schema gives {path} the type {node!r}",
-                fix="use str, int, float, bool, dict, list[...] or a nested dict",
-                field="payload_schema",
-            )
-        yield path, found
+        yield path, _schema_type(node, path)
+
+
+def _schema_type(node: object, path: str) -> ParamType:
+    found = from_annotation(node)
+    if found is None:
+        raise DefinitionError(
+            f"payload_schema gives {path} the type {node!r}",
+            fix="use str, int, float, bool, dict, list[...] or a nested dict",
+            field="payload_schema",
+        )
+    return found
