@@ -341,7 +341,35 @@ def stream_topics(pipeline: ir.Pipeline) -> list[str]:
     return sorted(topics)
 
 
-def produce_events(brokers: str, topic: str, lines: Iterator[str]) -> int:
+class Feeder:
+    """Feeds the events file (or stdin) to the source topic on a thread of its own, so that a
+    stop (Ctrl-C, SIGTERM) is seen while stdin is still open."""
+
+    def __init__(self, brokers: str, topic: str, events: str | None) -> None:
+        self.count = 0
+        self.finished = False  # without events the run lasts --duration or until stopped
+        self.error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if events is not None:
+            self._thread = threading.Thread(
+                target=self._feed, args=(brokers, topic, events), daemon=True
+            )
+            self._thread.start()
+
+    def _feed(self, brokers: str, topic: str, events: str) -> None:
+        try:
+            source = sys.stdin if events == "-" else open(events, encoding="utf-8")  # noqa: SIM115
+            with source:
+                produce_events(brokers, topic, iter(source), progress=self)
+        except BaseException as exc:  # reported by the run, not lost in a thread
+            self.error = exc
+        finally:
+            self.finished = True
+
+
+def produce_events(
+    brokers: str, topic: str, lines: Iterator[str], *, progress: Feeder | None = None
+) -> int:
     """Feed JSONL events to the source topic (each line as it is: a line that is not JSON is a
     poison event the workers must dead-letter, not something to drop here)."""
     from confluent_kafka import Producer
@@ -359,6 +387,8 @@ def produce_events(brokers: str, topic: str, lines: Iterator[str]) -> int:
             except BufferError:
                 producer.poll(0.01)
         count += 1
+        if progress is not None:
+            progress.count = count
         producer.poll(0)
     producer.flush(30)
     return count
@@ -403,7 +433,10 @@ def run_stream_local(
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stopping.set()
 
+    # Ctrl-C and SIGTERM alike stop the run gracefully: the workers get SIGTERM, finish their
+    # batch and commit; only a worker that does not end in time is killed.
     previous = signal.signal(signal.SIGTERM, on_signal)
+    previous_int = signal.signal(signal.SIGINT, on_signal)
     out = sys.stderr
     children: list[WorkerProcess] = []
     triton_target = None
@@ -452,20 +485,18 @@ def run_stream_local(
                 f"logs in {folder}",
                 file=out,
             )
-            fed = 0
-            if events is not None:
-                source = sys.stdin if events == "-" else open(events, encoding="utf-8")  # noqa: SIM115
-                with source:
-                    fed = produce_events(bootstrap, stream.source_topic, iter(source))
+            feeder = Feeder(bootstrap, stream.source_topic, events)
             ports = [c.metrics_port for c in children]
             last = max(c.group for c in children)
             last_ports = [c.metrics_port for c in children if c.group == last]
             bar = Progress(out) if progress else Progress(out, every=5.0)
             started = time.monotonic()
             seen = Totals()
+            fed = 0
             while not stopping.is_set():
                 time.sleep(0.25)
                 seen = totals(ports, last_group_ports=last_ports)
+                fed = feeder.count
                 bar.update(fed, seen)
                 for child in children:
                     if not child.alive and child.process is not None:
@@ -481,10 +512,13 @@ def run_stream_local(
                               "restarting it", file=out)  # fmt: skip
                         child.restarts += 1
                         child.start()
-                if events is not None and duration is None and seen.done >= fed:
+                if feeder.error is not None:
+                    raise StreamRunError(f"feeding {events}: {feeder.error}")
+                if feeder.finished and duration is None and seen.done >= fed:
                     break
                 if duration is not None and time.monotonic() - started >= duration:
                     break
+            fed = feeder.count
             bar.update(fed, seen, force=True)
             bar.close()
             for child in children:
@@ -507,3 +541,4 @@ def run_stream_local(
         if triton_target is not None:
             triton_target.close()
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
