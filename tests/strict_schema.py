@@ -1,4 +1,5 @@
-"""Strict validation against the upstream Argo JSON schemas in ../shared/schemas.
+"""Strict validation against the upstream Argo JSON schemas, which tools/provision.sh copies
+out of the pinned Go modules into .tools/schemas (tools/argo_schemas.py).
 
 The published schemas allow unknown fields; a strict check adds ``additionalProperties: false``
 to every object schema that lists properties, so a misspelt or misplaced field fails here the
@@ -18,8 +19,8 @@ import jsonschema
 
 from rtflow.verify.jsonschema_strict import forbid_unknown_fields
 
-SCHEMAS = Path(__file__).resolve().parents[1].parent / "shared" / "schemas"
-WORKFLOWS = "argo-workflows-v4.1.2.schema.json"
+SCHEMAS = Path(__file__).resolve().parents[1] / ".tools" / "schemas"
+WORKFLOWS = "argo-workflows-v4.1.4.schema.json"
 EVENTS = "argo-events-v1.9.11.schema.json"
 _WIDEN = {
     "io.k8s.apimachinery.pkg.util.intstr.IntOrString": {"type": ["string", "integer"]},

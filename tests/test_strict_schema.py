@@ -1,4 +1,4 @@
-"""Every generated document passes its strict check: the upstream Argo Workflows 4.1.2 and Argo
+"""Every generated document passes its strict check: the upstream Argo Workflows 4.1.4 and Argo
 Events 1.9.11 schemas with unknown fields forbidden, kubernetes-validate strict for core kinds."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import strict_schema
+from components import component_missing
 from compiled import ROOT, compile_docs
 from pipelines import kitchen_sink, two_pipelines
 
@@ -18,9 +19,10 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 
 @pytest.fixture(scope="module", autouse=True)
 def schemas_present() -> None:
-    path = strict_schema.schema_path(strict_schema.WORKFLOWS)
-    if not path.exists():
-        pytest.fail(f"{path} is missing: ../shared/schemas must sit beside the checkout")
+    for name in (strict_schema.WORKFLOWS, strict_schema.EVENTS):
+        path = strict_schema.schema_path(name)
+        if not path.exists():
+            component_missing(f"{path} is missing: run tools/provision.sh (needs go)")
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: Path(p).stem)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Provision the real components the tests use: the Kafka broker's jars (Maven Central), the Argo
 # linters and kustomize (built from pinned Go modules, tools/build-go-tools.sh) and Argo CD's
-# Application/ApplicationSet schemas (from the pinned Argo CD Go module, tools/argocd_schemas.py),
+# Application/ApplicationSet schemas (from the pinned Argo CD Go module, tools/argocd_schemas.py)
+# and the Argo Workflows / Argo Events JSON schemas (from their Go modules, tools/argo_schemas.py),
 # all through the Go module proxy. Python packages, Triton's wheel among them, come from
 # `pip install -e '.[test]'`. Idempotent and quick when already done.
 #
@@ -30,6 +31,7 @@ if command -v go >/dev/null || [ -x /usr/local/go/bin/go ]; then
     PATH="$PATH:/usr/local/go/bin" bash "$here/build-go-tools.sh"
     # PyYAML comes with rtflow: run after `pip install -e '.[test]'`, in its environment.
     PATH="$PATH:/usr/local/go/bin" "${PYTHON:-python3}" "$here/argocd_schemas.py"
+    PATH="$PATH:/usr/local/go/bin" "${PYTHON:-python3}" "$here/argo_schemas.py"
 else
     missing "go is needed to build the Argo linters and kustomize and to fetch Argo CD's schemas" \
         "the Argo linters, kustomize and the Argo CD schemas"
