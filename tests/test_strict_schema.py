@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import strict_schema
-from components import component_missing
 from compiled import ROOT, compile_docs
+from components import component_missing
 from pipelines import kitchen_sink, two_pipelines
 
 from rtflow.loader import load_pipelines
