@@ -323,21 +323,20 @@ def free_port() -> int:
 
 def stream_topics(pipeline: ir.Pipeline) -> list[str]:
     """Every topic the plane reads or writes."""
-    from rtflow.stages.stream.plan import PublishStep, groups_of
+    from rtflow.stages.stream.plan import groups_of, hop_topic
+    from rtflow.stream_ir import KAFKA_PUBLISH_FUNCTION
 
     stream = pipeline.stream
     assert stream is not None
     topics = {stream.source_topic, stream.dead_letter_topic}
     topics |= {t for t in (stream.handoff_topic, stream.results_topic) if t is not None}
-    groups = groups_of(stream)
-    topics |= {f"{pipeline.name}-hop-{g[0]}" for g in groups[1:]}
+    topics |= {hop_topic(pipeline.name, group[0]) for group in groups_of(stream)[1:]}
     for name in stream.hot_tasks:
         task = pipeline.task(name)
-        stage = pipeline.stage(task.stage)
-        from rtflow.stream_ir import KAFKA_PUBLISH_FUNCTION
-
-        if stage.function == KAFKA_PUBLISH_FUNCTION:
-            topics.add(PublishStep(task, stage).topic)
+        if pipeline.stage(task.stage).function == KAFKA_PUBLISH_FUNCTION:
+            topic = dict(task.arguments)["topic"]
+            assert isinstance(topic, ir.Constant)  # stream_ir refuses any other
+            topics.add(topic.text)
     return sorted(topics)
 
 

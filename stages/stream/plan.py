@@ -57,10 +57,11 @@ __all__ = [
     "PublishStep",
     "Record",
     "groups_of",
+    "hop_topic",
 ]
 
 
-def _hop_topic(pipeline: str, task: str) -> str:
+def hop_topic(pipeline: str, task: str) -> str:
     return f"{pipeline}-hop-{task}"
 
 
@@ -111,9 +112,9 @@ class Plan:
         self.first = group == 0
         self.last = group == len(groups) - 1
         self.input_topic = (
-            stream.source_topic if self.first else _hop_topic(pipeline.name, self.tasks[0])
+            stream.source_topic if self.first else hop_topic(pipeline.name, self.tasks[0])
         )
-        self.next_topic = None if self.last else _hop_topic(pipeline.name, groups[group + 1][0])
+        self.next_topic = None if self.last else hop_topic(pipeline.name, groups[group + 1][0])
         self.consumer_group = (
             stream.consumer_group if self.first else f"{stream.consumer_group}-{self.tasks[0]}"
         )
