@@ -26,6 +26,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -217,6 +218,7 @@ class Point:
 
 class Bench:
     def __init__(self, seconds: float, warmup: float) -> None:
+        self.logs: list[Path] = []
         from rtflow.stages.inference import local_triton_server, needs_triton
         from rtflow.stages.stream.launcher import load_stream_pipeline
         from rtflow.testing.kafka_broker import KafkaBroker
@@ -271,9 +273,12 @@ class Bench:
             commands.append([sys.executable, HANDWRITTEN, *common, *extra])
         else:
             commands.append([str(QUIX_PYTHON), QUIX, *common])
+        # Each process's stderr goes to a file, quoted when it exits before the measurement.
+        self.logs = [Path(tempfile.mkstemp(prefix="rtflow-bench-", suffix=".log")[1])
+                     for _ in commands]  # fmt: skip
         return [
-            subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for c in commands
+            subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+            for c, log in zip(commands, self.logs, strict=True)
         ]
 
     def _wait_ready(self, source: str, sink: str, procs: list[subprocess.Popen[bytes]]) -> None:
@@ -296,7 +301,8 @@ class Bench:
         while seen < 50 and time.monotonic() < deadline:
             seen += sum(1 for m in consumer.consume(100, 0.2) if m.error() is None)
             if any(p.poll() is not None for p in procs):
-                raise RuntimeError("the system under test exited while starting")
+                tails = "\n".join(log.read_text(errors="replace")[-3000:] for log in self.logs)
+                raise RuntimeError(f"the system under test exited while starting:\n{tails}")
         consumer.close()
         if seen < 50:
             raise RuntimeError(f"the system under test gave {seen} of 50 warm-up decisions")
@@ -344,6 +350,8 @@ class Bench:
                     proc.wait(30)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+            for log in self.logs:
+                log.unlink(missing_ok=True)
         report = json.loads(out)
         latencies = report["latencies"]
         result.achieved = len(latencies) / report["window_seconds"]

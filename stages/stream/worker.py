@@ -7,11 +7,22 @@ the plan, produce its records into the open transaction, and every
 (``send_offsets_to_transaction`` with the consumer's group metadata, so a worker that lost its
 partitions in a rebalance is fenced and its writes are never visible).
 
-**The commit overlaps the next batch.** ``commit_transaction`` blocks for a broker round trip
-or two (about 2.5 ms here); a serial loop adds that to every event's latency and takes it off
-the throughput. Here the commit runs on a helper thread (librdkafka releases the GIL) while the
-main thread consumes and runs the next batch through Triton; only producing that batch waits
-for the commit to end, since one producer has one transaction at a time.
+**The commit overlaps the next batch, on a second producer.** ``commit_transaction`` blocks
+for a broker round trip or two (about 2.5 ms here); a serial loop adds that to every event's
+latency and takes it off the throughput. Here the commit runs on a helper thread (librdkafka
+releases the GIL) while the main thread consumes and runs the next batch. That batch goes into
+a transaction of a *second* transactional producer: with one producer it would wait for the
+commit to end, and a transaction begun right after a commit is refused by the coordinator
+(CONCURRENT_TRANSACTIONS) until the previous commit's markers are written, which librdkafka,
+without KIP-890, retries after a fixed 20 ms: a 20 ms stall in about one transaction of six
+(measured: BENCHMARKS.md). Alternating two producers gives each one a whole interval between
+its commit and its next transaction. Two rules keep this exactly-once and in order:
+
+- commits are serial (the next one starts when the previous ended), so a partition's offsets
+  are committed in order, and a failed commit aborts the open transaction after it as well;
+- the next producer writes nothing before the previous producer's records are acknowledged
+  (it flushes first, then commits), so in every output partition a later batch's records come
+  after an earlier batch's, and a key's order holds for ``read_committed`` readers.
 
 **Failures.** A dependency failing for a batch (Triton down, a broker error that aborts the
 transaction) never commits past an unprocessed event: the open transaction is committed if it
@@ -30,6 +41,7 @@ import gc
 import json
 import logging
 import socket
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -83,6 +95,7 @@ class StreamWorker:
         self._stopping = False
         self._committer = cf.ThreadPoolExecutor(1, thread_name_prefix="rtflow-commit")
         self._commit: cf.Future[None] | None = None
+        self._commit_started = 0.0
         self._committing_from: dict[TopicPartition, int] = {}
         self._open = False  # a transaction is open (exactly-once)
         self._opened_at = 0.0
@@ -94,12 +107,22 @@ class StreamWorker:
         self._delivery_errors: list[str] = []
         self._last_lag = 0.0
         self.consumer: Any = None
-        self.producer: Any = None
+        # Exactly-once alternates two transactional producers (see the module's docstring);
+        # at-least-once has one. ``producer`` is the one batches go into now.
+        self._producers: list[Any] = []
+        self._active = 0
+        self._committing: Any = None  # the producer whose transaction the running commit ends
+        self._flushed: threading.Event | None = None  # its records are acknowledged
+
+    @property
+    def producer(self) -> Any:
+        return self._producers[self._active]
 
     @property
     def transactional_id(self) -> str:
         """Stable per worker (a pod's name, a local index): a restarted worker aborts what its
-        crashed predecessor left open at once, instead of readers waiting out its timeout."""
+        crashed predecessor left open at once, instead of readers waiting out its timeout.
+        The second producer's id is this one with ``-1`` appended."""
         return f"{self.plan.consumer_group}-{self.settings.worker_id}"
 
     def stop(self) -> None:
@@ -143,12 +166,21 @@ class StreamWorker:
             if self.exactly_once
             else 1,
         }
-        if self.exactly_once:
-            producer["transactional.id"] = self.transactional_id
-            producer["transaction.timeout.ms"] = self.settings.transaction_timeout_ms
-        self.producer = Producer(producer)
-        if self.exactly_once:
-            self.producer.init_transactions(30)
+        if not self.exactly_once:
+            self._producers = [Producer(producer)]
+            return
+        for index in range(2):
+            suffix = f"-{index}" if index else ""
+            transactional = Producer(
+                {
+                    **producer,
+                    "client.id": f"{self.transactional_id}{suffix}-producer",
+                    "transactional.id": f"{self.transactional_id}{suffix}",
+                    "transaction.timeout.ms": self.settings.transaction_timeout_ms,
+                }
+            )
+            transactional.init_transactions(30)
+            self._producers.append(transactional)
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -288,7 +320,7 @@ class StreamWorker:
         from confluent_kafka import KafkaException
 
         if self.exactly_once:
-            self._wait_for_commit()
+            self._wait_for_flush()
         self._partial = True  # until the batch's offsets are recorded beside its records
         try:
             if self.exactly_once and not self._open:
@@ -337,11 +369,21 @@ class StreamWorker:
         return [KafkaTopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
 
     def _commit_if_due(self) -> None:
+        running = self._commit is not None and not self._commit.done()
+        if (
+            running
+            and time.monotonic() - self._commit_started > self.settings.commit_deadline_seconds
+        ):
+            # The loop goes on into the other producer while a commit runs, so a stuck one
+            # (librdkafka#5456) is caught here rather than by waiting for it.
+            raise FatalKafkaError(
+                f"a commit is stuck after {self.settings.commit_deadline_seconds:g} s"
+            )
         if not self._next:
             return
         if time.monotonic() - self._opened_at < self.stream.transaction_interval_ms / 1000.0:
             return
-        if self._commit is not None and not self._commit.done():
+        if running:
             return  # the previous one still runs; this batch joins the next commit
         self._wait_for_commit()
         offsets, first = self._next, self._first
@@ -350,15 +392,35 @@ class StreamWorker:
         if self.exactly_once:
             metadata = self.consumer.consumer_group_metadata()
             self._open = False
-            self._commit = self._committer.submit(self._commit_transaction, offsets, metadata)
+            self._committing = self.producer
+            self._flushed = threading.Event()
+            self._active = 1 - self._active
+            self._commit = self._committer.submit(
+                self._commit_transaction, self._committing, self._flushed, offsets, metadata
+            )
         else:
             self._commit = self._committer.submit(self._commit_offsets, offsets)
+        self._commit_started = time.monotonic()
         self._opened_at = time.monotonic()
 
-    def _commit_transaction(self, offsets: Mapping[TopicPartition, int], metadata: Any) -> None:
+    def _commit_transaction(
+        self,
+        producer: Any,
+        flushed: threading.Event,
+        offsets: Mapping[TopicPartition, int],
+        metadata: Any,
+    ) -> None:
         started = time.perf_counter()
-        self.producer.send_offsets_to_transaction(self._offsets(offsets), metadata, 30)
-        self._retrying(lambda: self.producer.commit_transaction(30))
+        try:
+            # flush() sends at once, whatever linger.ms says; the other producer may write
+            # as soon as these records have their place in the log.
+            remaining = producer.flush(30)
+        finally:
+            flushed.set()
+        if remaining:
+            raise DependencyError(f"{remaining} records not acknowledged in 30 s")
+        producer.send_offsets_to_transaction(self._offsets(offsets), metadata, 30)
+        self._retrying(lambda: producer.commit_transaction(30))
         self.metrics.commit.observe(time.perf_counter() - started)
 
     def _commit_offsets(self, offsets: Mapping[TopicPartition, int]) -> None:
@@ -384,6 +446,19 @@ class StreamWorker:
                 time.sleep(0.1)
         call()
 
+    def _wait_for_flush(self) -> None:
+        """Before the next batch goes into the other producer: the committing producer's
+        records must be in the log (a key's order), and a commit that already failed is
+        handled now rather than after more records went out."""
+        if self._commit is None or self._flushed is None:
+            return
+        if not self._flushed.wait(self.settings.commit_deadline_seconds):
+            raise FatalKafkaError(
+                f"a flush is stuck after {self.settings.commit_deadline_seconds:g} s"
+            )
+        if self._commit.done():
+            self._wait_for_commit()
+
     def _wait_for_commit(self) -> None:
         """Let the running commit end; on failure abort and rewind to what it covered."""
         future, self._commit = self._commit, None
@@ -407,7 +482,10 @@ class StreamWorker:
         log.warning("commit failed; rewinding to the last committed offsets", exc_info=exc)
         self.metrics.aborts.labels(cause="commit_failed").inc()
         if self.exactly_once:
-            self._abort()
+            # The failed transaction, and the one after it: its offsets follow the failed ones.
+            self._abort(self._committing)
+            if self._open:
+                self._abort()
         # Everything since the failed commit's first offsets is redone, later batches too.
         for tp, offset in (*self._committing_from.items(), *self._first.items()):
             self._rewind_to(tp, offset)
@@ -417,17 +495,19 @@ class StreamWorker:
     def _rewind_to(self, tp: TopicPartition, offset: int) -> None:
         self._pending_rewind[tp] = min(offset, self._pending_rewind.get(tp, offset))
 
-    def _abort(self) -> None:
+    def _abort(self, producer: Any = None) -> None:
+        """Abort the open transaction (of ``producer``, a committing one, when given)."""
         from confluent_kafka import KafkaException
 
         try:
-            self.producer.abort_transaction(30)
+            (producer or self.producer).abort_transaction(30)
         except KafkaException as exc:
             error = exc.args[0]
             if error.fatal():
                 raise FatalKafkaError(str(error)) from exc
             log.warning("abort: %s", error)
-        self._open = False
+        if producer is None:
+            self._open = False
 
     def _seek(self, offsets: Mapping[TopicPartition, int]) -> None:
         from confluent_kafka import KafkaException
