@@ -1,5 +1,7 @@
 """Strict validation against the upstream Argo JSON schemas, which tools/provision.sh copies
-out of the pinned Go modules into .tools/schemas (tools/argo_schemas.py).
+out of the pinned Go modules into .tools/schemas (tools/argo_schemas.py), and against the
+upstream CRD schemas of the custom resources rtflow.verify.crd_schema knows (Argo CD, KEDA,
+Strimzi, prometheus-operator; tools/crd_schemas.py).
 
 The published schemas allow unknown fields; a strict check adds ``additionalProperties: false``
 to every object schema that lists properties, so a misspelt or misplaced field fails here the
@@ -16,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+from components import component_missing
 
+from rtflow.verify import crd_schema
 from rtflow.verify.jsonschema_strict import forbid_unknown_fields
 
 SCHEMAS = Path(__file__).resolve().parents[1] / ".tools" / "schemas"
@@ -32,7 +36,7 @@ def schema_path(name: str) -> Path:
     return SCHEMAS / name
 
 
-# Shared with rtflow.verify.argocd_schema (Argo CD's CRD schemas): adds additionalProperties:
+# Shared with rtflow.verify.crd_schema (the upstream CRD schemas): adds additionalProperties:
 # false to every object schema that lists properties.
 _strict = forbid_unknown_fields
 
@@ -70,12 +74,18 @@ WORKFLOWS_KINDS = frozenset(
 
 
 def errors_any(document: dict[str, Any]) -> list[str]:
-    """Route a generated document to its strict check: Argo schemas, or kubernetes-validate."""
+    """Route a generated document to its strict check: the Argo schemas, its upstream CRD's
+    schema (a missing one skips the test, or fails it under CI=true), or kubernetes-validate."""
     kind = document["kind"]
     if kind in WORKFLOWS_KINDS:
         return errors(document, WORKFLOWS)
     if kind in EVENTS_KINDS:
         return errors(document, EVENTS)
+    if crd_schema.is_known(document):
+        try:
+            return crd_schema.errors(document)
+        except crd_schema.CRDSchemaUnavailable as exc:
+            component_missing(str(exc))
     import kubernetes_validate
 
     try:

@@ -3,7 +3,7 @@
 Overlays are built with the real kustomize (``kustomize build``, the release pinned in
 tools/kustomize/go.mod, built into .tools/bin by tools/provision.sh; rtflow.verify.kustomize).
 Applications are checked strictly against Argo CD's own Application schema, the CRD's
-openAPIV3Schema of the release pinned in tools/argocd_schemas.py, which tools/provision.sh
+openAPIV3Schema of the release pinned in tools/crd_schemas.py, which tools/provision.sh
 writes into .tools/schemas (rtflow.verify.argocd_schema). Without them these tests skip with
 the reason, and fail under CI=true.
 """

@@ -4,9 +4,11 @@ Four kinds of finding, each naming the file, the object and the field:
 
 * ``structure``: Argo Workflows objects against hera's typed models with unknown fields
   forbidden (pydantic ignores unknown fields, so a round trip shows which ones it dropped);
-  Argo CD Applications and ApplicationSets against Argo CD's own CRD schema, strict, when
-  tools/provision.sh has written it (rtflow.verify.argocd_schema; when it has not, the report
-  says they were skipped); core Kubernetes kinds against kubernetes-validate, strict.
+  custom resources of the kinds rtflow.verify.crd_schema knows (Argo CD Applications and
+  ApplicationSets; KEDA ScaledObjects and TriggerAuthentications; Strimzi KafkaTopics;
+  prometheus-operator PodMonitors, ServiceMonitors and PrometheusRules) against their upstream
+  CRD's own schema, strict, when tools/provision.sh has written it (when it has not, the report
+  says which objects were skipped); core Kubernetes kinds against kubernetes-validate, strict.
 * ``cross-resource``: the compiler's own bundle checks (a DAG task names a template that exists
   and passes its inputs; a Sensor names generated EventSources, events and WorkflowTemplate
   parameters; a RoleBinding binds generated identities).
@@ -34,7 +36,7 @@ import yaml
 
 from rtflow.generators import bundle as bundle_module
 from rtflow.generators.labels import PIPELINE
-from rtflow.verify import KUBERNETES_VERSION, argo_linters, argocd_schema
+from rtflow.verify import KUBERNETES_VERSION, argo_linters, crd_schema
 
 WORKFLOW_KINDS = ("WorkflowTemplate", "Workflow", "CronWorkflow", "ClusterWorkflowTemplate")
 EVENTS_KINDS = ("EventSource", "Sensor", "EventBus")
@@ -169,12 +171,13 @@ def check_workflow_structure(item: Loaded) -> Iterator[Finding]:
         yield Finding("structure", str(item.path), item.label, unknown, "unknown field")
 
 
-def check_argocd_structure(item: Loaded) -> Iterator[Finding]:
-    """An Argo CD Application/ApplicationSet against Argo CD's CRD schema, strict.
+def check_crd_structure(item: Loaded) -> Iterator[Finding]:
+    """A custom resource rtflow knows (an Argo CD Application, a KEDA ScaledObject, ...)
+    against its upstream CRD's schema, strict.
 
-    Raises :class:`argocd_schema.ArgoCDSchemaUnavailable` when the schema is not provisioned.
+    Raises :class:`crd_schema.CRDSchemaUnavailable` when the schema is not provisioned.
     """
-    for problem in argocd_schema.findings(item.body):
+    for problem in crd_schema.findings(item.body):
         yield Finding("structure", str(item.path), item.label, problem.path, problem.message)
 
 
@@ -319,26 +322,28 @@ def lint_paths(paths: Sequence[str | Path], *, real_linters: bool = True) -> Lin
 def check_items(items: Sequence[Loaded], report: LintReport, *, real_linters: bool) -> None:
     """Every check over one set of objects that are deployed together."""
     report.checked += len(items)
-    argocd_unchecked: list[str] = []
-    argocd_missing: argocd_schema.ArgoCDSchemaUnavailable | None = None
+    # Per release whose schemas are missing: the objects not checked, and why (the last error).
+    unchecked: dict[crd_schema.Release, list[str]] = {}
+    missing: dict[crd_schema.Release, crd_schema.CRDSchemaUnavailable] = {}
     for item in items:
         kind = item.body.get("kind")
         api = str(item.body.get("apiVersion", ""))
+        entry = crd_schema.lookup(item.body)
         if kind in WORKFLOW_KINDS and api.startswith("argoproj.io/"):
             report.findings += check_workflow_structure(item)
-        elif argocd_schema.is_argocd(item.body):
+        elif entry is not None:
             try:
-                report.findings += list(check_argocd_structure(item))
-            except argocd_schema.ArgoCDSchemaUnavailable as exc:
-                argocd_unchecked.append(item.label)
-                argocd_missing = exc
+                report.findings += list(check_crd_structure(item))
+            except crd_schema.CRDSchemaUnavailable as exc:
+                unchecked.setdefault(entry.release, []).append(item.label)
+                missing[entry.release] = exc
         elif not api.startswith("argoproj.io/"):
             report.findings += check_core_structure(item)
         report.findings += check_security(item)
-    if argocd_missing is not None:
+    for release, labels in unchecked.items():
         report.skipped.append(
-            f"argo-cd-schema: {len(argocd_unchecked)} object(s) not checked against Argo CD's "
-            f"schema ({', '.join(argocd_unchecked)}): {argocd_missing}"
+            f"{release.slug}-schema: {len(labels)} object(s) not checked against "
+            f"{release.project}'s schema ({', '.join(labels)}): {missing[release]}"
         )
     report.findings += check_cross_resource(items)
     if real_linters:
