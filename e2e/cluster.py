@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import base64
 import shlex
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from rtflow.testing.kafka_security import (
     BrokerSecurity,
@@ -50,7 +53,10 @@ KAFKA_HOST = f"kafka.{KAFKA_NAMESPACE}.svc.cluster.local"
 KAFKA_SECURE_PORT = 9093
 KAFKA_ADMIN_PORT = 19092  # PLAINTEXT on the pod's loopback only: topics and test producers
 KAFKA_USER = "fraud-detection"
-TOPICS = ("transactions", "transactions-dead-letter", "fraud-decisions")
+# The e2e Kafka is not Strimzi: its topics are made by hand (the KafkaTopic objects the example
+# compiles to are applied, and stay inert, since the CRD is installed but no operator).
+TOPICS = ("transactions", "transactions-dead-letter", "fraud-decisions", "fraud-detection-handoff")
+STREAM_CRD_SOURCES = ("keda", "strimzi", "prometheus-operator")
 MODEL_CLAIM = "triton-models"  # the example's repository "pvc://triton-models/fraud"
 MODEL_PATH = "fraud"
 
@@ -299,6 +305,8 @@ def images(wheel: Path, work: Path) -> list[Image]:
 
     from rtflow.stages.dockerfiles import (
         DEFAULT_BASE_IMAGE,
+        DEFAULT_STREAM_BASE_IMAGE,
+        STREAM_WORKER,
         render_base_dockerfile,
         render_stage_dockerfile,
     )
@@ -321,6 +329,13 @@ def images(wheel: Path, work: Path) -> list[Image]:
             work,
         ),
         Image(
+            DEFAULT_STREAM_BASE_IMAGE,
+            render_base_dockerfile(
+                rtflow_requirement=requirement, find_links="wheels", builtin=STREAM_WORKER
+            ),
+            work,
+        ),
+        Image(
             fraud.TRITON_CPU_IMAGE,
             (ROOT / "e2e/images/tritonserver-cpu.Dockerfile").read_text(),
             work,
@@ -329,10 +344,37 @@ def images(wheel: Path, work: Path) -> list[Image]:
     stage = render_stage_dockerfile(["fraud_detection.py", "models"])
     for name in ("features:1.4.0", "decider:2.1.0", "reviewer:1.0.3"):
         built.append(Image(f"{fraud.REGISTRY}/{name}", stage, ROOT / "examples"))
+    # The stream workers: the same code on the stream-worker base.
+    worker = render_stage_dockerfile(
+        ["fraud_detection.py", "models"], base_image=DEFAULT_STREAM_BASE_IMAGE
+    )
+    built.append(Image(f"{fraud.REGISTRY}/fraud-stream:1.0.0", worker, ROOT / "examples"))
     stand_in = (ROOT / "e2e/images/stand-in.Dockerfile").read_text()
     for name in ("card-actions:3.0.0", "notifier:1.0.0"):
         built.append(Image(f"{fraud.REGISTRY}/{name}", stand_in, work))
     return built
+
+
+def stream_plane_crds() -> list[dict[str, Any]]:
+    """The CRDs of the kinds the stream plane compiles to (KEDA, Strimzi's KafkaTopic,
+    prometheus-operator's monitors and rules), from the same pinned sources the strict schemas
+    come from (tools/crd_schemas.py), so that ``kubectl apply -k`` accepts every object. Only
+    the definitions: KEDA's and the operators' controllers are not part of this cluster."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("crd_schemas", ROOT / "tools/crd_schemas.py")
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = tool  # its dataclasses look their module up there
+    spec.loader.exec_module(tool)
+    crds: list[dict[str, Any]] = []
+    for source in tool.SOURCES:
+        if source.name not in STREAM_CRD_SOURCES:
+            continue
+        read = tool.go_module_crds if source.toolchain == "go" else tool.maven_generated_crds
+        for _kind, text, _where in read(source):
+            crds += [d for d in yaml.safe_load_all(text) if d]
+    return crds
 
 
 def referenced_images(documents: Sequence[Mapping[str, Any]]) -> set[str]:

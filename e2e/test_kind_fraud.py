@@ -5,8 +5,11 @@ a single-node Kafka speaking SASL_SSL/SCRAM with its own CA, and the images the 
 ``kind`` environment names (built from this checkout: rtflow's stage images, the CPU Triton,
 stand-ins for the two container stages). Then, as a user would: ``rtflow compile`` the example,
 put the overlay's model config in Triton's volume, ``kubectl apply -k overlays/kind``, produce a
-transaction, and assert the Workflow succeeds and the decision lands on the output topic; then
-``rtflow submit --env kind --wait`` runs it again through rtflow's own submit path. The cluster is
+transaction and assert the stream workers' decision lands on the output topic (no Workflow),
+produce a risky one and assert the hand-off starts the review Workflow with the hot path's
+outputs; then ``rtflow submit --env kind --wait`` runs the workflow-plane part through rtflow's
+own submit path. The stream plane's CRDs (KEDA, Strimzi, prometheus-operator) are installed
+from the pinned sources the strict schemas come from; their controllers are not. The cluster is
 deleted afterwards (``--keep-cluster`` keeps it for debugging).
 
 Needs a Docker engine and network: without them it skips with that reason (the only tier allowed
@@ -177,6 +180,7 @@ def platform(kube: Kube, images: list[str], manifests: Path) -> Kube:
         (e2e.KAFKA_NAMESPACE, "kafka"),
     ):
         kube("rollout", "status", "-n", namespace, f"deployment/{deployment}", "--timeout=600s")
+    kube.apply(e2e.stream_plane_crds())
     kube.apply([e2e.event_bus()])
     for topic in e2e.TOPICS:
         kafka(kube, "kafka-topics.sh", "--create", "--topic", topic, "--partitions", "1")
@@ -288,14 +292,47 @@ def group_members(kube: Kube, group: str) -> str:
     return result.stdout if result.returncode == 0 else ""
 
 
-def test_a_transaction_runs_to_the_output_topic(deployed: Kube) -> None:
+def test_a_transaction_is_decided_by_the_stream_workers(deployed: Kube) -> None:
+    """The hot path runs in the stream Deployment: a low-risk transaction's decision lands on
+    the output topic, and no Workflow is started for it."""
     kube = deployed
+    kube(
+        "rollout", "status", "-n", e2e.PIPELINE_NAMESPACE, "deployment/fraud-detection-stream",
+        "--timeout=600s",
+    )  # fmt: skip
+    before = workflow_names(kube)
     event = transaction("e2e-event-1")
     kafka(kube, "kafka-console-producer.sh", "--topic", "transactions", stdin=json.dumps(event))
-    workflow = finished(kube, known=set())
-    assert workflow["status"]["phase"] == "Succeeded", kube.diagnostics()
     (decision,) = [d for d in decisions(kube, 1) if d["transaction_id"] == "e2e-event-1"]
     assert decision["action"] == "allow" and 0.0 < decision["risk"] < 0.5
+    assert workflow_names(kube) == before
+
+
+def test_a_risky_transaction_is_handed_off_to_a_workflow(deployed: Kube) -> None:
+    """Above the review threshold the workers hand the event off; the Sensor starts the review
+    Workflow with the hot path's outputs as parameters, and it waits for the analyst."""
+    kube = deployed
+    before = workflow_names(kube)
+    risky = {**transaction("e2e-risky-1"), "review_threshold": 0.0}
+    kafka(kube, "kafka-console-producer.sh", "--topic", "transactions", stdin=json.dumps(risky))
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        started = workflow_names(kube) - before
+        if started:
+            break
+        time.sleep(2)
+    else:
+        raise AssertionError(f"no hand-off Workflow within {DEADLINE_S} s\n{kube.diagnostics()}")
+    (name,) = started
+    workflow = json.loads(kube("get", "workflow", name, "-n", e2e.PIPELINE_NAMESPACE, "-o", "json"))
+    parameters = {p["name"]: p.get("value") for p in workflow["spec"]["arguments"]["parameters"]}
+    assert json.loads(parameters["transaction"])["id"] == "e2e-risky-1"
+    assert float(parameters["decide-risk"]) > 0.0
+
+
+def workflow_names(kube: Kube) -> set[str]:
+    listing = json.loads(kube("get", "workflows", "-n", e2e.PIPELINE_NAMESPACE, "-o", "json"))
+    return {w["metadata"]["name"] for w in listing["items"]}
 
 
 def test_rtflow_submit_runs_the_template_again(deployed: Kube) -> None:
@@ -310,6 +347,8 @@ def test_rtflow_submit_runs_the_template_again(deployed: Kube) -> None:
         sys.executable, "-m", "rtflow.cli", "submit", "examples/fraud_detection.py",
         "--env", "kind", "--kubeconfig", kube.kubeconfig,
         "-p", f"transaction={json.dumps(transaction('e2e-submit-1'))}",
+        # The workflow plane runs the hand-off part: the hot path's outputs are parameters.
+        "-p", "compute-features-result=[3.2, 0, 0, 0, 0]", "-p", "decide-risk=0.1",
         "--wait", "--timeout", str(DEADLINE_S),
     )  # fmt: skip
     name = out.strip().splitlines()[-1]
@@ -317,6 +356,5 @@ def test_rtflow_submit_runs_the_template_again(deployed: Kube) -> None:
     phase = json.loads(kube("get", "workflow", name, "-n", e2e.PIPELINE_NAMESPACE, "-o", "json"))[
         "status"
     ]["phase"]
+    # Below the threshold the review branch is skipped: the run ends at once, successfully.
     assert phase == "Succeeded", kube.diagnostics()
-    found = [d for d in decisions(kube, 2) if d["transaction_id"] == "e2e-submit-1"]
-    assert len(found) == 1 and found[0]["action"] == "allow"

@@ -188,7 +188,10 @@ transactions = rtflow.kafka(
     # The hot path (features -> score -> decide -> publish) runs as long-running Kafka workers,
     # exactly once; the review branch (fan-out, approval, containers) stays on the workflow
     # plane and is reached through the hand-off topic.
-    stream=rtflow.Stream(guarantee="exactly_once", partitions=4),
+    # One image holds the hot path's stage functions and rtflow[stream] (rtflow stage-dockerfile).
+    stream=rtflow.Stream(
+        guarantee="exactly_once", partitions=4, image=f"{REGISTRY}/fraud-stream:1.0.0"
+    ),
 )
 def fraud_detection(transaction: dict[str, Any], review_threshold: float = 0.9) -> None:
     features = compute_features(transaction)

@@ -9,6 +9,7 @@ before any writer touches the disk.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -53,13 +54,18 @@ KIND_ORDER = {
             "ServiceAccount",
             "Role",
             "RoleBinding",
+            "NetworkPolicy",
+            "KafkaTopic",
             "EventBus",
             "ConfigMap",
             "Service",
             "Deployment",
             "PodDisruptionBudget",
             "HorizontalPodAutoscaler",
+            "TriggerAuthentication",
             "ScaledObject",
+            "PodMonitor",
+            "PrometheusRule",
             "WorkflowTemplate",
             "EventSource",
             "Sensor",
@@ -313,12 +319,110 @@ def check_service_accounts(bundle: Bundle) -> Iterable[str]:
                 yield f"RoleBinding {name!r}: ServiceAccount {subject['name']!r} is not generated"
 
 
+def _pipeline_of(m: Manifest) -> str:
+    return str((m.body["metadata"].get("labels") or {}).get("rtflow.dev/pipeline", m.pipeline))
+
+
+def _secret_keys(node: Any) -> set[tuple[str, str]]:
+    """Every (Secret, key) a document names: ``{name, key}`` refs and projected items."""
+    found: set[tuple[str, str]] = set()
+    if isinstance(node, dict):
+        if isinstance(node.get("secret"), dict) and "items" in node["secret"]:
+            found |= {(node["secret"]["name"], i["key"]) for i in node["secret"]["items"]}
+        elif set(node) == {"name", "key"}:
+            found.add((str(node["name"]), str(node["key"])))
+        for value in node.values():
+            found |= _secret_keys(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= _secret_keys(item)
+    return found
+
+
+def _is_stream_worker(m: Manifest) -> bool:
+    labels = m.body["metadata"].get("labels") or {}
+    return bool(labels.get("app.kubernetes.io/component") == "stream-worker")
+
+
+def check_stream_plane(bundle: Bundle) -> Iterable[str]:
+    """The two planes line up: every topic a stream scaler or a hand-off EventSource reads is
+    declared (when the pipeline declares topics) with enough partitions for the scaler's
+    ceiling; scalers target generated Deployments; workers call generated Triton Services;
+    workers and hand-off EventSource log in with the same Secrets."""
+    deployments = _by_kind(bundle, "Deployment")
+    services = {name for _, name in _by_kind(bundle, "Service")}
+    topics: dict[str, dict[str, int]] = {}
+    for m in bundle.manifests:
+        if m.kind == "KafkaTopic":
+            # Strimzi: the topic is metadata.name unless spec.topicName says otherwise; the
+            # partitions default to the cluster's (unknown here: no ceiling checked).
+            spec = m.body.get("spec") or {}
+            name = str(spec.get("topicName") or m.name)
+            topics.setdefault(_pipeline_of(m), {})[name] = int(spec.get("partitions") or 0)
+    workers = [m for m in bundle.manifests if m.kind == "Deployment" and _is_stream_worker(m)]
+    for (namespace, name), scaler in _by_kind(bundle, "ScaledObject").items():
+        if not _is_stream_worker(scaler):
+            continue  # someone else's scaler: its target may live elsewhere
+        target = scaler.body["spec"]["scaleTargetRef"]["name"]
+        kind = scaler.body["spec"]["scaleTargetRef"].get("kind", "Deployment")
+        if kind == "Deployment" and (namespace, target) not in deployments:
+            yield f"ScaledObject {name!r}: Deployment {target!r} is not generated"
+        declared = topics.get(_pipeline_of(scaler))
+        for trigger in scaler.body["spec"].get("triggers") or []:
+            topic = (
+                (trigger.get("metadata") or {}).get("topic")
+                if trigger.get("type") == "kafka"
+                else None
+            )
+            if declared is None or topic is None:
+                continue
+            if topic not in declared:
+                yield f"ScaledObject {name!r}: reads topic {topic!r}, which no KafkaTopic declares"
+            elif 0 < declared[topic] < int(scaler.body["spec"].get("maxReplicaCount", 0)):
+                yield (
+                    f"ScaledObject {name!r}: scales to more workers than {topic!r} has "
+                    f"partitions ({declared[topic]})"
+                )
+    for worker in workers:
+        (container, *_) = worker.body["spec"]["template"]["spec"]["containers"]
+        args = list(container.get("args") or [])
+        for flag, value in itertools.pairwise(args):
+            if flag == "--triton":
+                host = value.partition("=")[2].rpartition(":")[0].split(".")[0]
+                if host not in services:
+                    yield (
+                        f"Deployment {worker.name!r}: calls Triton Service {host!r}, which is "
+                        "not generated"
+                    )
+    for m in bundle.manifests:
+        if m.kind != "EventSource":
+            continue
+        pipeline = _pipeline_of(m)
+        own_workers = [w for w in workers if _pipeline_of(w) == pipeline]
+        if not own_workers:
+            continue
+        for event, source in sorted((m.body["spec"].get("kafka") or {}).items()):
+            where = f"EventSource {m.name!r}, event {event!r}"
+            declared = topics.get(pipeline)
+            if declared is not None and source["topic"] not in declared:
+                yield f"{where}: reads topic {source['topic']!r}, which no KafkaTopic declares"
+            used = _secret_keys({k: source.get(k) for k in ("tls", "sasl")})
+            for worker in own_workers:
+                mounted = _secret_keys(worker.body["spec"]["template"]["spec"].get("volumes"))
+                if used != mounted:
+                    yield (
+                        f"{where}: logs in with Secrets {sorted(used)}, the stream workers "
+                        f"of {worker.name!r} with {sorted(mounted)}"
+                    )
+
+
 CHECKS: tuple[Check, ...] = (
     check_unique_objects,
     check_dag_tasks,
     check_sensors,
     check_inference_targets,
     check_service_accounts,
+    check_stream_plane,
 )
 
 

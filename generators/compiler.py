@@ -10,7 +10,9 @@ from rtflow.environments import resolve_argocd
 from rtflow.errors import RtflowError
 from rtflow.generators import bundle as bundle_module
 from rtflow.generators import events, gitops, overlays, rbac
+from rtflow.generators import stream as stream_plane
 from rtflow.generators.bundle import Bundle, ExtraFile, Manifest, YamlFile
+from rtflow.generators.stream import handoff
 from rtflow.generators.workflow_template import workflow_template
 from rtflow.gpu.config import render_config
 from rtflow.gpu.serving import serving_manifests
@@ -45,9 +47,13 @@ def compile_pipelines(
     rendered: list[tuple[str, Manifest]] = []
     kept: list[str] = []
     for pipeline in pipelines:
-        documents = [to_document(workflow_template(pipeline))]
-        documents += events.documents(pipeline)
-        documents += rbac.documents(pipeline)
+        # With stream=, the workflow plane runs only what the hot path hands off.
+        part = handoff.workflow_part(pipeline)
+        documents = []
+        if part is not None:
+            documents += [to_document(workflow_template(part))]
+            documents += events.documents(part)
+            documents += rbac.documents(part)
         for server in pipeline.servers:
             documents += serving_manifests(server)
             files += [
@@ -56,6 +62,7 @@ def compile_pipelines(
                     (f"{m.name}/config.pbtxt", render_config(m)) for m in server.models
                 )
             ]
+        documents += stream_plane.documents(pipeline)
         documents = [gitops.with_sync_wave(d) for d in documents]
         manifests += [Manifest(pipeline.name, d) for d in documents]
         argocd = resolve_argocd(

@@ -75,6 +75,8 @@ def plan(pipeline: ir.Pipeline, env: ir.Environment, documents: Sequence[Documen
             from rtflow.gpu.config import render_config
 
             configs += [(f"{m.name}/config.pbtxt", render_config(m)) for m in variant.models]
+    if pipeline.stream is not None:
+        _stream_patches(pipeline, env, by_kind, add)
     for server, count in env.replicas:
         add(*_replica_patch(by_kind, server, count))
     if env.kafka_brokers:
@@ -161,6 +163,32 @@ def _broker_patches(
                         where = ("spec", "templates", index, part, "env", position, "value")
                         ops.append({"op": "replace", "path": _pointer(*where), "value": url})
         add(template_doc, ops)
+
+
+def _stream_patches(
+    pipeline: ir.Pipeline,
+    env: ir.Environment,
+    by_kind: dict[str, dict[str, Document]],
+    add: Callable[[Document, Sequence[Operation]], None],
+) -> None:
+    """Like the Triton servers: the stream plane re-generated with the environment's brokers
+    and namespace (they reach into the workers' env, the scaler, the NetworkPolicy and the
+    alert expressions), and the difference to the base as the patch. Metadata is left to
+    kustomize's namespace and label transformers."""
+    from rtflow.generators import stream as stream_plane
+
+    variant = replace(pipeline, namespace=env.namespace or pipeline.namespace)
+    for new in stream_plane.documents(variant, brokers=env.kafka_brokers or None):
+        old = by_kind.get(str(new["kind"]), {}).get(_name(new))
+        if old is None:
+            raise RtflowError(
+                f"pipeline {pipeline.name!r}, environment {env.name!r}: the stream plane "
+                f"would need a {new['kind']} the base does not have"
+            )
+        skip = ("apiVersion", "kind", "metadata")
+        before = {k: v for k, v in old.items() if k not in skip}
+        after = {k: v for k, v in new.items() if k not in skip}
+        add(old, list(json_patch(before, after)))
 
 
 def _replica_patch(

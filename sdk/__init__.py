@@ -13,7 +13,7 @@ from rtflow.options import Backoff, Output, Param, Retry, Secret
 from rtflow.pipeline import Pipeline, pipeline
 from rtflow.recording import approval, for_each, infer, on_exit, when, workflow
 from rtflow.stage import configure, container, stage
-from rtflow.streams import Stream
+from rtflow.streams import KafkaTopics, Stream
 from rtflow.triggers import (
     DeadLetter,
     Delivery,
@@ -37,6 +37,7 @@ __all__ = [
     "Delivery",
     "Environment",
     "EventBus",
+    "KafkaTopics",
     "LoadError",
     "Output",
     "Param",

@@ -334,6 +334,17 @@ Guarantee = Literal["exactly_once", "at_least_once"]
 
 
 @dataclass(frozen=True)
+class TopicPolicy:
+    """How the stream plane's topics are declared on the cluster (Strimzi KafkaTopic)."""
+
+    cluster: str
+    replicas: int
+    min_insync_replicas: int
+    retention_ms: int
+    dead_letter_retention_ms: int
+
+
+@dataclass(frozen=True)
 class StreamPlane:
     """How the pipeline's hot path runs as long-running Kafka workers.
 
@@ -360,6 +371,11 @@ class StreamPlane:
     workers: int = 1
     partitions: int = 4
     metrics_port: int = 9400
+    target: str = ""  # module:attribute the worker loads the pipeline from
+    image: str | None = None
+    resources: Resources | None = None
+    topics: TopicPolicy | None = None
+    prometheus_namespace: str = "monitoring"
 
 
 # Where the compiled output goes: environments (kustomize overlays) and Argo CD.

@@ -134,7 +134,9 @@ class _PipelineBuilder:
             ),
             argocd=build_argocd(options.argocd),
         )
-        stream = build_stream(options.stream, built)
+        function = self.definition.function
+        target = f"{built.source}:{getattr(function, '__name__', name)}"
+        stream = build_stream(options.stream, built, target=target)
         return built if stream is None else replace(built, stream=stream)
 
     # Pipeline inputs and recording

@@ -12,10 +12,12 @@ from typing import cast
 
 from rtflow import ir
 from rtflow.errors import DefinitionError
-from rtflow.streams import Stream
+from rtflow.names import check_dns1123_label
+from rtflow.quantity import check_quantity, parse_quantity
+from rtflow.stream_layout import KAFKA_PUBLISH_FUNCTION
+from rtflow.streams import KafkaTopics, Stream
 from rtflow.trigger_ir import check_topic
 
-KAFKA_PUBLISH_FUNCTION = "rtflow.stages.builtin.kafka_publish:kafka_publish"
 GUARANTEES = ("exactly_once", "at_least_once")
 DEFAULT_BUDGET_MS = 100
 
@@ -99,7 +101,10 @@ def _positive(value: object, *, field: str, fix: str) -> int:
     return value
 
 
-def build_stream(options: Stream | None, pipeline: ir.Pipeline) -> ir.StreamPlane | None:
+def build_stream(
+    options: Stream | None, pipeline: ir.Pipeline, *, target: str = ""
+) -> ir.StreamPlane | None:
+    """``target``: ``module:attribute`` of the pipeline, which the worker's command loads."""
     if options is None:
         return None
     if not isinstance(options, Stream):
@@ -177,6 +182,14 @@ def build_stream(options: Stream | None, pipeline: ir.Pipeline) -> ir.StreamPlan
     for name, topic in topics.items():
         if topic is not None:
             check_topic(topic, field=f"stream.{name}")
+    workers = _positive(options.workers, field="workers", fix="say e.g. 2")
+    partitions = _positive(options.partitions, field="partitions", fix="say e.g. 4")
+    if workers > partitions:
+        raise DefinitionError(
+            f"{workers} workers for {partitions} partitions: a worker without a partition idles",
+            fix=f"raise partitions to at least {workers}, or lower workers",
+            field="stream.workers",
+        )
     return ir.StreamPlane(
         source_topic=source.topic,
         consumer_group=source.consumer_group,
@@ -195,9 +208,18 @@ def build_stream(options: Stream | None, pipeline: ir.Pipeline) -> ir.StreamPlan
         hot_tasks=tuple(hot_names),
         handoff_tasks=tuple(t.name for t in rest),
         hops=hops,
-        workers=_positive(options.workers, field="workers", fix="say e.g. 2"),
-        partitions=_positive(options.partitions, field="partitions", fix="say e.g. 4"),
+        workers=workers,
+        partitions=partitions,
         metrics_port=_positive(options.metrics_port, field="metrics_port", fix="say e.g. 9400"),
+        target=target,
+        image=_image(options.image, pipeline, hot),
+        resources=_resources(options),
+        topics=_topics(options.topics),
+        prometheus_namespace=check_dns1123_label(
+            options.prometheus_namespace,
+            field="stream.prometheus_namespace",
+            what="namespace",
+        ),
     )
 
 
@@ -273,3 +295,89 @@ def _batches(
             )
         result.append((task.name, size))
     return tuple(result)
+
+
+def _image(image: object, pipeline: ir.Pipeline, hot: Sequence[ir.Task]) -> str | None:
+    """The worker image: the one given, or the image every hot function stage shares (None
+    when they have none or several; compiling then asks for one)."""
+    if image is not None:
+        if not isinstance(image, str) or not image.strip() or any(c.isspace() for c in image):
+            raise DefinitionError(
+                f"image {image!r} is not an image reference",
+                fix="give e.g. image='ghcr.io/acme/fraud-stream:1.0.0'",
+                field="stream.image",
+            )
+        return image
+    stages = [pipeline.stage(t.stage) for t in hot]
+    images = sorted(
+        {s.image for s in stages if s.image and s.function and s.function != KAFKA_PUBLISH_FUNCTION}
+    )
+    # Several images: the worker needs one of its own, which only compiling asks for (a local
+    # run needs no image).
+    return images[0] if len(images) == 1 else None
+
+
+def _resources(options: Stream) -> ir.Resources:
+    cpu = check_quantity(options.cpu, kind="cpu", field="stream.cpu")
+    memory = check_quantity(options.memory, kind="memory", field="stream.memory")
+    cpu_limit = (
+        check_quantity(options.cpu_limit, kind="cpu", field="stream.cpu_limit")
+        if options.cpu_limit is not None
+        else (cpu if parse_quantity(cpu) >= 1 else "1")
+    )
+    memory_limit = (
+        check_quantity(options.memory_limit, kind="memory", field="stream.memory_limit")
+        if options.memory_limit is not None
+        else memory
+    )
+    for request, limit, name in (
+        (cpu, cpu_limit, "cpu_limit"),
+        (memory, memory_limit, "memory_limit"),
+    ):
+        if parse_quantity(limit) < parse_quantity(request):
+            raise DefinitionError(
+                f"limit {limit!r} is below the request {request!r}",
+                fix=f"raise {name} to at least {request!r} or lower the request",
+                field=f"stream.{name}",
+            )
+    return ir.Resources(cpu, memory, cpu_limit, memory_limit)
+
+
+def _topics(topics: object) -> ir.TopicPolicy | None:
+    if topics is None:
+        return None
+    if not isinstance(topics, KafkaTopics):
+        raise DefinitionError(
+            f"topics is a {type(topics).__name__}",
+            fix="pass topics=rtflow.KafkaTopics(cluster=...), or None to leave topics out",
+            field="stream.topics",
+        )
+    cluster = check_dns1123_label(topics.cluster, field="stream.topics.cluster", what="name")
+    replicas = _positive(topics.replicas, field="topics.replicas", fix="say e.g. 3")
+    insync = _positive(
+        topics.min_insync_replicas, field="topics.min_insync_replicas", fix="say e.g. 2"
+    )
+    if insync > replicas:
+        raise DefinitionError(
+            f"min_insync_replicas {insync} is above the {replicas} replicas: no write could "
+            "ever be acknowledged",
+            fix=f"lower min_insync_replicas to at most {replicas} (replicas - 1 survives a "
+            "broker's loss)",
+            field="stream.topics.min_insync_replicas",
+        )
+    hours = 3_600_000
+    return ir.TopicPolicy(
+        cluster=cluster,
+        replicas=replicas,
+        min_insync_replicas=insync,
+        retention_ms=_positive(
+            topics.retention_hours, field="topics.retention_hours", fix="say e.g. 168"
+        )
+        * hours,
+        dead_letter_retention_ms=_positive(
+            topics.dead_letter_retention_hours,
+            field="topics.dead_letter_retention_hours",
+            fix="say e.g. 672",
+        )
+        * hours,
+    )

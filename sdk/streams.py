@@ -20,6 +20,32 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class KafkaTopics:
+    """The topics the stream plane reads and writes, as Strimzi ``KafkaTopic`` objects.
+
+    Topics as code: partitions (the unit of the plane's parallelism), replication and
+    retention are reviewed and synced like the rest of the pipeline. Pass ``topics=None`` to
+    ``rtflow.Stream`` on a cluster whose topics are managed otherwise.
+
+    Args:
+        cluster: the Strimzi ``Kafka`` cluster's name (the ``strimzi.io/cluster`` label its
+            Topic Operator selects on). The operator must watch the pipeline's namespace.
+        replicas: replication factor of every topic.
+        min_insync_replicas: replicas that must have a write before it is acknowledged;
+            exactly-once needs at least 2 of 3 to survive a broker's loss without losing a
+            committed transaction.
+        retention_hours: how long the source, hop, output and hand-off topics keep records.
+        dead_letter_retention_hours: the dead-letter topic keeps them longer (a fix is a replay).
+    """
+
+    cluster: str = "kafka"
+    replicas: int = 3
+    min_insync_replicas: int = 2
+    retention_hours: int = 7 * 24
+    dead_letter_retention_hours: int = 28 * 24
+
+
+@dataclass(frozen=True)
 class Stream:
     """How the hot path runs on the stream plane.
 
@@ -46,9 +72,19 @@ class Stream:
         results_topic: an optional topic receiving each event's hot-path outputs.
         hops: stages before which the fused group is cut by a Kafka topic (a stage that must
             scale or fail apart from the ones before it); none by default.
-        workers: worker processes (``rtflow run --local``; replicas on a cluster).
-        partitions: partitions of the topics the plane creates locally (the unit of parallelism).
+        workers: worker processes (``rtflow run --local``; the fewest replicas on a cluster,
+            where KEDA adds more on consumer lag, up to ``partitions``).
+        partitions: partitions of the plane's topics (the unit of parallelism: a worker more
+            than partitions would idle).
         metrics_port: the Prometheus metrics port of each worker.
+        image: the worker image: the hot path's stage functions and ``rtflow[stream]``
+            (``rtflow stage-dockerfile``). Default: the stages' image, when they share one.
+        cpu, memory: each worker's requests (the limits: ``cpu_limit``, ``memory_limit``;
+            default the memory request, and a CPU limit of at least one core).
+        topics: the ``KafkaTopic`` objects to emit (``rtflow.KafkaTopics``), or ``None`` to
+            leave topics to whoever manages them on the cluster.
+        prometheus_namespace: the namespace Prometheus scrapes from, the only one the
+            workers' NetworkPolicy lets reach their metrics port.
     """
 
     guarantee: str = "exactly_once"
@@ -64,3 +100,10 @@ class Stream:
     workers: int = 1
     partitions: int = 4
     metrics_port: int = 9400
+    image: str | None = None
+    cpu: str = "1"
+    memory: str = "1Gi"
+    cpu_limit: str | None = None
+    memory_limit: str | None = None
+    topics: KafkaTopics | None = field(default_factory=KafkaTopics)
+    prometheus_namespace: str = "monitoring"

@@ -23,6 +23,29 @@ BUILTIN_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "http-callback": (),
 }
 
+# The stream plane's worker base: the runtime with rtflow's [stream] extra (librdkafka, gRPC
+# Triton client, Prometheus client), read from the installed rtflow's metadata so the image and
+# `pip install 'rtflow[stream]'` cannot disagree. A user's stream image is a stage image on it.
+STREAM_WORKER = "stream-worker"
+DEFAULT_STREAM_BASE_IMAGE = "ghcr.io/rtflow/stream-worker:0.1.0"
+
+
+def stream_requirements() -> tuple[str, ...]:
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    found = []
+    for line in requires("rtflow") or []:
+        requirement = Requirement(line)
+        if requirement.marker is not None and requirement.marker.evaluate({"extra": "stream"}):
+            requirement.marker = None
+            found.append(str(requirement))
+    if not found:
+        raise ValueError("the installed rtflow declares no [stream] extra")
+    return tuple(sorted(found))
+
+
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("rtflow.stages", "templates"),
     autoescape=False,
@@ -42,13 +65,18 @@ def render_base_dockerfile(
 ) -> str:
     """The base image's Dockerfile (``builtin`` adds that built-in stage's requirements;
     ``find_links``, a folder of wheels in the build context, is searched before the index)."""
-    if builtin not in BUILTIN_REQUIREMENTS:
-        raise ValueError(f"no built-in stage {builtin!r}: {', '.join(BUILTIN_REQUIREMENTS)}")
+    if builtin == STREAM_WORKER:
+        extra = stream_requirements()
+    elif builtin in BUILTIN_REQUIREMENTS:
+        extra = BUILTIN_REQUIREMENTS[builtin]
+    else:
+        known = ", ".join([*BUILTIN_REQUIREMENTS, STREAM_WORKER])
+        raise ValueError(f"no built-in stage {builtin!r}: {known}")
     return _env.get_template("base.Dockerfile.j2").render(
         python_image=python_image,
         find_links=find_links,
         rtflow_requirement=rtflow_requirement,
-        extra_requirements=BUILTIN_REQUIREMENTS[builtin],
+        extra_requirements=extra,
         uid=UID,
         scratch_dir=contract.SCRATCH_DIR,
         command=contract.COMMAND,

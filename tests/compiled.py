@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,12 @@ def compile_docs(*pipelines: rtflow.Pipeline) -> list[dict[str, Any]]:
     """Compile through the same path the CLI uses and read the YAML back."""
     bundle = compile_pipelines([p.build() for p in pipelines])
     return list(yaml.safe_load_all(render_stream(bundle)))
+
+
+def whole_on_the_workflow_plane(pipeline: rtflow.Pipeline) -> rtflow.ir.Pipeline:
+    """The pipeline without ``stream=``: every stage on the workflow plane (how a pipeline
+    without a stream option compiles), for tests of the workflow plane's own templates."""
+    return dataclasses.replace(pipeline.build(), stream=None)
 
 
 def workflow_template(pipeline: rtflow.Pipeline) -> dict[str, Any]:

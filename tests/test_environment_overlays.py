@@ -94,14 +94,17 @@ def test_kind_points_every_kafka_client_at_its_brokers(tmp_path: Path) -> None:
     bundle = compiled(ROOT / "examples/fraud_detection.py", tmp_path)
     kind = by_identity([m.body for m in bundle.deployed("fraud-detection", "kind")])
     brokers = "kafka.kafka.svc.cluster.local:9093"
-    source = kind[("EventSource", "fraud-detection-transactions")]
-    assert source["spec"]["kafka"]["transactions"]["url"] == brokers
+    source = kind[("EventSource", "fraud-detection-handoff")]
+    assert source["spec"]["kafka"]["handoff"]["url"] == brokers
     sensor = kind[("Sensor", "fraud-detection")]
     assert sensor["spec"]["triggers"][0]["dlqTrigger"]["template"]["kafka"]["url"] == brokers
-    template = kind[("WorkflowTemplate", "fraud-detection")]
-    publish = next(t for t in template["spec"]["templates"] if t["name"] == "publish-decision")
-    env = {e["name"]: e.get("value") for e in publish["container"]["env"]}
+    # The hot path (and its publish stage) runs in the stream workers, with the same brokers.
+    workers = kind[("Deployment", "fraud-detection-stream")]
+    (container,) = workers["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["KAFKA_BROKERS"] == brokers
+    scaler = kind[("ScaledObject", "fraud-detection-stream")]
+    assert scaler["spec"]["triggers"][0]["metadata"]["bootstrapServers"] == brokers
     assert all(m.body["metadata"].get("namespace") == "fraud" for _, m in bundle.rendered)
 
 

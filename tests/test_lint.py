@@ -40,12 +40,13 @@ def edit(path: Path, change: object) -> None:
 def test_compiled_examples_are_clean(tmp_path: Path) -> None:
     report = lint_paths([compiled(tmp_path)], real_linters=False)
     assert report.ok, report.human()
-    # 24 objects and 4 Argo CD Applications as written, and the builds of the 4 overlays
-    # (2 x 13 fraud-detection objects, 2 x 11 support-triage objects).
-    assert report.checked == 28 + 26 + 22
+    # 37 objects (13 of them the fraud example's stream plane) and 4 Argo CD Applications as
+    # written, and the builds of the 4 overlays (2 x 26 fraud-detection objects, 2 x 11
+    # support-triage objects).
+    assert report.checked == 41 + 52 + 22
     result = rtflow("lint", str(tmp_path / "out"), "--no-real-linters")
     assert result.returncode == 0
-    assert result.stdout.endswith("76 object(s), clean\n")
+    assert result.stdout.endswith("115 object(s), clean\n")
 
 
 def test_an_unknown_field_is_found_with_its_path(tmp_path: Path) -> None:
@@ -87,6 +88,24 @@ def test_security_regressions_are_found(tmp_path: Path) -> None:
     assert ("security", "env[0]") in findings
 
 
+def test_a_credential_file_path_is_not_a_credential_but_a_path_outside_mounts_is(
+    tmp_path: Path,
+) -> None:
+    out = compiled(tmp_path)
+    path = out / "fraud-detection/base/deployment-fraud-detection-stream.yaml"
+    assert lint_paths([out], real_linters=False).ok  # the mounted SASL password file: clean
+
+    def move(d: dict) -> None:  # type: ignore[type-arg]
+        (container,) = d["spec"]["template"]["spec"]["containers"]
+        for entry in container["env"]:
+            if entry["name"] == "KAFKA_SASL_PASSWORD_FILE":
+                entry["value"] = "/var/run/secrets/rtflow/kafka/../../../../etc/password"
+
+    edit(path, move)
+    (finding,) = lint_paths([out], real_linters=False).findings
+    assert finding.rule == "security" and "KAFKA_SASL_PASSWORD_FILE" in finding.message
+
+
 def test_a_core_object_is_checked_strictly(tmp_path: Path) -> None:
     out = compiled(tmp_path)
     path = out / "fraud-detection/base/rolebinding-fraud-detection-sensor.yaml"
@@ -98,7 +117,7 @@ def test_a_core_object_is_checked_strictly(tmp_path: Path) -> None:
 
 def test_cross_resource_breaks_are_found(tmp_path: Path) -> None:
     out = compiled(tmp_path)
-    (out / "fraud-detection/base/eventsource-fraud-detection-transactions.yaml").unlink()
+    (out / "fraud-detection/base/eventsource-fraud-detection-handoff.yaml").unlink()
     path = out / "support-triage/base/sensor-support-triage.yaml"
     edit(
         path,
@@ -107,7 +126,7 @@ def test_cross_resource_breaks_are_found(tmp_path: Path) -> None:
         ),
     )
     messages = [f.message for f in lint_paths([out], real_linters=False).findings]
-    assert any("'fraud-detection-transactions', which is not generated" in m for m in messages)
+    assert any("'fraud-detection-handoff', which is not generated" in m for m in messages)
     assert any("parameters.9.value" in m for m in messages)
 
 

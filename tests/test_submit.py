@@ -279,6 +279,8 @@ def test_env_applies_what_the_overlay_builds_in_its_namespace(
             sys.executable, "-m", "rtflow.cli", "submit", "examples/fraud_detection.py",
             "--env", "kind", "--kubeconfig", str(kubeconfig(tmp_path, stub.url)),
             "-p", 'transaction={"id": "t-1", "type": "purchase", "amount": 5}',
+            # The workflow plane runs what the stream workers hand off, with their outputs.
+            "-p", "compute-features-result=[1.6, 0, 0, 1, 0]", "-p", "decide-risk=0.97",
         ],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
         env={**os.environ, "KUBERNETES_SERVICE_HOST": ""},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -306,3 +307,21 @@ def test_the_publish_builtin_reads_tls_and_sasl_from_env() -> None:
         "ssl.ca.pem": "-----BEGIN CERTIFICATE-----",
     }
     assert security_from_env({}) == {}
+
+
+def test_kafka_credentials_can_come_from_files_mounted_from_secrets(tmp_path: Path) -> None:
+    from rtflow.stages.builtin.kafka_publish import security_from_env
+
+    (tmp_path / "user").write_text("fraud\n", encoding="utf-8")  # as a Secret's file may end
+    (tmp_path / "password").write_text("s3cret", encoding="utf-8")
+    assert security_from_env(
+        {
+            "KAFKA_SASL_USERNAME_FILE": str(tmp_path / "user"),
+            "KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "password"),
+            "KAFKA_SSL_CA_LOCATION": "/var/run/secrets/rtflow/kafka/ca.crt",
+        }
+    ) == {
+        "sasl.username": "fraud",
+        "sasl.password": "s3cret",
+        "ssl.ca.location": "/var/run/secrets/rtflow/kafka/ca.crt",
+    }

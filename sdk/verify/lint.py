@@ -250,13 +250,25 @@ def check_security(item: Loaded) -> Iterator[Finding]:
         for resource in ("cpu", "memory"):
             if resource not in limits:
                 yield finding(f"resources.limits.{resource}", f"no {resource} limit")
+        mounted = [str(m.get("mountPath", "")) for m in container.get("volumeMounts") or []]
         for index, env in enumerate(container.get("env") or []):
-            if "value" in env and env["value"] and _CREDENTIAL.search(str(env.get("name", ""))):
-                yield finding(
-                    f"env[{index}]",
-                    f"{env.get('name')} looks like a credential given inline; "
-                    "use valueFrom.secretKeyRef",
-                )
+            value = env.get("value")
+            if not value or not _CREDENTIAL.search(str(env.get("name", ""))):
+                continue
+            if _inside_mount(str(value), mounted):
+                continue  # the path of a file mounted into the container (a Secret's, say)
+            yield finding(
+                f"env[{index}]",
+                f"{env.get('name')} looks like a credential given inline; use "
+                "valueFrom.secretKeyRef, or mount the Secret and give the file's path",
+            )
+
+
+def _inside_mount(value: str, mounts: Sequence[str]) -> bool:
+    """``value`` is a path under one of the container's volume mounts (no ``..`` tricks)."""
+    if not value.startswith("/") or "/../" in f"{value}/":
+        return False
+    return any(m and (value == m or value.startswith(m.rstrip("/") + "/")) for m in mounts)
 
 
 # cross-resource

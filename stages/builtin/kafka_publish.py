@@ -15,6 +15,7 @@ import secrets
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import rtflow
@@ -66,12 +67,30 @@ SECURITY_ENV = {
     "KAFKA_SASL_PASSWORD": "sasl.password",
     "KAFKA_SSL_CA_PEM": "ssl.ca.pem",
 }
+# Files mounted from Secrets (the stream plane's workers): librdkafka reads these paths.
+SECURITY_PATH_ENV = {
+    "KAFKA_SSL_CA_LOCATION": "ssl.ca.location",
+    "KAFKA_SSL_CERTIFICATE_LOCATION": "ssl.certificate.location",
+    "KAFKA_SSL_KEY_LOCATION": "ssl.key.location",
+}
+# Secrets mounted as files whose *content* is the setting (SASL credentials).
+SECURITY_FILE_ENV = {
+    "KAFKA_SASL_USERNAME_FILE": "sasl.username",
+    "KAFKA_SASL_PASSWORD_FILE": "sasl.password",
+}
 
 
 def security_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """librdkafka settings for TLS and SASL, from the KAFKA_* variables that are set."""
     env = os.environ if environ is None else environ
-    return {setting: env[name] for name, setting in SECURITY_ENV.items() if env.get(name)}
+    settings = {**SECURITY_ENV, **SECURITY_PATH_ENV}
+    found = {setting: env[name] for name, setting in settings.items() if env.get(name)}
+    for name, setting in SECURITY_FILE_ENV.items():
+        path = env.get(name)
+        if path:
+            # A Secret's file may end in a newline that is no part of the credential.
+            found[setting] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    return found
 
 
 def _producer(brokers: str) -> Producer:

@@ -26,6 +26,7 @@ from types import FrameType
 from typing import IO, Any
 
 from rtflow import ir
+from rtflow.stream_layout import stream_topics
 
 log = logging.getLogger("rtflow.stream")
 MAX_RESTARTS = 3
@@ -321,25 +322,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def stream_topics(pipeline: ir.Pipeline) -> list[str]:
-    """Every topic the plane reads or writes."""
-    from rtflow.stages.stream.plan import groups_of, hop_topic
-    from rtflow.stream_ir import KAFKA_PUBLISH_FUNCTION
-
-    stream = pipeline.stream
-    assert stream is not None
-    topics = {stream.source_topic, stream.dead_letter_topic}
-    topics |= {t for t in (stream.handoff_topic, stream.results_topic) if t is not None}
-    topics |= {hop_topic(pipeline.name, group[0]) for group in groups_of(stream)[1:]}
-    for name in stream.hot_tasks:
-        task = pipeline.task(name)
-        if pipeline.stage(task.stage).function == KAFKA_PUBLISH_FUNCTION:
-            topic = dict(task.arguments)["topic"]
-            assert isinstance(topic, ir.Constant)  # stream_ir refuses any other
-            topics.add(topic.text)
-    return sorted(topics)
-
-
 class Feeder:
     """Feeds the events file (or stdin) to the source topic on a thread of its own, so that a
     stop (Ctrl-C, SIGTERM) is seen while stdin is still open."""
@@ -422,7 +404,7 @@ def run_stream_local(
 
     stream = pipeline.stream
     assert stream is not None
-    from rtflow.stages.stream.plan import groups_of
+    from rtflow.stream_layout import groups_of
 
     count = workers or stream.workers
     folder = log_dir or Path(tempfile.mkdtemp(prefix=f"rtflow-stream-{pipeline.name}-"))

@@ -47,7 +47,7 @@ from rtflow.stages.stream.steps import (
     path_keys,
     walk,
 )
-from rtflow.stream_ir import KAFKA_PUBLISH_FUNCTION
+from rtflow.stream_layout import KAFKA_PUBLISH_FUNCTION, groups_of, hop_topic
 
 __all__ = [
     "BatchResult",
@@ -59,20 +59,6 @@ __all__ = [
     "groups_of",
     "hop_topic",
 ]
-
-
-def hop_topic(pipeline: str, task: str) -> str:
-    return f"{pipeline}-hop-{task}"
-
-
-def groups_of(stream: ir.StreamPlane) -> list[tuple[str, ...]]:
-    """The hot path cut at each hop: one fused group of tasks per worker kind."""
-    groups: list[list[str]] = [[]]
-    for task in stream.hot_tasks:
-        if task in stream.hops:
-            groups.append([])
-        groups[-1].append(task)
-    return [tuple(g) for g in groups]
 
 
 _TRACEPARENT = re.compile(rb"^00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})$")

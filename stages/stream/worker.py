@@ -49,6 +49,7 @@ from typing import Any
 
 from rtflow.stages.stream.metrics import StreamMetrics
 from rtflow.stages.stream.plan import BatchResult, DependencyError, Message, Plan, Record
+from rtflow.stream_layout import COMMIT_DEADLINE_SECONDS
 
 log = logging.getLogger("rtflow.stream")
 
@@ -74,7 +75,7 @@ class WorkerSettings:
     metrics_address: str = "127.0.0.1"
     transaction_timeout_ms: int = 10_000
     max_backoff_seconds: float = 5.0
-    commit_deadline_seconds: float = 10.0
+    commit_deadline_seconds: float = COMMIT_DEADLINE_SECONDS
     """A commit still running after this is stuck, not slow (librdkafka's
     ``send_offsets_to_transaction`` can wait forever after its coordinator went away:
     confluentinc/librdkafka#5456, #5511): the worker exits with EXIT_FATAL so that a fresh

@@ -95,6 +95,6 @@ def test_rtflow_lint_with_the_real_linters_is_clean_on_the_examples(
     assert report.ok, report.human()
     assert report.skipped == []
     (broken,) = tmp_path.rglob("workflowtemplate-fraud-detection.yaml")
-    broken.write_text(broken.read_text().replace("depends: compute-features", "depends: nope"))
+    broken.write_text(broken.read_text().replace("depends: review", "depends: nope"))
     rules = {f.rule for f in lint_paths([tmp_path]).findings}
     assert {"argo-lint", "cross-resource"} <= rules

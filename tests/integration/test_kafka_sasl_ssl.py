@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from compiled import templates, workflow_template
+from compiled import templates, whole_on_the_workflow_plane
 from components import component_missing, in_ci
 
 try:
@@ -36,6 +36,7 @@ except ImportError as exc:  # a collection error would take every other test dow
         raise
     pytest.skip(f"a test dependency is not installed: {exc}", allow_module_level=True)
 
+from rtflow.generators.compiler import compile_pipelines
 from rtflow.loader import load_pipelines
 from rtflow.stages import contract
 from rtflow.stages.builtin.kafka_publish import Refused, kafka_publish
@@ -95,7 +96,8 @@ def stage(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     producers: dict[str, Any] = {}
     monkeypatch.setattr(publish_module, "_producers", producers)
     monkeypatch.setattr(publish_module, "_refusals", {})
-    for name in [*publish_module.SECURITY_ENV, "KAFKA_BROKERS"]:
+    names = [*publish_module.SECURITY_ENV, *publish_module.SECURITY_PATH_ENV]
+    for name in [*names, *publish_module.SECURITY_FILE_ENV, "KAFKA_BROKERS"]:
         monkeypatch.delenv(name, raising=False)
     yield
     for producer in producers.values():
@@ -168,7 +170,11 @@ def publish_decision() -> dict[str, Any]:
     """The fraud example's compiled publish template: its env is what production sets."""
     _, pipelines = load_pipelines(str(ROOT / "examples" / "fraud_detection.py"))
     (fraud,) = [p for p in pipelines if p.name == "fraud-detection"]
-    return templates(workflow_template(fraud))["publish-decision"]
+    # Without stream=, the publish stage is a workflow-plane template (with it, the stream
+    # workers run it: tests/integration/test_stream_deployment.py covers their SASL_SSL).
+    bundle = compile_pipelines([whole_on_the_workflow_plane(fraud)])
+    (template,) = [m.body for m in bundle.manifests if m.kind == "WorkflowTemplate"]
+    return templates(template)["publish-decision"]
 
 
 def fraud_secrets(security: BrokerSecurity, password: str) -> dict[tuple[str, str], str]:

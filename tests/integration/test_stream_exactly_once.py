@@ -32,7 +32,8 @@ from stream_harness import (
 from rtflow.gpu import triton_server as ts
 from rtflow.gpu.triton_server import TritonServer
 from rtflow.stages.inference import local_triton_server, needs_triton
-from rtflow.stages.stream.launcher import load_stream_pipeline, stream_topics
+from rtflow.stages.stream.launcher import load_stream_pipeline
+from rtflow.stream_layout import stream_topics
 from rtflow.testing.kafka_broker import KafkaBroker
 
 pytestmark = pytest.mark.integration

@@ -42,8 +42,9 @@ def kind_deployment(out: Path) -> dict[str, Any]:
     bundle = compile_pipelines(pipelines)
     write_folder(bundle, out)
     (deployment,) = [
-        m.body for m in bundle.deployed("fraud-detection", "kind") if m.kind == "Deployment"
-    ]
+        m.body for m in bundle.deployed("fraud-detection", "kind")
+        if m.kind == "Deployment" and m.name == "fraud-triton"
+    ]  # fmt: skip
     return deployment
 
 

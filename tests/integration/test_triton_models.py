@@ -7,6 +7,7 @@ requests are the exact bytes the Argo ``http`` step would send. One server for t
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -261,7 +262,9 @@ def test_the_compiled_fraud_pipelines_http_step_scores_right(server: TritonServe
     _, (pipeline,) = load_pipelines(str(EXAMPLES.parent / "fraud_detection.py"))
     import fraud_detection  # loaded by load_pipelines, with its folder on sys.path
 
-    bundle = compile_pipelines([pipeline.build()])
+    # Without stream=, scoring is the workflow plane's http step (with it, the stream workers
+    # call Triton over gRPC: tests/integration/test_stream_*.py).
+    bundle = compile_pipelines([dataclasses.replace(pipeline.build(), stream=None)])
     (template,) = [m.body for m in bundle.manifests if m.kind == "WorkflowTemplate"]
     (step,) = [t for t in template["spec"]["templates"] if t["name"] == "score"]
     http = step["http"]

@@ -49,10 +49,25 @@ manual_review = rtflow.container(
     inputs={"record": dict},
 )
 
+# The cluster's Kafka security, as the fraud example declares it (compiled into the workers'
+# Deployment as Secret files); the workers themselves read it from their environment.
+SECURITY: dict[str, Any] = (
+    {
+        "sasl": rtflow.Sasl(
+            user=rtflow.SecretKey("kafka-credentials", "username"),
+            password=rtflow.SecretKey("kafka-credentials", "password"),
+        ),
+        "tls": rtflow.Tls(ca_cert=rtflow.SecretKey("kafka-ca", "ca.crt")),
+    }
+    if os.environ.get("RTFLOW_TEST_SECURE") == "1"
+    else {}
+)
+
 transactions = rtflow.kafka(
     SOURCE,
     brokers=["kafka.invalid:9092"],  # the workers are given the test broker
     consumer_group=f"fraud{SUFFIX}",
+    **SECURITY,
     inputs={
         "transaction": "body",
         "review_threshold": rtflow.field("body.review_threshold", default=0.9),
@@ -77,7 +92,12 @@ transactions = rtflow.kafka(
     name="fraud-stream",
     latency_budget_ms=35,
     triggers=[transactions],
-    stream=rtflow.Stream(guarantee=GUARANTEE, handoff_topic=HANDOFF, partitions=4),
+    stream=rtflow.Stream(
+        guarantee=GUARANTEE,
+        handoff_topic=HANDOFF,
+        partitions=4,
+        image="ghcr.io/acme/fraud/stream:test",
+    ),
 )
 def fraud_stream(transaction: dict[str, Any], review_threshold: float = 0.9) -> None:
     checked = guard(transaction)

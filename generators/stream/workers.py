@@ -1,0 +1,248 @@
+"""The workers: a Deployment per fused group running the stream runtime, its ServiceAccount
+and PodDisruptionBudget.
+
+The container runs ``python -m rtflow.stages stream <module>:<pipeline> --group N``: the same
+command ``rtflow run --local`` starts on one machine, loading the pipeline's own definition.
+Only addresses and credentials come from the cluster: the brokers in ``KAFKA_BROKERS`` (an
+environment's overlay replaces them), Triton by its Service name (same namespace), and Kafka's
+TLS and SASL from Secrets mounted as files, never as environment values.
+"""
+
+from __future__ import annotations
+
+import math
+
+from hera.workflows import models as m
+
+from rtflow import ir
+from rtflow.errors import DefinitionError
+from rtflow.generators import security
+from rtflow.generators.stream.common import (
+    METRICS_PORT_NAME,
+    SECRETS_DIR,
+    Document,
+    Kafka,
+    metadata,
+    selector,
+    service_account,
+    stream,
+    worker_name,
+)
+from rtflow.stream_layout import DRAIN_SECONDS, Group, groups
+
+SECRETS_VOLUME = "kafka-credentials"
+CONTAINER = "worker"
+TRITON_GRPC_PORT = 8001
+
+
+def _dump(model: object) -> object:
+    return model.model_dump(by_alias=True, exclude_none=True, mode="json")  # type: ignore[attr-defined]
+
+
+def _as_dict(model: object) -> Document:
+    dumped = _dump(model)
+    assert isinstance(dumped, dict)
+    return dict(sorted(dumped.items()))
+
+
+def triton_servers(pipeline: ir.Pipeline, group: Group) -> list[str]:
+    """The Triton servers the group's inference steps call."""
+    found = set()
+    for name in group.tasks:
+        inference = pipeline.stage(pipeline.task(name).stage).inference
+        if inference is not None:
+            found.add(inference.server)
+    return sorted(found)
+
+
+def _env(pipeline: ir.Pipeline, kafka: Kafka) -> list[m.EnvVar]:
+    env = [
+        m.EnvVar(name="KAFKA_BROKERS", value=kafka.bootstrap),
+        m.EnvVar(name="KAFKA_SECURITY_PROTOCOL", value=kafka.protocol),
+        m.EnvVar(name="HOME", value="/tmp"),
+        m.EnvVar(name="PYTHONUNBUFFERED", value="1"),
+        m.EnvVar(
+            name="RTFLOW_WORKER_ID",
+            value_from=m.EnvVarSource(field_ref=m.ObjectFieldSelector(field_path="metadata.name")),
+        ),
+    ]
+    files = dict(kafka.secret_files())
+    if kafka.sasl is not None:
+        env += [
+            m.EnvVar(name="KAFKA_SASL_MECHANISM", value=kafka.sasl.mechanism),
+            m.EnvVar(name="KAFKA_SASL_USERNAME_FILE", value=f"{SECRETS_DIR}/sasl-username"),
+            m.EnvVar(name="KAFKA_SASL_PASSWORD_FILE", value=f"{SECRETS_DIR}/sasl-password"),
+        ]
+    for file, variable in (
+        ("ca.crt", "KAFKA_SSL_CA_LOCATION"),
+        ("tls.crt", "KAFKA_SSL_CERTIFICATE_LOCATION"),
+        ("tls.key", "KAFKA_SSL_KEY_LOCATION"),
+    ):
+        if file in files:
+            env.append(m.EnvVar(name=variable, value=f"{SECRETS_DIR}/{file}"))
+    return sorted(env, key=lambda e: e.name)
+
+
+def _secrets_volume(kafka: Kafka) -> m.Volume | None:
+    """One projected volume of every credential file, readable by the worker's group only."""
+    by_secret: dict[str, list[m.KeyToPath]] = {}
+    for file, key in kafka.secret_files():
+        by_secret.setdefault(key.secret, []).append(m.KeyToPath(key=key.key, path=file))
+    if not by_secret:
+        return None
+    return m.Volume(
+        name=SECRETS_VOLUME,
+        projected=m.ProjectedVolumeSource(
+            default_mode=0o440,
+            sources=[
+                m.VolumeProjection(secret=m.SecretProjection(name=name, items=items))
+                for name, items in sorted(by_secret.items())
+            ],
+        ),
+    )
+
+
+def command(pipeline: ir.Pipeline, group: Group) -> list[str]:
+    """The worker's command and arguments: what a test runs against the real broker."""
+    plane = stream(pipeline)
+    args = ["python", "-m", "rtflow.stages", "stream", plane.target, "--group", str(group.index)]
+    for server in triton_servers(pipeline, group):
+        args += ["--triton", f"{server}={server}:{TRITON_GRPC_PORT}"]
+    args += ["--metrics-port", str(plane.metrics_port)]
+    return args
+
+
+def _probe(*, period: int, failures: int) -> Document:
+    # A dict: hera's typed HTTPGetAction takes only a port number, and the port's name keeps
+    # the probe right when metrics_port changes.
+    return {
+        "httpGet": {"path": "/metrics", "port": METRICS_PORT_NAME},
+        "periodSeconds": period,
+        "timeoutSeconds": 3,
+        "failureThreshold": failures,
+    }
+
+
+def probes() -> Document:
+    """Started when its metrics endpoint answers (imports and both producers' transactions
+    initialised come first); a process whose loop is stuck exits by itself (the commit
+    deadline), so liveness only catches a hung interpreter."""
+    return {
+        "startupProbe": _probe(period=2, failures=60),
+        "readinessProbe": _probe(period=10, failures=3),
+        "livenessProbe": _probe(period=10, failures=6),
+    }
+
+
+def container(pipeline: ir.Pipeline, group: Group, kafka: Kafka) -> m.Container:
+    plane = stream(pipeline)
+    if plane.image is None:
+        images = sorted({s for s in (pipeline.stage(pipeline.task(t).stage).image
+                                     for t in group.tasks) if s})  # fmt: skip
+        found = f"they have several ({', '.join(images)})" if images else "they name none"
+        raise DefinitionError(
+            f"the hot path's stages run in one worker process and need one image; {found}",
+            fix="build one image with the hot path's stage functions and rtflow[stream] "
+            "(rtflow stage-dockerfile) and pass rtflow.Stream(image=...)",
+            field="stream.image",
+            pipeline=pipeline.name,
+        )
+    res = plane.resources or ir.Resources("1", "1Gi", "1", "1Gi")
+    full = command(pipeline, group)
+    mounts = [security.scratch_mount()]
+    if kafka.secret_files():
+        mounts.append(m.VolumeMount(name=SECRETS_VOLUME, mount_path=SECRETS_DIR, read_only=True))
+    return m.Container(
+        name=CONTAINER,
+        image=plane.image,
+        image_pull_policy="IfNotPresent",
+        command=full[:3],
+        args=full[3:],
+        env=_env(pipeline, kafka),
+        ports=[
+            m.ContainerPort(
+                name=METRICS_PORT_NAME, container_port=plane.metrics_port, protocol="TCP"
+            )
+        ],
+        resources=m.ResourceRequirements(
+            requests={"cpu": m.Quantity(res.cpu_request), "memory": m.Quantity(res.memory_request)},
+            limits={"cpu": m.Quantity(res.cpu_limit), "memory": m.Quantity(res.memory_limit)},
+        ),
+        security_context=security.container_security_context(),
+        volume_mounts=mounts,
+    )
+
+
+def termination_grace_seconds(plane: ir.StreamPlane) -> int:
+    """SIGTERM finishes the batch in flight and commits it: the longest batch wait, a batch,
+    and a commit bounded by the worker's deadline, with margin."""
+    return math.ceil(plane.max_wait_ms / 1000 + DRAIN_SECONDS) + 10
+
+
+def deployment(pipeline: ir.Pipeline, group: Group, kafka: Kafka) -> Document:
+    plane = stream(pipeline)
+    name = worker_name(pipeline, group)
+    volumes = [security.scratch_volume()]
+    secrets = _secrets_volume(kafka)
+    if secrets is not None:
+        volumes.append(secrets)
+    pod_labels = {**metadata(pipeline, name)["labels"], **selector(pipeline, group)}
+    pod_spec: Document = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "serviceAccountName": service_account(pipeline),
+        "securityContext": _dump(security.pod_security_context()),
+        "terminationGracePeriodSeconds": termination_grace_seconds(plane),
+        "containers": [{**_as_dict(container(pipeline, group, kafka)), **probes()}],
+        "volumes": [_dump(v) for v in volumes],
+    }
+    meta = metadata(pipeline, name)
+    meta["labels"] = dict(sorted({**meta["labels"], **selector(pipeline, group)}.items()))
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            # The floor; KEDA's ScaledObject owns the count above it.
+            "replicas": plane.workers,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector(pipeline, group)},
+            # One new worker before an old one stops: a partition is never without an owner
+            # for longer than a rebalance.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "template": {
+                "metadata": {"labels": dict(sorted(pod_labels.items()))},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def pod_disruption_budget(pipeline: ir.Pipeline, group: Group) -> Document:
+    """A drain takes one worker at a time: each leaves the group after committing."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(pipeline, worker_name(pipeline, group)),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(pipeline, group)}},
+    }
+
+
+def service_account_document(pipeline: ir.Pipeline) -> Document:
+    """The workers call no Kubernetes API: an identity with no token mounted and no Role."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": metadata(pipeline, service_account(pipeline)),
+        "automountServiceAccountToken": False,
+    }
+
+
+def documents(pipeline: ir.Pipeline, kafka: Kafka) -> list[Document]:
+    found = [service_account_document(pipeline)]
+    for group in groups(pipeline):
+        found += [deployment(pipeline, group, kafka), pod_disruption_budget(pipeline, group)]
+    return found
