@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from rtflow import ir
+from rtflow import ir, latency
 from rtflow.environments import resolve_argocd
-from rtflow.errors import RtflowError
+from rtflow.errors import DefinitionError, RtflowError
 from rtflow.generators import bundle as bundle_module
 from rtflow.generators import events, gitops, overlays, rbac
 from rtflow.generators import stream as stream_plane
@@ -47,6 +47,7 @@ def compile_pipelines(
     rendered: list[tuple[str, Manifest]] = []
     kept: list[str] = []
     for pipeline in pipelines:
+        check_latency_budget(pipeline)
         # With stream=, the workflow plane runs only what the hot path hands off.
         part = handoff.workflow_part(pipeline)
         documents = []
@@ -114,6 +115,38 @@ def compile_pipelines(
         kept=tuple(kept),
     )
     return bundle_module.check(bundle)
+
+
+def check_latency_budget(pipeline: ir.Pipeline) -> None:
+    """The first path whose estimate (rtflow.latency's cost model) is over the budget fails
+    the compile, with the plane's way out."""
+    for estimate in latency.over_budget(pipeline):
+        path = " -> ".join(estimate.tasks)
+        budget = pipeline.latency_budget_ms
+        if estimate.plane == "workflow":
+            fix = (
+                "put the hot path on the stream plane (stream=rtflow.Stream(...)), or raise "
+                "latency_budget_ms if seconds are fine"
+            )
+            problem = (
+                f"the path {path} runs on the workflow plane, at least ~"
+                f"{estimate.ms / 1000:.1f} s per event, over the {budget} ms latency budget"
+            )
+        else:
+            fix = (
+                "shorten stream.transaction_interval_ms / stream.max_wait_ms, take "
+                "guarantee='at_least_once', or raise latency_budget_ms"
+            )
+            problem = (
+                f"the path {path} runs on the stream plane at ~{estimate.ms:.0f} ms per event, "
+                f"over the {budget} ms latency budget"
+            )
+        raise DefinitionError(
+            f"{problem} (estimate: rtflow graph; cost model: rtflow.latency)",
+            fix=fix,
+            field="latency_budget_ms",
+            pipeline=pipeline.name,
+        )
 
 
 def _select(

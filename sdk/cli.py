@@ -333,6 +333,7 @@ def _stage_dockerfile(args: argparse.Namespace) -> int:
 
 
 def _graph(args: argparse.Namespace) -> int:
+    from rtflow import latency
     from rtflow.generators.mermaid import flowchart
 
     pipelines = _build(args.targets)
@@ -340,6 +341,10 @@ def _graph(args: argparse.Namespace) -> int:
         if len(pipelines) > 1:
             sys.stdout.write(("\n" if index else "") + f"%% pipeline {pipeline.name}\n")
         sys.stdout.write(flowchart(pipeline))
+        # Each path's latency estimate (rtflow.latency), as Mermaid comments: the chart still
+        # renders, and a reader sees which plane meets the budget.
+        for estimate in latency.estimates(pipeline):
+            sys.stdout.write(f"%% latency: {estimate.line(pipeline.latency_budget_ms)}\n")
     return EXIT_OK
 
 

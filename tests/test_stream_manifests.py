@@ -444,7 +444,7 @@ def _reviewed() -> Any:
     )  # fmt: skip
     check = rtflow.container("check", image="ghcr.io/acme/check:1", inputs={"total": float})
 
-    @rtflow.pipeline(name="shop", triggers=[orders], latency_budget_ms=80, stream=rtflow.Stream())
+    @rtflow.pipeline(name="shop", triggers=[orders], stream=rtflow.Stream())
     def shop(order: dict[str, Any]) -> None:
         total = first(order)
         with rtflow.when(total > 100):

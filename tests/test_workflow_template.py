@@ -216,7 +216,7 @@ def test_labels_and_annotations(sink_doc: dict[str, Any]) -> None:
     assert metadata["annotations"] == {
         "argocd.argoproj.io/sync-wave": "3",
         "kitchen.example.com/ticket": "ML-42",
-        "rtflow.dev/latency-budget-ms": "250",
+        "rtflow.dev/latency-budget-ms": "60000",
         "workflows.argoproj.io/description": "Exercise every SDK feature.",
     }
 
