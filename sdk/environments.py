@@ -43,16 +43,18 @@ class Environment:
     ``images`` maps an image (as the pipeline writes it, without tag) to a tag, a ``sha256:``
     digest or a whole other reference (``registry/name:tag``: a mirror, a CPU build), one by one
     (give one or the other). ``replicas`` maps a Triton server to its pod count (its
-    autoscaler's minimum when it is autoscaled). ``gpu_pool`` moves every pool-placed Triton
-    server to another pool of the same GPU resource; ``cpu_only`` runs every Triton server
-    without GPUs instead (no GPU requests, no GPU node placement, model instances on CPU), for a
-    dev cluster or kind. ``models`` maps a Triton server to the models it loads here (default:
-    all), for a cluster that cannot reach some models' weights; a model an inference step or the
-    autoscaler uses cannot be left out. ``server_resources`` gives a Triton server other
-    requests and limits here (``{"fraud-triton": {"cpu": "1", "memory": "2Gi"}}``, keys as
-    ``triton_serving``'s: cpu, memory, cpu_limit, memory_limit). ``kafka_brokers`` replaces
-    the brokers of every Kafka trigger, dead-letter topic and built-in Kafka stage. ``labels``
-    go on every object's metadata (never on selectors, which are immutable).
+    autoscaler's minimum when it is autoscaled), or a stream worker Deployment
+    (``<pipeline>-stream``) to its fewest workers (KEDA's minimum; at most the partitions).
+    ``gpu_pool`` moves every pool-placed Triton server to another pool of the same GPU resource;
+    ``cpu_only`` runs every Triton server without GPUs instead (no GPU requests, no GPU node
+    placement, model instances on CPU), for a dev cluster or kind. ``models`` maps a Triton
+    server to the models it loads here (default: all), for a cluster that cannot reach some
+    models' weights; a model an inference step or the autoscaler uses cannot be left out.
+    ``server_resources`` gives a Triton server other requests and limits here
+    (``{"fraud-triton": {"cpu": "1", "memory": "2Gi"}}``, keys as ``triton_serving``'s: cpu,
+    memory, cpu_limit, memory_limit). ``kafka_brokers`` replaces the brokers of every Kafka trigger,
+    dead-letter topic and built-in Kafka stage. ``labels`` go on every object's metadata (never
+    on selectors, which are immutable).
     """
 
     name: str = field(kw_only=False)
@@ -98,8 +100,11 @@ def build_environments(
     stages: Sequence[ir.Stage],
     servers: Sequence[Any],
     triggers: Sequence[ir.Trigger],
+    stream: ir.StreamPlane | None = None,
+    stream_workers: Sequence[str] = (),
 ) -> tuple[ir.Environment, ...]:
-    """Every environment checked against the pipeline it deploys (stages, servers, triggers)."""
+    """Every environment checked against the pipeline it deploys (stages, servers, triggers,
+    and the stream plane's image and worker Deployments)."""
     built: dict[str, ir.Environment] = {}
     for index, environment in enumerate(environments):
         if not isinstance(environment, Environment):
@@ -108,7 +113,9 @@ def build_environments(
                 fix="pass environments=[rtflow.Environment('dev', ...), ...]",
                 field=f"environments[{index}]",
             )
-        env = _Checker(environment, index, stages, servers, triggers).build()
+        env = _Checker(
+            environment, index, stages, servers, triggers, stream, stream_workers
+        ).build()
         if env.name in built:
             raise DefinitionError(
                 f"environment {env.name!r} is declared twice",
@@ -127,12 +134,16 @@ class _Checker:
         stages: Sequence[ir.Stage],
         servers: Sequence[Any],
         triggers: Sequence[ir.Trigger],
+        stream: ir.StreamPlane | None = None,
+        stream_workers: Sequence[str] = (),
     ) -> None:
         self.env = env
         self.where = f"environments[{index}]"
         self.stages = stages
         self.servers = {s.name: s for s in servers}
         self.triggers = triggers
+        self.stream = stream
+        self.stream_workers = tuple(stream_workers)
 
     def field(self, name: str) -> str:
         return f"{self.where}.{name}"
@@ -166,19 +177,22 @@ class _Checker:
         )
 
     def _stage_images(self) -> list[str]:
-        return sorted(
-            {
-                split_image(s.image)[0]
-                for s in self.stages
-                if s.image and s.kind in ("function", "container")
-            }
-        )
+        images = {
+            split_image(s.image)[0]
+            for s in self.stages
+            if s.image and s.kind in ("function", "container")
+        }
+        if self.stream is not None and self.stream.image:
+            images.add(split_image(self.stream.image)[0])
+        return sorted(images)
 
     def _server(self, name: object, where: str) -> Any:
         """The pipeline's Triton server of that name, or the error naming the ones it has."""
         server = self.servers.get(name) if isinstance(name, str) else None
         if server is None:
             known = sorted(self.servers) or "no Triton server"
+            if self.stream_workers and where.endswith(f"replicas[{name!r}]"):
+                known = [*sorted(self.servers), *self.stream_workers]
             raise DefinitionError(
                 f"{name!r} is not a Triton server of the pipeline",
                 fix=f"use one of {known}",
@@ -278,7 +292,17 @@ class _Checker:
         result = []
         for server, count in sorted(self.env.replicas.items()):
             where = self.field(f"replicas[{server!r}]")
-            self._server(server, where)
+            if server in self.stream_workers:
+                assert self.stream is not None
+                if isinstance(count, int) and count > self.stream.partitions:
+                    raise DefinitionError(
+                        f"{count} stream workers for {self.stream.partitions} partitions: a "
+                        "worker without a partition idles",
+                        fix=f"use at most {self.stream.partitions}, or raise stream.partitions",
+                        field=where,
+                    )
+            else:
+                self._server(server, where)
             if isinstance(count, bool) or not isinstance(count, int):
                 raise DefinitionError(
                     f"{count!r} is not a whole number of pods", fix="use e.g. 3", field=where

@@ -37,6 +37,7 @@ from rtflow.recording import (
 )
 from rtflow.stage import StageDef
 from rtflow.stream_ir import build_stream
+from rtflow.stream_layout import stream_worker_names
 from rtflow.trigger_ir import build_triggers
 from rtflow.triggers import EventBus
 
@@ -129,15 +130,23 @@ class _PipelineBuilder:
             event_bus_name=bus_name,
             event_bus=bus,
             servers=tuple(self.servers[n] for n in sorted(self.servers)),
-            environments=build_environments(
-                options.environments, stages=stages, servers=servers, triggers=triggers
-            ),
             argocd=build_argocd(options.argocd),
         )
         function = self.definition.function
         target = f"{built.source}:{getattr(function, '__name__', name)}"
         stream = build_stream(options.stream, built, target=target)
-        return built if stream is None else replace(built, stream=stream)
+        # Environments last: they may name the stream plane's image and workers.
+        environments = build_environments(
+            options.environments,
+            stages=stages,
+            servers=servers,
+            triggers=triggers,
+            stream=stream,
+            stream_workers=stream_worker_names(replace(built, stream=stream))
+            if stream is not None
+            else (),
+        )
+        return replace(built, stream=stream, environments=environments)
 
     # Pipeline inputs and recording
 

@@ -67,6 +67,15 @@ def groups(pipeline: ir.Pipeline) -> list[Group]:
     return found
 
 
+def worker_name(pipeline: str, group: Group) -> str:
+    """The Deployment of a group's workers: ``<pipeline>-stream``, ``-stream-<n>`` after a hop."""
+    return f"{pipeline}-stream" if group.first else f"{pipeline}-stream-{group.index}"
+
+
+def stream_worker_names(pipeline: ir.Pipeline) -> tuple[str, ...]:
+    return tuple(worker_name(pipeline.name, g) for g in groups(pipeline))
+
+
 def publish_topics(pipeline: ir.Pipeline) -> list[str]:
     """The topics the hot path's publish stages write (constants: stream_ir refuses others)."""
     stream = pipeline.stream

@@ -492,3 +492,42 @@ def test_another_trigger_beside_the_stream_is_refused(tmp_path: Path) -> None:
     )
     line = _compile_error(tmp_path, source)
     assert "triggers" in line and "stream" in line
+
+
+def _shop_with(environment: rtflow.Environment) -> Any:
+    orders = rtflow.kafka(
+        "orders", brokers=["kafka-0.kafka.svc:9092"], consumer_group="shop",
+        inputs={"order": "body"},
+    )  # fmt: skip
+    stream = rtflow.Stream(image="ghcr.io/acme/shop-stream:1", partitions=6)
+
+    @rtflow.pipeline(name="shop", triggers=[orders], stream=stream, environments=[environment])
+    def shop(order: dict[str, Any]) -> None:
+        second(first(order))
+
+    return shop
+
+
+def test_an_environment_sets_the_workers_floor_and_image_like_any_other() -> None:
+    prod = rtflow.Environment(
+        "prod", namespace="shop", replicas={"shop-stream": 3},
+        images={"ghcr.io/acme/shop-stream": "2"},
+    )  # fmt: skip
+    pipeline = _shop_with(prod).build()
+    documents = [dict(m.body) for m in compile_pipelines([pipeline]).manifests]
+    (env,) = pipeline.environments
+    built = _by_kind(overlays.apply(overlays.plan(pipeline, env, documents), documents))
+    (scaled,) = built["ScaledObject"]
+    assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (3, 6)
+    (container,) = _worker(built, "shop-stream")["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "ghcr.io/acme/shop-stream:2"
+
+
+def test_an_environment_cannot_ask_for_more_workers_than_partitions() -> None:
+    from rtflow.errors import DefinitionError
+
+    with pytest.raises(DefinitionError, match="partitions") as caught:
+        _shop_with(rtflow.Environment("prod", replicas={"shop-stream": 7})).build()
+    assert caught.value.field is not None and "replicas" in caught.value.field
+    with pytest.raises(DefinitionError, match="shop-stream"):
+        _shop_with(rtflow.Environment("prod", replicas={"shop-strem": 2})).build()

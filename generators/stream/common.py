@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rtflow import ir
+from rtflow import stream_layout as layout
 from rtflow.generators import labels
 from rtflow.stream_layout import Group
 
@@ -24,7 +25,7 @@ def stream(pipeline: ir.Pipeline) -> ir.StreamPlane:
 
 def worker_name(pipeline: ir.Pipeline, group: Group) -> str:
     """``<pipeline>-stream`` for the first fused group, ``-stream-<n>`` after each hop."""
-    return f"{pipeline.name}-stream" if group.first else f"{pipeline.name}-stream-{group.index}"
+    return layout.worker_name(pipeline.name, group)
 
 
 def service_account(pipeline: ir.Pipeline) -> str:
