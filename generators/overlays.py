@@ -178,7 +178,10 @@ def _stream_patches(
     from rtflow.generators import stream as stream_plane
 
     variant = replace(pipeline, namespace=env.namespace or pipeline.namespace)
-    for new in stream_plane.documents(variant, brokers=env.kafka_brokers or None):
+    changed = stream_plane.documents(
+        variant, brokers=env.kafka_brokers or None, resources=dict(env.worker_resources)
+    )
+    for new in changed:
         old = by_kind.get(str(new["kind"]), {}).get(_name(new))
         if old is None:
             raise RtflowError(

@@ -54,7 +54,8 @@ class Environment:
     (``{"fraud-triton": {"cpu": "1", "memory": "2Gi"}}``, keys as ``triton_serving``'s: cpu,
     memory, cpu_limit, memory_limit). ``kafka_brokers`` replaces the brokers of every Kafka trigger,
     dead-letter topic and built-in Kafka stage. ``labels`` go on every object's metadata (never
-    on selectors, which are immutable).
+    on selectors, which are immutable). ``worker_resources`` gives a stream worker Deployment
+    other requests and limits here (same keys as ``server_resources``).
     """
 
     name: str = field(kw_only=False)
@@ -68,6 +69,7 @@ class Environment:
     server_resources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     kafka_brokers: Sequence[str] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
+    worker_resources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,6 +176,7 @@ class _Checker:
             server_resources=self._server_resources(),
             kafka_brokers=self._brokers(),
             labels=self._labels(),
+            worker_resources=self._worker_resources(),
         )
 
     def _stage_images(self) -> list[str]:
@@ -460,6 +463,39 @@ class _Checker:
                     error.problem, fix=error.fix, field=f"{where}.{error.field}"
                 ) from None
             result.append((server, resources))
+        return tuple(result)
+
+    def _worker_resources(self) -> tuple[tuple[str, ir.Resources], ...]:
+        given = self.env.worker_resources
+        if not isinstance(given, Mapping):
+            raise DefinitionError(
+                "worker_resources must be a dict of stream worker Deployment -> {cpu, memory}",
+                fix="use worker_resources={'<pipeline>-stream': {'cpu': '2', 'memory': '2Gi'}}",
+                field=self.field("worker_resources"),
+            )
+        from rtflow.stream_ir import worker_resources
+
+        keys = ("cpu", "memory", "cpu_limit", "memory_limit")
+        result = []
+        for name, spec in sorted(given.items()):
+            where = self.field(f"worker_resources[{name!r}]")
+            if name not in self.stream_workers:
+                known = list(self.stream_workers) or "none: the pipeline has no stream=)"
+                raise DefinitionError(
+                    f"{name!r} is not a stream worker Deployment of the pipeline",
+                    fix=f"use one of {known}",
+                    field=where,
+                )
+            unknown = sorted(set(spec) - set(keys)) if isinstance(spec, Mapping) else ["?"]
+            if unknown or not isinstance(spec, Mapping) or not {"cpu", "memory"} <= set(spec):
+                raise DefinitionError(
+                    f"{spec!r} does not give the workers' resources",
+                    fix="give cpu and memory (and cpu_limit, memory_limit if they differ), "
+                    "e.g. {'cpu': '2', 'memory': '2Gi'}",
+                    field=where,
+                )
+            resources = worker_resources(*(spec.get(k) for k in keys), prefix=f"{where}.")
+            result.append((str(name), resources))
         return tuple(result)
 
     def _brokers(self) -> tuple[str, ...]:

@@ -405,6 +405,7 @@ class Environment:
     server_resources: tuple[tuple[str, Resources], ...] = ()  # server -> its pods' resources
     kafka_brokers: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
+    worker_resources: tuple[tuple[str, Resources], ...] = ()  # stream worker Deployment -> ...
 
 
 @dataclass(frozen=True)

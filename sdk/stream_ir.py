@@ -318,16 +318,31 @@ def _image(image: object, pipeline: ir.Pipeline, hot: Sequence[ir.Task]) -> str 
 
 
 def _resources(options: Stream) -> ir.Resources:
-    cpu = check_quantity(options.cpu, kind="cpu", field="stream.cpu")
-    memory = check_quantity(options.memory, kind="memory", field="stream.memory")
+    return worker_resources(
+        options.cpu, options.memory, options.cpu_limit, options.memory_limit, prefix="stream."
+    )
+
+
+def worker_resources(
+    cpu: object,
+    memory: object,
+    cpu_limit: object = None,
+    memory_limit: object = None,
+    *,
+    prefix: str,
+) -> ir.Resources:
+    """A stream worker's requests and limits (limits: the memory request, and at least a core
+    of CPU, unless given); ``prefix`` locates the fields in errors."""
+    cpu = check_quantity(cpu, kind="cpu", field=f"{prefix}cpu")
+    memory = check_quantity(memory, kind="memory", field=f"{prefix}memory")
     cpu_limit = (
-        check_quantity(options.cpu_limit, kind="cpu", field="stream.cpu_limit")
-        if options.cpu_limit is not None
+        check_quantity(cpu_limit, kind="cpu", field=f"{prefix}cpu_limit")
+        if cpu_limit is not None
         else (cpu if parse_quantity(cpu) >= 1 else "1")
     )
     memory_limit = (
-        check_quantity(options.memory_limit, kind="memory", field="stream.memory_limit")
-        if options.memory_limit is not None
+        check_quantity(memory_limit, kind="memory", field=f"{prefix}memory_limit")
+        if memory_limit is not None
         else memory
     )
     for request, limit, name in (
@@ -338,7 +353,7 @@ def _resources(options: Stream) -> ir.Resources:
             raise DefinitionError(
                 f"limit {limit!r} is below the request {request!r}",
                 fix=f"raise {name} to at least {request!r} or lower the request",
-                field=f"stream.{name}",
+                field=f"{prefix}{name}",
             )
     return ir.Resources(cpu, memory, cpu_limit, memory_limit)
 

@@ -512,6 +512,7 @@ def test_an_environment_sets_the_workers_floor_and_image_like_any_other() -> Non
     prod = rtflow.Environment(
         "prod", namespace="shop", replicas={"shop-stream": 3},
         images={"ghcr.io/acme/shop-stream": "2"},
+        worker_resources={"shop-stream": {"cpu": "2", "memory": "3Gi"}},
     )  # fmt: skip
     pipeline = _shop_with(prod).build()
     documents = [dict(m.body) for m in compile_pipelines([pipeline]).manifests]
@@ -521,6 +522,10 @@ def test_an_environment_sets_the_workers_floor_and_image_like_any_other() -> Non
     assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (3, 6)
     (container,) = _worker(built, "shop-stream")["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "ghcr.io/acme/shop-stream:2"
+    assert container["resources"] == {
+        "limits": {"cpu": "2", "memory": "3Gi"},
+        "requests": {"cpu": "2", "memory": "3Gi"},
+    }
 
 
 def test_an_environment_cannot_ask_for_more_workers_than_partitions() -> None:
@@ -531,3 +536,9 @@ def test_an_environment_cannot_ask_for_more_workers_than_partitions() -> None:
     assert caught.value.field is not None and "replicas" in caught.value.field
     with pytest.raises(DefinitionError, match="shop-stream"):
         _shop_with(rtflow.Environment("prod", replicas={"shop-strem": 2})).build()
+    with pytest.raises(DefinitionError, match="shop-stream") as caught:
+        _shop_with(rtflow.Environment("prod", worker_resources={"shop": {"cpu": "1"}})).build()
+    assert caught.value.field is not None and "worker_resources" in caught.value.field
+    with pytest.raises(DefinitionError, match="below the request"):
+        bad = {"shop-stream": {"cpu": "2", "memory": "1Gi", "cpu_limit": "1"}}
+        _shop_with(rtflow.Environment("prod", worker_resources=bad)).build()

@@ -11,6 +11,7 @@ TLS and SASL from Secrets mounted as files, never as environment values.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from hera.workflows import models as m
 
@@ -134,7 +135,9 @@ def probes() -> Document:
     }
 
 
-def container(pipeline: ir.Pipeline, group: Group, kafka: Kafka) -> m.Container:
+def container(
+    pipeline: ir.Pipeline, group: Group, kafka: Kafka, resources: ir.Resources | None = None
+) -> m.Container:
     plane = stream(pipeline)
     if plane.image is None:
         images = sorted({s for s in (pipeline.stage(pipeline.task(t).stage).image
@@ -147,7 +150,7 @@ def container(pipeline: ir.Pipeline, group: Group, kafka: Kafka) -> m.Container:
             field="stream.image",
             pipeline=pipeline.name,
         )
-    res = plane.resources or ir.Resources("1", "1Gi", "1", "1Gi")
+    res = resources or plane.resources or ir.Resources("1", "1Gi", "1", "1Gi")
     full = command(pipeline, group)
     mounts = [security.scratch_mount()]
     if kafka.secret_files():
@@ -179,7 +182,9 @@ def termination_grace_seconds(plane: ir.StreamPlane) -> int:
     return math.ceil(plane.max_wait_ms / 1000 + DRAIN_SECONDS) + 10
 
 
-def deployment(pipeline: ir.Pipeline, group: Group, kafka: Kafka) -> Document:
+def deployment(
+    pipeline: ir.Pipeline, group: Group, kafka: Kafka, resources: ir.Resources | None = None
+) -> Document:
     plane = stream(pipeline)
     name = worker_name(pipeline, group)
     volumes = [security.scratch_volume()]
@@ -193,7 +198,7 @@ def deployment(pipeline: ir.Pipeline, group: Group, kafka: Kafka) -> Document:
         "serviceAccountName": service_account(pipeline),
         "securityContext": _dump(security.pod_security_context()),
         "terminationGracePeriodSeconds": termination_grace_seconds(plane),
-        "containers": [{**_as_dict(container(pipeline, group, kafka)), **probes()}],
+        "containers": [{**_as_dict(container(pipeline, group, kafka, resources)), **probes()}],
         "volumes": [_dump(v) for v in volumes],
     }
     meta = metadata(pipeline, name)
@@ -241,8 +246,14 @@ def service_account_document(pipeline: ir.Pipeline) -> Document:
     }
 
 
-def documents(pipeline: ir.Pipeline, kafka: Kafka) -> list[Document]:
+def documents(
+    pipeline: ir.Pipeline, kafka: Kafka, resources: Mapping[str, ir.Resources]
+) -> list[Document]:
     found = [service_account_document(pipeline)]
     for group in groups(pipeline):
-        found += [deployment(pipeline, group, kafka), pod_disruption_budget(pipeline, group)]
+        chosen = resources.get(worker_name(pipeline, group))
+        found += [
+            deployment(pipeline, group, kafka, chosen),
+            pod_disruption_budget(pipeline, group),
+        ]
     return found
