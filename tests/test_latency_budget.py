@@ -152,3 +152,28 @@ def test_a_hand_off_without_a_person_is_costed_across_both_planes() -> None:
     whats = [t.what for t in estimate.terms]
     assert "hand-off: Kafka" in whats and "Workflow start" in whats
     assert estimate.ms > latency.WORKFLOW_START_MS + latency.POD_STEP_MS
+    # Asynchronous by design: estimated, not held to the budget.
+    assert estimate.handed_off
+    assert "handed off to the workflow plane" in estimate.line(35)
+
+
+def test_a_hand_off_without_a_person_does_not_fail_the_hot_paths_budget(tmp_path: Path) -> None:
+    body = (
+        HOT_PATH.format(name="shop", budget=35, stream=", stream=rtflow.Stream()")
+        + """
+check = rtflow.container("check", image="ghcr.io/acme/check:1", inputs={"answer": dict})
+
+@rtflow.pipeline(name="shop-review", triggers=[events], latency_budget_ms=35,
+                 stream=rtflow.Stream())
+def reviewed(event: dict[str, Any]) -> None:
+    features = prepare(event)
+    scored = rtflow.infer(SERVER, FRAUD_SCORER, {"features": features}, name="model")
+    answer = respond(scored, event)
+    check(answer=answer)
+"""
+    )
+    path = _write(tmp_path, body)
+    done = _cli("compile", f"{path}:reviewed", "-o", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    graph = _cli("graph", f"{path}:reviewed")
+    assert "check: handed off to the workflow plane" in graph.stdout

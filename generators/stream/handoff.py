@@ -19,11 +19,11 @@ cross-resource checks (Sensor parameters to template parameters) hold across bot
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 
 from rtflow import ir
 from rtflow.errors import DefinitionError
+from rtflow.stream_ir import task_refs
 
 HANDOFF_TRIGGER = "handoff"
 
@@ -66,35 +66,6 @@ def _task(task: ir.Task, hot: frozenset[str]) -> ir.Task:
     )
 
 
-def _values(value: ir.Value | None) -> Iterator[ir.Value]:
-    if value is None:
-        return
-    yield value
-    if isinstance(value, ir.JsonObject):
-        for _, field in value.fields:
-            yield from _values(field)
-
-
-def _conditions(condition: ir.Condition | None) -> Iterator[ir.Value]:
-    if condition is None:
-        return
-    if isinstance(condition, ir.Compare):
-        yield from _values(condition.left)
-        yield from _values(condition.right)
-    elif isinstance(condition, ir.Not):
-        yield from _conditions(condition.part)
-    else:
-        for part in condition.parts:
-            yield from _conditions(part)
-
-
-def _reads(task: ir.Task) -> Iterator[ir.Value]:
-    for _, value in task.arguments:
-        yield from _values(value)
-    yield from _values(task.fan_out)
-    yield from _conditions(task.when)
-
-
 def workflow_part(pipeline: ir.Pipeline) -> ir.Pipeline | None:
     """The pipeline the workflow plane runs: itself without ``stream=``; the hand-off part
     with it (None when the hot path is the whole pipeline: no workflow-plane objects)."""
@@ -117,7 +88,7 @@ def workflow_part(pipeline: ir.Pipeline) -> ir.Pipeline | None:
     hot = frozenset(stream.hot_tasks)
     rest = [pipeline.task(n) for n in stream.handoff_tasks]
     carried = sorted(
-        {v for t in [*rest, *pipeline.exit_tasks] for v in _reads(t)
+        {v for t in [*rest, *pipeline.exit_tasks] for v in task_refs(t)
          if isinstance(v, ir.TaskOutput) and v.task in hot},
         key=lambda v: (v.task, v.output),
     )  # fmt: skip

@@ -26,15 +26,20 @@ from typing import Any
 import pytest
 import yaml
 from components import component_missing
-from stream_harness import FRAUD_STREAM, exactly_once, expected_decisions, fraud_events, produce
+from stream_harness import (
+    FRAUD_STREAM,
+    exactly_once,
+    expected_decisions,
+    fraud_events,
+    fraud_stream_triton,
+    produce,
+)
 from stream_harness import read_committed as read_decisions
 
 from rtflow.generators.compiler import compile_pipelines
 from rtflow.generators.stream import common
 from rtflow.generators.writers import render_stream
-from rtflow.gpu import triton_server as ts
 from rtflow.gpu.triton_server import TritonServer
-from rtflow.stages.inference import local_triton_server, needs_triton
 from rtflow.stages.stream.launcher import free_port, load_stream_pipeline
 from rtflow.stream_layout import stream_topics
 from rtflow.testing.kafka_broker import KafkaBroker, KafkaUnavailable
@@ -86,15 +91,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
 
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    try:
-        ts.locate_triton()
-        ts.check_numpy()
-    except ts.TritonUnavailable as exc:
-        component_missing(str(exc))
-    pipeline = load_stream_pipeline(FRAUD_STREAM)
-    server = local_triton_server(
-        pipeline, needs_triton(pipeline), work_dir=tmp_path_factory.mktemp("triton")
-    ).start()
+    server = fraud_stream_triton(tmp_path_factory.mktemp("triton")).start()
     try:
         yield server
     finally:

@@ -18,20 +18,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from components import component_missing
 from stream_harness import (
     FRAUD_STREAM,
     Workers,
     exactly_once,
     expected_decisions,
     fraud_events,
+    fraud_stream_triton,
     produce,
     read_committed,
 )
 
-from rtflow.gpu import triton_server as ts
 from rtflow.gpu.triton_server import TritonServer
-from rtflow.stages.inference import local_triton_server, needs_triton
 from rtflow.stages.stream.launcher import load_stream_pipeline
 from rtflow.stream_layout import stream_topics
 from rtflow.testing.kafka_broker import KafkaBroker
@@ -41,19 +39,9 @@ pytestmark = pytest.mark.integration
 EVENTS = 100_000
 
 
-def _triton_for(tmp: Path) -> TritonServer:
-    try:
-        ts.locate_triton()
-        ts.check_numpy()
-    except ts.TritonUnavailable as exc:
-        component_missing(str(exc))
-    pipeline = load_stream_pipeline(FRAUD_STREAM)
-    return local_triton_server(pipeline, needs_triton(pipeline), work_dir=tmp)
-
-
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    server = _triton_for(tmp_path_factory.mktemp("triton")).start()
+    server = fraud_stream_triton(tmp_path_factory.mktemp("triton")).start()
     try:
         yield server
     finally:
@@ -192,7 +180,7 @@ def test_poison_events_go_to_the_dead_letter_topic_with_reason_and_offset(plane:
 
 
 def test_triton_killed_and_restarted_mid_stream(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
-    own = _triton_for(tmp_path / "triton").start()
+    own = fraud_stream_triton(tmp_path / "triton").start()
     plane = Plane(kafka_broker, own, tmp_path)
     try:
         expected = plane.feed(EVENTS // 2)
