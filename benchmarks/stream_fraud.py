@@ -39,6 +39,7 @@ QUIX = str(ROOT / "benchmarks" / "stream" / "quix_peer.py")
 QUIX_PYTHON = ROOT / ".tools" / "quix-venv" / "bin" / "python"
 HEADING = "## Stream plane: fraud hot path, exactly once"
 REPEAT_HEADING = "## Stream plane: exactly once at 20,000 events/s, repeated"
+STALL_MS = 150.0  # a second of sending whose worst latency is above this is reported
 CLOCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -103,6 +104,7 @@ def read(brokers: str, topic: str, seconds: float, warmup: float, tail: float) -
     started_us = time.time_ns() // 1000
     window = (started_us + int(warmup * 1e6), started_us + int((seconds - tail) * 1e6))
     latencies: list[float] = []
+    worst: dict[int, float] = {}
     seen: set[bytes] = set()
     duplicates = 0
     total = 0
@@ -125,10 +127,15 @@ def read(brokers: str, topic: str, seconds: float, warmup: float, tail: float) -
             seen.add(key)
             sent_us = int(key.split(b".")[1])
             if window[0] <= sent_us < window[1]:
-                latencies.append((now_us - sent_us) / 1000.0)
+                latency = (now_us - sent_us) / 1000.0
+                latencies.append(latency)
+                # The worst latency of each second of sending: where in the window a tail is.
+                second = (sent_us - started_us) // 1_000_000
+                worst[second] = max(worst.get(second, 0.0), latency)
     consumer.close()
+    stalls = {s: round(v) for s, v in sorted(worst.items()) if v > STALL_MS}
     print(json.dumps({"total": total, "duplicates": duplicates, "latencies": latencies,
-                      "drained": drained,
+                      "drained": drained, "stalls": stalls,
                       "window_seconds": (window[1] - window[0]) / 1e6}))  # fmt: skip
     return 0
 
@@ -372,6 +379,9 @@ class Bench:
         )
         if result.profile:
             print("   " + "  ".join(f"{k}={v:.2f}" for k, v in sorted(result.profile.items())))
+        if report.get("stalls"):
+            # Second of sending (from the reader's start) -> worst latency in ms.
+            print(f"   stalls over {STALL_MS:g} ms: {report['stalls']}", flush=True)
         return result
 
 

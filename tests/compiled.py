@@ -24,8 +24,9 @@ def compile_docs(*pipelines: rtflow.Pipeline) -> list[dict[str, Any]]:
 
 def whole_on_the_workflow_plane(pipeline: rtflow.Pipeline) -> rtflow.ir.Pipeline:
     """The pipeline without ``stream=``: every stage on the workflow plane (how a pipeline
-    without a stream option compiles), for tests of the workflow plane's own templates."""
-    return dataclasses.replace(pipeline.build(), stream=None)
+    without a stream option compiles), for tests of the workflow plane's own templates. Its
+    latency budget goes too: the workflow plane could not hold a stream plane's budget."""
+    return dataclasses.replace(pipeline.build(), stream=None, latency_budget_ms=None)
 
 
 def workflow_template(pipeline: rtflow.Pipeline) -> dict[str, Any]:

@@ -264,7 +264,8 @@ def test_the_compiled_fraud_pipelines_http_step_scores_right(server: TritonServe
 
     # Without stream=, scoring is the workflow plane's http step (with it, the stream workers
     # call Triton over gRPC: tests/integration/test_stream_*.py).
-    bundle = compile_pipelines([dataclasses.replace(pipeline.build(), stream=None)])
+    whole = dataclasses.replace(pipeline.build(), stream=None, latency_budget_ms=None)
+    bundle = compile_pipelines([whole])
     (template,) = [m.body for m in bundle.manifests if m.kind == "WorkflowTemplate"]
     (step,) = [t for t in template["spec"]["templates"] if t["name"] == "score"]
     http = step["http"]
