@@ -473,7 +473,7 @@ class _Checker:
                 fix="use worker_resources={'<pipeline>-stream': {'cpu': '2', 'memory': '2Gi'}}",
                 field=self.field("worker_resources"),
             )
-        from rtflow.stream_ir import worker_resources
+        from rtflow.stage_ir import check_resources
 
         keys = ("cpu", "memory", "cpu_limit", "memory_limit")
         result = []
@@ -494,7 +494,7 @@ class _Checker:
                     "e.g. {'cpu': '2', 'memory': '2Gi'}",
                     field=where,
                 )
-            resources = worker_resources(*(spec.get(k) for k in keys), prefix=f"{where}.")
+            resources = check_resources(*(spec.get(k) for k in keys), prefix=f"{where}.")
             result.append((str(name), resources))
         return tuple(result)
 

@@ -321,15 +321,33 @@ def _placeholders(text: str, inputs: set[str], field: str) -> str:
 
 
 def _resources(options: Any) -> ir.Resources:
-    cpu = check_quantity(options.cpu or DEFAULT_CPU, kind="cpu", field="cpu")
-    memory = check_quantity(options.memory or DEFAULT_MEMORY, kind="memory", field="memory")
-    if options.cpu_limit is not None:
-        cpu_limit = check_quantity(options.cpu_limit, kind="cpu", field="cpu_limit")
+    return check_resources(
+        options.cpu or DEFAULT_CPU,
+        options.memory or DEFAULT_MEMORY,
+        options.cpu_limit,
+        options.memory_limit,
+    )
+
+
+def check_resources(
+    cpu: object,
+    memory: object,
+    cpu_limit: object = None,
+    memory_limit: object = None,
+    *,
+    prefix: str = "",
+) -> ir.Resources:
+    """Requests and limits (default limits: the memory request, and at least one core of CPU);
+    ``prefix`` locates the fields in errors (``stream.``, ``environments[...].``)."""
+    cpu = check_quantity(cpu, kind="cpu", field=f"{prefix}cpu")
+    memory = check_quantity(memory, kind="memory", field=f"{prefix}memory")
+    if cpu_limit is not None:
+        cpu_limit = check_quantity(cpu_limit, kind="cpu", field=f"{prefix}cpu_limit")
     else:
         cpu_limit = cpu if parse_quantity(cpu) >= MIN_CPU_LIMIT else "1"
     memory_limit = (
-        check_quantity(options.memory_limit, kind="memory", field="memory_limit")
-        if options.memory_limit is not None
+        check_quantity(memory_limit, kind="memory", field=f"{prefix}memory_limit")
+        if memory_limit is not None
         else memory
     )
     for request, limit, field in (
@@ -340,7 +358,7 @@ def _resources(options: Any) -> ir.Resources:
             raise DefinitionError(
                 f"limit {limit!r} is below the request {request!r}",
                 fix=f"raise {field} to at least {request!r} or lower the request",
-                field=field,
+                field=f"{prefix}{field}",
             )
     return ir.Resources(cpu, memory, cpu_limit, memory_limit)
 

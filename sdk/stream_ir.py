@@ -13,7 +13,7 @@ from typing import cast
 from rtflow import ir
 from rtflow.errors import DefinitionError
 from rtflow.names import check_dns1123_label
-from rtflow.quantity import check_quantity, parse_quantity
+from rtflow.stage_ir import check_resources
 from rtflow.stream_layout import KAFKA_PUBLISH_FUNCTION
 from rtflow.streams import KafkaTopics, Stream
 from rtflow.trigger_ir import check_topic
@@ -318,44 +318,9 @@ def _image(image: object, pipeline: ir.Pipeline, hot: Sequence[ir.Task]) -> str 
 
 
 def _resources(options: Stream) -> ir.Resources:
-    return worker_resources(
+    return check_resources(
         options.cpu, options.memory, options.cpu_limit, options.memory_limit, prefix="stream."
     )
-
-
-def worker_resources(
-    cpu: object,
-    memory: object,
-    cpu_limit: object = None,
-    memory_limit: object = None,
-    *,
-    prefix: str,
-) -> ir.Resources:
-    """A stream worker's requests and limits (limits: the memory request, and at least a core
-    of CPU, unless given); ``prefix`` locates the fields in errors."""
-    cpu = check_quantity(cpu, kind="cpu", field=f"{prefix}cpu")
-    memory = check_quantity(memory, kind="memory", field=f"{prefix}memory")
-    cpu_limit = (
-        check_quantity(cpu_limit, kind="cpu", field=f"{prefix}cpu_limit")
-        if cpu_limit is not None
-        else (cpu if parse_quantity(cpu) >= 1 else "1")
-    )
-    memory_limit = (
-        check_quantity(memory_limit, kind="memory", field=f"{prefix}memory_limit")
-        if memory_limit is not None
-        else memory
-    )
-    for request, limit, name in (
-        (cpu, cpu_limit, "cpu_limit"),
-        (memory, memory_limit, "memory_limit"),
-    ):
-        if parse_quantity(limit) < parse_quantity(request):
-            raise DefinitionError(
-                f"limit {limit!r} is below the request {request!r}",
-                fix=f"raise {name} to at least {request!r} or lower the request",
-                field=f"{prefix}{name}",
-            )
-    return ir.Resources(cpu, memory, cpu_limit, memory_limit)
 
 
 def _topics(topics: object) -> ir.TopicPolicy | None:

@@ -86,10 +86,10 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
 def serve(args: argparse.Namespace) -> int:
     """The worker process: build the plan from the pipeline's own definition and run it."""
     from rtflow.stages.builtin.kafka_publish import security_from_env
+    from rtflow.stages.stream.logs import JsonFormatter
     from rtflow.stages.stream.plan import Plan
     from rtflow.stages.stream.worker import (
         EXIT_FATAL,
-        JsonFormatter,
         StreamWorker,
         WorkerSettings,
     )

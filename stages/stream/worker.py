@@ -38,7 +38,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import gc
-import json
 import logging
 import socket
 import threading
@@ -586,19 +585,3 @@ class StreamWorker:
             if high >= 0 and position.offset >= 0:
                 lags[tp.partition] = max(0, high - position.offset)
         self.metrics.observe_lag(lags)
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the level and, for failures, the traceback."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-            **getattr(record, "fields", {}),
-        }
-        if record.exc_info:
-            entry["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from components import component_missing
@@ -27,3 +28,15 @@ def kafka_broker() -> Iterator[KafkaBroker]:
         yield broker
     finally:
         broker.close()  # also after a failed start: its log tail is already in the error
+
+
+@pytest.fixture(scope="module")
+def stream_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A Triton serving the stream test pipeline's model (tests/stream_pipelines), per module."""
+    from stream_harness import fraud_stream_triton
+
+    server = fraud_stream_triton(tmp_path_factory.mktemp("triton")).start()
+    try:
+        yield server
+    finally:
+        server.close()

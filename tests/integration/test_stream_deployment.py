@@ -31,7 +31,6 @@ from stream_harness import (
     exactly_once,
     expected_decisions,
     fraud_events,
-    fraud_stream_triton,
     produce,
 )
 from stream_harness import read_committed as read_decisions
@@ -89,15 +88,6 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     yield {"pipeline": pipeline, "deployment": deployment, "suffix": suffix}
 
 
-@pytest.fixture(scope="module")
-def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    server = fraud_stream_triton(tmp_path_factory.mktemp("triton")).start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 def kubelet(
     deployment: dict[str, Any],
     secret_values: dict[tuple[str, str], str],
@@ -142,7 +132,7 @@ def test_the_compiled_deployment_processes_events_exactly_once_over_sasl_ssl(
     compiled: dict[str, Any],
     secure_broker: KafkaBroker,
     security: BrokerSecurity,
-    triton: TritonServer,
+    stream_triton: TritonServer,
     tmp_path: Path,
 ) -> None:
     deployment = compiled["deployment"]
@@ -161,7 +151,7 @@ def test_the_compiled_deployment_processes_events_exactly_once_over_sasl_ssl(
             # A cluster's overlay names its brokers; here the SASL_SSL listener is the only
             # address the worker gets, so nothing works without the mounted credentials.
             "KAFKA_BROKERS": secure_broker.secure_bootstrap_servers,
-            "fraud-triton=fraud-triton:8001": f"fraud-triton=127.0.0.1:{triton.grpc_port}",
+            "fraud-triton=fraud-triton:8001": f"fraud-triton=127.0.0.1:{stream_triton.grpc_port}",
             "9400": str(metrics_port),
         },
     )

@@ -39,15 +39,6 @@ pytestmark = pytest.mark.integration
 EVENTS = 100_000
 
 
-@pytest.fixture(scope="module")
-def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    server = fraud_stream_triton(tmp_path_factory.mktemp("triton")).start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 class Plane:
     """One test's topics, events and workers on a broker and a Triton."""
 
@@ -95,8 +86,10 @@ class Plane:
 
 
 @pytest.fixture
-def plane(kafka_broker: KafkaBroker, triton: TritonServer, tmp_path: Path) -> Iterator[Plane]:
-    made = Plane(kafka_broker, triton, tmp_path)
+def plane(
+    kafka_broker: KafkaBroker, stream_triton: TritonServer, tmp_path: Path
+) -> Iterator[Plane]:
+    made = Plane(kafka_broker, stream_triton, tmp_path)
     try:
         yield made
     finally:
@@ -196,9 +189,11 @@ def test_triton_killed_and_restarted_mid_stream(kafka_broker: KafkaBroker, tmp_p
         own.close()
 
 
-def test_broker_killed_and_restarted_mid_stream(triton: TritonServer, tmp_path: Path) -> None:
+def test_broker_killed_and_restarted_mid_stream(
+    stream_triton: TritonServer, tmp_path: Path
+) -> None:
     with KafkaBroker() as broker:
-        plane = Plane(broker, triton, tmp_path)
+        plane = Plane(broker, stream_triton, tmp_path)
         try:
             expected = plane.feed(EVENTS // 2)
             plane.workers.start(0)
