@@ -21,8 +21,12 @@ its commit and its next transaction. Two rules keep this exactly-once and in ord
 - commits are serial (the next one starts when the previous ended), so a partition's offsets
   are committed in order, and a failed commit aborts the open transaction after it as well;
 - the next producer writes nothing before the previous producer's records are acknowledged
-  (it flushes first, then commits), so in every output partition a later batch's records come
-  after an earlier batch's, and a key's order holds for ``read_committed`` readers.
+  (they are flushed before the commit ends), so in every output partition a later batch's
+  records come after an earlier batch's, and a key's order holds for ``read_committed`` readers.
+
+The commit's own round trips overlap too: the offsets go to the coordinators
+(``send_offsets_to_transaction``) while a second helper thread flushes the records, so a
+commit takes the longer of the two plus EndTxn (measured: BENCHMARKS.md).
 
 **Failures.** A dependency failing for a batch (Triton down, a broker error that aborts the
 transaction) never commits past an unprocessed event: the open transaction is committed if it
@@ -94,6 +98,9 @@ class StreamWorker:
         self.metrics = StreamMetrics(plan.pipeline.name, settings.worker_id)
         self._stopping = False
         self._committer = cf.ThreadPoolExecutor(1, thread_name_prefix="rtflow-commit")
+        # Flushes the committing producer while the committer sends its offsets (see
+        # _commit_transaction): the two round trips overlap instead of adding up.
+        self._flusher = cf.ThreadPoolExecutor(1, thread_name_prefix="rtflow-flush")
         self._commit: cf.Future[None] | None = None
         self._commit_started = 0.0
         self._committing_from: dict[TopicPartition, int] = {}
@@ -241,6 +248,7 @@ class StreamWorker:
             # A stuck commit thread cannot be joined; serve() then ends the process with
             # os._exit, and the next process's init_transactions aborts what was open.
             self._committer.shutdown(wait=not self._fatal)
+            self._flusher.shutdown(wait=not self._fatal)
             self.plan.close()
             if self.consumer is not None:
                 with contextlib.suppress(Exception):
@@ -395,31 +403,40 @@ class StreamWorker:
             self._committing = self.producer
             self._flushed = threading.Event()
             self._active = 1 - self._active
+            flush = self._flusher.submit(self._flush, self._committing, self._flushed)
             self._commit = self._committer.submit(
-                self._commit_transaction, self._committing, self._flushed, offsets, metadata
+                self._commit_transaction, self._committing, flush, offsets, metadata
             )
         else:
             self._commit = self._committer.submit(self._commit_offsets, offsets)
         self._commit_started = time.monotonic()
         self._opened_at = time.monotonic()
 
+    @staticmethod
+    def _flush(producer: Any, flushed: threading.Event) -> int:
+        """flush() sends at once, whatever linger.ms says; the other producer may write as
+        soon as these records have their place in the log."""
+        try:
+            return int(producer.flush(30))
+        finally:
+            flushed.set()
+
     def _commit_transaction(
         self,
         producer: Any,
-        flushed: threading.Event,
+        flush: cf.Future[int],
         offsets: Mapping[TopicPartition, int],
         metadata: Any,
     ) -> None:
         started = time.perf_counter()
+        # The offsets go to the coordinators while the records are flushed on the other
+        # thread: a commit is then the longer of the two plus EndTxn, not their sum.
         try:
-            # flush() sends at once, whatever linger.ms says; the other producer may write
-            # as soon as these records have their place in the log.
-            remaining = producer.flush(30)
+            producer.send_offsets_to_transaction(self._offsets(offsets), metadata, 30)
         finally:
-            flushed.set()
+            remaining = flush.result()
         if remaining:
             raise DependencyError(f"{remaining} records not acknowledged in 30 s")
-        producer.send_offsets_to_transaction(self._offsets(offsets), metadata, 30)
         self._retrying(lambda: producer.commit_transaction(30))
         self.metrics.commit.observe(time.perf_counter() - started)
 
