@@ -244,10 +244,13 @@ class Bench:
         seconds under load, which would otherwise be charged to the first system measured.
         Both guarantees: an at-least-once warm-up leaves the transaction coordinator's and
         the transactional log's code cold, and the first exactly-once point then showed
-        seconds of 300-700 ms latencies (measured with the reader's per-second trace)."""
+        seconds of 300-700 ms latencies (measured with the reader's per-second trace). And
+        a third, exactly-once point: after two, the first measured point still stalled for a
+        second or two in most runs (the broker's CPU per event kept falling until the third)."""
         print("warming up the broker (not measured)", flush=True)
         self.point("hand-written loop", "at_least_once", 20_000)
         self.point("hand-written loop", "exactly_once", 20_000)
+        self.point("rtflow", "exactly_once", 20_000)
 
     def close(self) -> None:
         self.triton.close()

@@ -37,8 +37,9 @@ FUNCTION_STAGE_MS = 0.35
 TRITON_REQUEST_MS = 2.0
 """One micro-batched gRPC request of a small model, on CPU; the model's dynamic-batching queue
 delay comes on top."""
-COMMIT_MS = 5.4
-"""A transaction's commit (exactly once), mean: records become visible when it ends."""
+COMMIT_MS = 4.0
+"""A transaction's commit (exactly once), mean, its flush overlapping the offsets' round trips:
+records become visible when it ends."""
 
 # -- the workflow plane (Argo's mechanics on a cluster; not measured here) ----------------------
 SENSOR_MS = 50.0
