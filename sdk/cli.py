@@ -202,12 +202,17 @@ def _compile(args: argparse.Namespace) -> int:
             return EXIT_FINDINGS
         print(f"rtflow: {root} is current", file=sys.stderr)
         return EXIT_OK
-    changed = writers.write_folder(bundle, root)
+    changes = writers.write_folder(bundle, root)
     pipelines = ", ".join(bundle.pipelines())
-    print(
-        f"rtflow: compiled {pipelines} into {root} ({len(changed)} file(s) changed)",
-        file=sys.stderr,
-    )
+    print(f"rtflow: compiled {pipelines} into {root} ({changes.summary()})", file=sys.stderr)
+    for path in changes.removed:
+        print(f"  removed {path} (no longer produced)", file=sys.stderr)
+    for path in changes.left:
+        print(
+            f"  left {path}: no longer produced, but edited since rtflow wrote it; "
+            "delete it yourself if it is not needed",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

@@ -64,7 +64,7 @@ def test_compile_writes_one_file_per_object_and_kustomizations(tmp_path: Path) -
         "prod/patch-prometheusrule-fraud-detection-stream.yaml",
     ]
     assert files == sorted(
-        ["kustomization.yaml", "fraud-detection/base/kustomization.yaml"]
+        [".rtflow-compiled", "kustomization.yaml", "fraud-detection/base/kustomization.yaml"]
         + ["fraud-detection/README.md"]
         + [f"argocd/application-fraud-detection-{env}.yaml" for env in ("kind", "prod")]
         + [
@@ -176,18 +176,6 @@ def test_stage_bodies_never_run_at_compile_time(tmp_path: Path) -> None:
     result = rtflow("compile", str(PIPELINES / "side_effects.py"), "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert not marker.exists()
-
-
-def test_recompiling_removes_generated_files_that_are_gone(tmp_path: Path) -> None:
-    assert (
-        rtflow("compile", str(PIPELINES / "two_pipelines.py"), "-o", str(tmp_path)).returncode == 0
-    )
-    hand_written = tmp_path / "ingest" / "notes.yaml"
-    hand_written.write_text("kept: true\n")
-    result = rtflow("compile", f"{PIPELINES / 'two_pipelines.py'}:ingest", "-o", str(tmp_path))
-    assert result.returncode == 0
-    assert not (tmp_path / "nightly-report/workflowtemplate-nightly-report.yaml").exists()
-    assert hand_written.exists()
 
 
 def test_check_reports_a_stale_folder(tmp_path: Path) -> None:
