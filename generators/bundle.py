@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rtflow import api_limits
 from rtflow.errors import BundleError
 
 Document = dict[str, Any]
@@ -416,7 +417,17 @@ def check_stream_plane(bundle: Bundle) -> Iterable[str]:
                     )
 
 
+def check_object_sizes(bundle: Bundle) -> Iterable[str]:
+    for m in bundle.manifests:
+        reason = api_limits.too_large(m.body)
+        if reason:
+            yield (
+                f"{m.kind} {m.name!r} of pipeline {m.pipeline!r} {reason}; {api_limits.SPLIT_HINT}"
+            )
+
+
 CHECKS: tuple[Check, ...] = (
+    check_object_sizes,
     check_unique_objects,
     check_dag_tasks,
     check_sensors,

@@ -7,6 +7,7 @@ are never folded, and the C emitter is used when PyYAML has it.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -19,6 +20,21 @@ class _Dumper(_Base):  # type: ignore[valid-type,misc]
 
 
 _Dumper.add_representer(str, yaml.representer.SafeRepresenter.represent_str)
+
+# A string is written plain only when every reader takes it back as that string. PyYAML quotes
+# what *its* YAML 1.1 resolver would read as another type, but Go's YAML 1.1 readers (yaml.v2,
+# which kubectl, Argo and Argo CD use) also read y/Y/n/N as booleans, and YAML 1.2 readers read
+# 1e3, 0o17 and .5 as numbers: a stage named ``y`` or a parameter value ``1e3`` written plain
+# broke `argo lint`. These resolvers only make the dumper quote such strings.
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:y|Y|n|N)$"), list("yYnN"))
+_Dumper.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?0o[0-7]+|[-+]?0x[0-9a-fA-F]+)$"), list("-+0")
+)
+_Dumper.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?$"),
+    list("-+.0123456789"),
+)
 _OBJECT_FIRST = ("apiVersion", "kind", "metadata")
 _ITEM_FIRST = ("name",)
 

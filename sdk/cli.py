@@ -23,6 +23,7 @@ from rtflow.errors import RtflowError
 EXIT_OK = 0
 EXIT_FINDINGS = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 def _version() -> str:
@@ -394,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except BrokenPipeError:  # pragma: no cover - `rtflow compile -o - | head`
         return EXIT_OK
+    except KeyboardInterrupt:
+        print("rtflow: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,26 +4,48 @@ A path is loaded as a module named after the file (``examples/fraud_detection.py
 ``fraud_detection``), with its folder on sys.path, so stage functions get an import path the
 stage runtime can use inside the container. Loading runs the module's top level, which only
 defines stages and pipelines; no stage function is called.
+
+Because that is all it should do, importing is held to it: a file that calls ``sys.exit()``,
+raises, or runs longer than ``RTFLOW_IMPORT_TIMEOUT`` seconds (60 by default: a loop or a
+network call at import) fails with one line instead of a traceback, a hang, or an empty
+"success"; two pipelines with one name in a file are an error, not the second silently
+replacing the first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 from rtflow.errors import LoadError
-from rtflow.pipeline import Pipeline
+from rtflow.pipeline import DEFINED, Pipeline
+
+IMPORT_TIMEOUT_ENV = "RTFLOW_IMPORT_TIMEOUT"
+DEFAULT_IMPORT_TIMEOUT = 60.0
+
+
+class _ImportTimedOut(BaseException):
+    """Raised into the import by the timer; a BaseException so that the user's own
+    ``except Exception`` cannot swallow it."""
 
 
 def load_pipelines(target: str) -> tuple[str, list[Pipeline]]:
     """``PATH_OR_MODULE[:ATTR]`` -> (source name, pipelines sorted by name)."""
     location, _, attribute = target.partition(":")
+    defined_before = len(DEFINED)
     if _looks_like_path(location):
         namespace, source = _load_file(Path(location)), Path(location).stem
     else:
         namespace, source = _import(location), location
+    _check_unique_names(target, DEFINED[defined_before:], namespace)
     if attribute:
         if attribute not in namespace:
             raise LoadError(f"{target}: {source} has no attribute {attribute!r}")
@@ -40,6 +62,67 @@ def load_pipelines(target: str) -> tuple[str, list[Pipeline]]:
             f"{target}: defines no pipeline; decorate a function with @rtflow.pipeline(...)"
         )
     return source, sorted(pipelines.values(), key=lambda p: p.name)
+
+
+def _check_unique_names(target: str, defined: list[Pipeline], namespace: dict[str, object]) -> None:
+    """Two pipelines of this file with one name: the second would replace the first."""
+    module = namespace.get("__name__")
+    seen: dict[str, Pipeline] = {}
+    for found in defined:
+        if getattr(found.function, "__module__", None) != module:
+            continue  # defined by a module this one imports
+        if found.name in seen:
+            first = seen[found.name].function.__name__
+            raise LoadError(
+                f"{target}: two pipelines are named {found.name!r} (functions {first!r} and "
+                f"{found.function.__name__!r}); give each its own name= in @rtflow.pipeline"
+            )
+        seen[found.name] = found
+
+
+def import_timeout() -> float:
+    raw = os.environ.get(IMPORT_TIMEOUT_ENV, "")
+    try:
+        return float(raw) if raw else DEFAULT_IMPORT_TIMEOUT
+    except ValueError:
+        raise LoadError(f"{IMPORT_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+
+
+@contextlib.contextmanager
+def _bounded() -> Iterator[None]:
+    """Interrupt the import after the timeout (a timer signal; only the main thread can take
+    one, so elsewhere the import is unbounded)."""
+    seconds = import_timeout()
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum: int, frame: FrameType | None) -> None:
+        raise _ImportTimedOut
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _import_failure(what: str, exc: BaseException) -> LoadError:
+    """One line for whatever importing the user's code raised."""
+    if isinstance(exc, _ImportTimedOut):
+        return LoadError(
+            f"{what}: importing it took more than {import_timeout():g} s; a pipeline file "
+            "should only define stages and pipelines (move slow work into stage functions), "
+            f"or raise {IMPORT_TIMEOUT_ENV}"
+        )
+    if isinstance(exc, SystemExit):
+        return LoadError(
+            f"{what}: it calls sys.exit({exc.code!r}) while being imported; put script code "
+            'under `if __name__ == "__main__":`'
+        )
+    return LoadError(f"{what}: importing it raised {type(exc).__name__}: {exc}")
 
 
 def _looks_like_path(location: str) -> bool:
@@ -65,13 +148,17 @@ def _load_file(path: Path) -> dict[str, object]:
     previous = sys.modules.get(name)
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        with _bounded():
+            spec.loader.exec_module(module)
     except SyntaxError as exc:
         _restore(name, previous)
         raise LoadError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from exc
-    except Exception as exc:
+    except KeyboardInterrupt:
         _restore(name, previous)
-        raise LoadError(f"{path}: importing it raised {type(exc).__name__}: {exc}") from exc
+        raise
+    except BaseException as exc:
+        _restore(name, previous)
+        raise _import_failure(str(path), exc) from None
     return vars(module)
 
 
@@ -84,8 +171,11 @@ def _restore(name: str, previous: object) -> None:
 
 def _import(name: str) -> dict[str, object]:
     try:
-        return vars(importlib.import_module(name))
+        with _bounded():
+            return vars(importlib.import_module(name))
     except ModuleNotFoundError as exc:
         raise LoadError(f"{name}: no such file or module ({exc})") from exc
-    except Exception as exc:
-        raise LoadError(f"{name}: importing it raised {type(exc).__name__}: {exc}") from exc
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        raise _import_failure(name, exc) from None

@@ -8,6 +8,7 @@ string back to the declared type. JSON is the wire form for every type.
 from __future__ import annotations
 
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -45,7 +46,12 @@ class ParamType:
         if self.kind == "int":
             return isinstance(value, int) and not isinstance(value, bool)
         if self.kind == "float":
-            return isinstance(value, (int, float)) and not isinstance(value, bool)
+            # NaN and infinity have no JSON spelling: Argo and every stage would read a string.
+            return (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            )
         if self.kind == "str":
             return isinstance(value, str)
         if self.kind == "dict":
@@ -53,6 +59,13 @@ class ParamType:
         if not isinstance(value, (list, tuple)) or not _is_json(list(value)):
             return False
         return self.item is None or all(self.item.accepts_value(v) for v in value)
+
+
+def mismatch(value: object, param_type: ParamType) -> str:
+    """Why ``value`` is not a value of ``param_type``, for an error message."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value!r} is not a finite number (NaN and infinity have no JSON form)"
+    return f"{value!r} is not a {param_type}"
 
 
 def from_annotation(annotation: object) -> ParamType | None:

@@ -41,6 +41,11 @@ class PipelineOptions:
     stream: Stream | None = None
 
 
+DEFINED: list[Pipeline] = []
+"""Every pipeline defined in this process, in order: the loader finds two with one name even
+when the second was bound to the same variable as the first (and replaced it there)."""
+
+
 class Pipeline:
     """A pipeline definition: the recorded function and the options around it."""
 
@@ -48,6 +53,7 @@ class Pipeline:
         self.function = function
         self.options = options
         self.__doc__ = function.__doc__
+        DEFINED.append(self)
 
     @property
     def name(self) -> str:

@@ -19,6 +19,7 @@ _QUANTITY = re.compile(
     r"^(?P<number>[0-9]+(\.[0-9]*)?|\.[0-9]+)"
     r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$"
 )
+_QUANTITY_MAX = Decimal(2**63 - 1)
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {
     suffix: Decimal(10) ** exponent
@@ -117,6 +118,16 @@ def check_quantity(text: object, *, kind: str, field: str) -> str:
             fix=_suggest(as_text, kind),
             field=field,
         )
+    # resource.Quantity holds at most 2^63-1 of its smallest unit (milli for cpu, bytes for
+    # memory) and silently caps larger values: 1e30 cores would become some other number.
+    smallest = value * 1000 if kind == "cpu" else value
+    if smallest > _QUANTITY_MAX:
+        limit = "9.2e15 cores" if kind == "cpu" else "8Ei"
+        raise DefinitionError(
+            f"{kind} {as_text!r} is larger than Kubernetes can hold (at most {limit})",
+            fix=_suggest("", kind),
+            field=field,
+        )
     return as_text
 
 
@@ -140,13 +151,19 @@ def parse_go_duration(text: str) -> Decimal:
     return total
 
 
-def check_go_duration(text: object, *, field: str) -> str:
+def check_go_duration(text: object, *, field: str, positive: bool = False) -> str:
+    """A Go duration as written; ``positive``: zero is refused too (an interval of 0s)."""
     if isinstance(text, str):
         try:
-            parse_go_duration(text)
-            return text
+            seconds = parse_go_duration(text)
         except ValueError:
             pass
+        else:
+            if positive and seconds <= 0:
+                raise DefinitionError(
+                    f"{text!r} is zero", fix="give a duration above zero, e.g. '30s'", field=field
+                )
+            return text
     raise DefinitionError(
         f"{text!r} is not a duration",
         fix="write a Go duration such as '500ms', '10s', '2m' or '1h30m'",

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, cast
 
-from rtflow import ir
+from rtflow import credentials, ir
 from rtflow.errors import DefinitionError
 from rtflow.names import (
     check_annotation_key,
@@ -27,7 +27,7 @@ from rtflow.names import (
     from_identifier,
 )
 from rtflow.options import NO_DEFAULT, Backoff, Output, Param, Retry, Secret
-from rtflow.param_types import SUPPORTED, ParamType, encode, from_annotation
+from rtflow.param_types import SUPPORTED, ParamType, encode, from_annotation, mismatch
 from rtflow.quantity import check_go_duration, check_quantity, check_seconds, parse_quantity
 from rtflow.recording import ApprovalDef, InferenceDef
 from rtflow.stage import StageDef
@@ -38,9 +38,6 @@ RETRY_POLICIES = ("Always", "OnError", "OnFailure", "OnTransientError")
 DEFAULT_CPU = "250m"
 DEFAULT_MEMORY = "256Mi"
 MIN_CPU_LIMIT = Decimal(1)
-_CREDENTIAL_NAME = re.compile(
-    r"PASSW(OR)?D|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIAL|ACCESS_?KEY|AUTH", re.IGNORECASE
-)
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 
@@ -68,7 +65,7 @@ def function_inputs(function: Callable[..., Any], *, what: str) -> list[ir.Param
         if p.default is not inspect.Parameter.empty:
             if not param_type.accepts_value(p.default):
                 raise DefinitionError(
-                    f"the default {p.default!r} of {p.name!r} is not a {param_type}",
+                    f"the default of {p.name!r}: {mismatch(p.default, param_type)}",
                     fix=f"give a {param_type} default",
                     field=p.name,
                 )
@@ -177,6 +174,14 @@ def _stage_unlocated(definition: StageDef, pipeline: Any, name: str) -> ir.Stage
         names = {p.name for p in inputs}
         command = tuple(_placeholders(a, names, "command") for a in definition.command or ())
         args = tuple(_placeholders(a, names, "args") for a in definition.args)
+        for field_name, line in (("command", command), ("args", args)):
+            for reason in credentials.argument_credentials(line):
+                raise DefinitionError(
+                    f"{field_name} {reason}: it would be stored in Git and in every pod spec",
+                    fix="take it from a Secret (secrets=[rtflow.Secret(env=..., secret=..., "
+                    "key=...)]) and pass $(THAT_ENV), or mount it and pass the file's path",
+                    field=field_name,
+                )
     retry = options.retry if options.retry is not None else pipeline.default_retry
     return ir.Stage(
         name=name,
@@ -259,7 +264,7 @@ def _container_inputs(declared: Mapping[str, Any]) -> list[ir.Param]:
         if param.default is not NO_DEFAULT:
             if not param_type.accepts_value(param.default):
                 raise DefinitionError(
-                    f"the default {param.default!r} of {name!r} is not a {param_type}",
+                    f"the default of {name!r}: {mismatch(param.default, param_type)}",
                     fix=f"give a {param_type} default",
                     field=name,
                 )
@@ -412,9 +417,10 @@ def _env(env: Mapping[str, str], secrets: Any) -> tuple[ir.EnvVar, ...]:
                 fix=f"write env={{{name!r}: {str(value)!r}}}",
                 field=f"env.{name}",
             )
-        if _CREDENTIAL_NAME.search(name) and value:
+        reason = credentials.env_credential(name, value)
+        if reason:
             raise DefinitionError(
-                f"env {name} looks like a credential and is given inline",
+                f"env {reason} and is given inline",
                 fix=f"take it from a Secret: secrets=[rtflow.Secret(env={name!r}, "
                 "secret='<secret-name>', key='<key>')]",
                 field=f"env.{name}",

@@ -216,7 +216,7 @@ class _TriggerBuilder:
             )
         return ir.CalendarSource(
             schedule=check_cron(schedule, field=self.field("schedule")) if schedule else None,
-            interval=check_go_duration(interval, field=self.field("interval"))
+            interval=check_go_duration(interval, field=self.field("interval"), positive=True)
             if interval
             else None,
             timezone=check_timezone(s["timezone"], field=self.field("timezone")),

@@ -216,3 +216,13 @@ def test_check_needs_the_record(tmp_path: Path) -> None:
     stale = rtflow("compile", TWO, "-o", str(tmp_path), "--check")
     assert stale.returncode == 1
     assert "does not record this compile's files" in stale.stdout
+
+
+def test_an_env_compile_keeps_the_other_environments_recorded(tmp_path: Path) -> None:
+    example = "examples/fraud_detection.py"
+    assert rtflow("compile", example, "-o", str(tmp_path)).returncode == 0
+    kind = {p for p in read_record(tmp_path) if "/overlays/kind/" in p}
+    assert kind
+    assert rtflow("compile", example, "-o", str(tmp_path), "--env", "prod").returncode == 0
+    assert kind <= set(read_record(tmp_path))
+    assert all((tmp_path / p).exists() for p in kind)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from compiled import ROOT
 from components import component_missing
-from pipelines import kitchen_sink, two_pipelines
+from pipelines import kitchen_sink, two_pipelines, yaml_booleans
 
 from rtflow import ir
 from rtflow.generators.compiler import compile_pipelines
@@ -55,6 +55,7 @@ def test_examples_and_every_feature_pass_argo_lint(argo_lint: Path, tmp_path: Pa
         kitchen_sink.kitchen_sink.build(),
         two_pipelines.ingest.build(),
         two_pipelines.nightly_report.build(),
+        yaml_booleans.yes_no.build(),  # names Go's YAML 1.1 reader would take for booleans
     ]
     write_folder(compile_pipelines(pipelines), tmp_path)
     manifests = sorted(tmp_path.rglob("workflowtemplate-*.yaml"))
