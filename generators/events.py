@@ -173,9 +173,11 @@ def _dependency(pipeline: ir.Pipeline, trigger: ir.Trigger) -> Document:
 
 
 def _workflow(pipeline: ir.Pipeline, trigger: ir.Trigger) -> Document:
+    # No namespace: Argo Events creates the Workflow in the Sensor's own namespace, so it
+    # follows the Sensor when an environment's overlay moves it (kustomize's namespace
+    # transformer does not reach into a trigger's resource), and the Sensor's Role, which
+    # allows creating Workflows only there, always fits.
     metadata: Document = {"generateName": f"{pipeline.name}-"}
-    if pipeline.namespace:
-        metadata["namespace"] = pipeline.namespace
     metadata["labels"] = {
         **labels.standard_labels(pipeline, "workflow"),
         labels.TRIGGER: trigger.name,

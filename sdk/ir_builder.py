@@ -185,7 +185,10 @@ class _PipelineBuilder:
                         built = stage_ir.inference_ir(definition, self.options.namespace)
                     except DefinitionError as error:
                         raise error.located(stage=call.stage_name) from None
-                    self.servers.setdefault(definition.server.name, definition.server)
+                    self.servers.setdefault(
+                        definition.server.name,
+                        stage_ir.server_in(definition.server, self.options.namespace),
+                    )
                 else:
                     built = stage_ir.stage_ir(definition, self.options)
                 if built.name in owner:

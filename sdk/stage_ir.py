@@ -12,6 +12,7 @@ import re
 import string
 import typing
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, cast
 
@@ -598,11 +599,28 @@ def inference_ir(definition: InferenceDef, namespace: str | None) -> ir.Stage:
         inference=ir.Inference(
             server=server.name,
             model=model.name,
-            url=infer_url(server, model.name, namespace=server.namespace or namespace),
+            url=infer_url(addressed(server, namespace), model.name),
             body=body,
             timeout_seconds=check_seconds(definition.timeout, field="timeout"),
         ),
     )
+
+
+def server_in(server: Any, namespace: str | None) -> Any:
+    """A Triton server declared without a namespace runs in its pipeline's: its objects land
+    beside the pipeline's (and move with them when an environment names another)."""
+    if server.namespace is not None or namespace is None:
+        return server
+    return replace(server, namespace=namespace)
+
+
+def addressed(server: Any, namespace: str | None) -> Any:
+    """The server as its callers in ``namespace`` address it: by the Service's short name when
+    it runs in their namespace, so the call follows both when an environment moves them (a
+    full ``<service>.<namespace>.svc`` would still name the base's namespace); by its full
+    name when it runs elsewhere."""
+    own = server.namespace or namespace
+    return replace(server, namespace=None if own == namespace else own)
 
 
 GRPC_CLIENT_FUNCTION = "rtflow.stages.builtin.triton_client:triton_infer"
@@ -619,7 +637,7 @@ def _grpc_inference(
     timeout = check_seconds(definition.timeout, field="timeout")
     inputs = (
         ir.Param(
-            "url", ParamType("str"), grpc_address(server, namespace=server.namespace or namespace)
+            "url", ParamType("str"), grpc_address(addressed(server, namespace))
         ),
         ir.Param("model", ParamType("str"), model.name),
         ir.Param("tensors", ParamType("dict")),
@@ -642,7 +660,7 @@ def _grpc_inference(
         inference=ir.Inference(
             server=server.name,
             model=model.name,
-            url=grpc_address(server, namespace=server.namespace or namespace),
+            url=grpc_address(addressed(server, namespace)),
             body="",
             timeout_seconds=timeout,
         ),

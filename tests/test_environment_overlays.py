@@ -29,6 +29,7 @@ TARGETS = [
     ROOT / "examples/fraud_detection.py",
     ROOT / "examples/support_triage.py",
     PIPELINES / "with_environments.py",
+    PIPELINES / "namespaced.py",
 ]
 
 

@@ -68,7 +68,8 @@ def test_the_step_is_an_http_template_with_the_kserve_body() -> None:
     step = templates(doc)["infer-scorer"]
     assert "container" not in step
     http = step["http"]
-    assert http["url"] == "http://scoring.ml.svc:8000/v2/models/scorer/infer"
+    # The server runs in the pipeline's namespace (ml): called by its short name (#13).
+    assert http["url"] == "http://scoring:8000/v2/models/scorer/infer"
     assert http["method"] == "POST"
     assert http["successCondition"] == SUCCESS_CONDITION
     assert http["timeoutSeconds"] == 3
@@ -186,7 +187,7 @@ def test_via_grpc_is_a_container_step_running_the_client_stage() -> None:
     assert args[:2] == ["run", "rtflow.stages.builtin.triton_client:triton_infer"]
     declared = {p["name"]: p.get("default") for p in step["inputs"]["parameters"]}
     assert declared == {
-        "url": "scoring.ml.svc:8001",
+        "url": "scoring:8001",
         "model": "scorer",
         "tensors": None,
         "timeout_seconds": "3.0",
