@@ -12,7 +12,8 @@ writes only to ``/tmp`` (cloud repositories are downloaded there; an emptyDir) a
 (the Python backend's shared memory; a memory-backed emptyDir).
 
 Models load with ``--model-control-mode=explicit`` and one ``--load-model`` per declared model,
-so a repository shared with other servers never loads models this server does not declare.
+so a repository shared with other servers never loads models this server does not declare; the
+API that could load or unload others is closed (:mod:`rtflow.gpu.admin_api`).
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from rtflow import ir
 from rtflow.errors import DefinitionError
 from rtflow.generators import labels as label_keys
 from rtflow.generators import security
+from rtflow.gpu import admin_api
 from rtflow.gpu.models import Repository, TritonModel
 from rtflow.gpu.pools import GpuPool, placement
 from rtflow.names import check_dns1123_label, check_dns1123_subdomain, check_label
 from rtflow.quantity import check_quantity, parse_go_duration, parse_quantity
 from rtflow.stages import contract
+from rtflow.triggers import SecretKey
 
 __all__ = [
     "COMPONENT",
@@ -148,6 +151,7 @@ class TritonServing:
     scratch_size: str | None = None
     namespace: str | None = None
     part_of: str | None = None
+    admin_key: Any = None  # rtflow.SecretKey: opens Triton's admin API to its holder
     labels: tuple[tuple[str, str], ...] = ()
     service_account: str | None = None
     exit_timeout_seconds: int = 30
@@ -400,6 +404,7 @@ def triton_serving(
     exit_timeout_seconds: int = 30,
     startup_timeout_seconds: int = 600,
     max_unavailable: int = 1,
+    admin_key: SecretKey | None = None,
 ) -> TritonServing:
     """Declare a Triton server; every rule is checked here, so a :class:`TritonServing` is valid.
 
@@ -419,6 +424,9 @@ def triton_serving(
             the pod's grace period is 15 s longer.
         startup_timeout_seconds: how long the startup probe waits for every model to load.
         max_unavailable: the PodDisruptionBudget's ``maxUnavailable``.
+        admin_key: the Secret key whose value opens Triton's administrative API (model load
+            and unload, configuration, shared memory, logging) as header ``triton-admin-key``;
+            without it that API is closed to everyone (:mod:`rtflow.gpu.admin_api`).
     """
     check_dns1123_label(name, field="name", what="Triton server name")
     if not name[0].isalpha():
@@ -466,6 +474,12 @@ def triton_serving(
         highest=86400,
     )
     _whole(max_unavailable, server=name, field="max_unavailable", lowest=1, highest=MAX_REPLICAS)
+    if admin_key is not None and not isinstance(admin_key, SecretKey):
+        raise DefinitionError(
+            _problem(name, f"admin_key {admin_key!r} is not a Secret key"),
+            fix="give admin_key=rtflow.SecretKey('<secret>', '<key>')",
+            field="admin_key",
+        )
     if not isinstance(prometheus, bool):
         raise DefinitionError(
             _problem(name, "prometheus must be True or False"),
@@ -490,6 +504,7 @@ def triton_serving(
         exit_timeout_seconds=exit_timeout_seconds,
         startup_timeout_seconds=startup_timeout_seconds,
         max_unavailable=max_unavailable,
+        admin_key=admin_key,
     )
 
 
@@ -704,7 +719,7 @@ def container(serving: TritonServing) -> m.Container:
         name=CONTAINER,
         image=serving.image,
         image_pull_policy="IfNotPresent",
-        command=["tritonserver"],
+        command=admin_api.launch(serving.admin_key),
         args=triton_args(serving, storage.repositories),
         ports=[
             m.ContainerPort(name="http", container_port=HTTP_PORT, protocol="TCP"),
@@ -725,6 +740,7 @@ def container(serving: TritonServing) -> m.Container:
             security.scratch_mount(),
             m.VolumeMount(name=SHM_VOLUME, mount_path="/dev/shm"),
             *storage.mounts,
+            *admin_api.mounts(serving.admin_key),
         ],
     )
 
@@ -741,7 +757,7 @@ def _volumes(serving: TritonServing) -> list[m.Volume]:
         name=SHM_VOLUME,
         empty_dir=m.EmptyDirVolumeSource(medium="Memory", size_limit=m.Quantity(serving.shm_size)),
     )
-    return [scratch, shm, *storage.volumes]
+    return [scratch, shm, *storage.volumes, *admin_api.volumes(serving.admin_key)]
 
 
 def _pod_annotations(serving: TritonServing) -> dict[str, str]:

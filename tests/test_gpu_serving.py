@@ -125,7 +125,14 @@ def test_deployment_probes_ports_and_args() -> None:
         ("grpc", 8001),
         ("metrics", 8002),
     ]
-    assert container["command"] == ["tritonserver"]
+    # The admin API is closed with a key drawn at start (rtflow.gpu.admin_api).
+    assert container["command"][:2] == ["/bin/sh", "-c"]
+    assert container["command"][3] == "tritonserver"
+    assert "/dev/urandom" in container["command"][2]
+    assert (
+        'exec tritonserver "$@" --http-restricted-api=model-repository,'
+        in (container["command"][2])
+    )
     args = container["args"]
     assert args[:2] == [
         "--model-repository=/models/triton-models/fraud",
@@ -440,3 +447,31 @@ def test_each_inference_step_finds_the_server_of_its_model() -> None:
         serving_for_model([other, twice], "other")
     assert model_gpu_pool(example.SERVER, "fraud-scorer") is example.POOL
     assert model_gpu_pool(other, "other") is None
+
+
+def test_the_admin_key_is_mounted_as_a_file() -> None:
+    from rtflow.gpu import admin_api
+    from rtflow.gpu.serving import deployment
+    from rtflow.triggers import SecretKey
+
+    server = triton_serving(
+        "scorer",
+        [example.FRAUD_SCORER],
+        pool=example.POOL,
+        admin_key=SecretKey("scorer-admin", "key"),
+    )
+    pod = deployment(server)["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == admin_api.VOLUME]
+    assert volume["secret"] == {
+        "secretName": "scorer-admin",
+        "items": [{"key": "key", "path": "key"}],
+        "defaultMode": 0o440,
+    }
+    (container,) = pod["containers"]
+    assert {
+        "name": admin_api.VOLUME,
+        "mountPath": admin_api.KEY_DIR,
+        "readOnly": True,
+    } in container["volumeMounts"]
+    assert f"cat {admin_api.KEY_DIR}/key" in container["command"][2]
+    assert not any("admin" in e["name"].lower() for e in container.get("env", []))
