@@ -1,60 +1,132 @@
 """Copy the upstream Argo Workflows and Argo Events JSON schemas out of their Go modules.
 
-The strict schema tests validate every generated object against ``api/jsonschema/schema.json``
-of the Argo Workflows and Argo Events releases the project pins (the same module versions the
-Argo linters are built from, tools/build-go-tools.sh). ``go mod download`` brings each module
-through the Go module proxy into the module cache, checked against the checksum database;
-nothing else is downloaded and nothing is committed.
+``rtflow lint`` checks Argo Events objects (EventSource, Sensor, EventBus) against
+``api/jsonschema/schema.json`` of the Argo Events release the project pins, strictly
+(rtflow.verify.events_schema); the strict schema tests (tests/strict_schema.py) validate every
+generated object against it and against the Argo Workflows one. The versions are those the Argo
+linters are built from (tools/argo-lint/go.mod, tools/argo-events-lint/go.mod), and
+``go mod download`` brings each module through the Go module proxy into the module cache,
+checked against the checksum database; its hash (the ``Sum`` of ``go mod download -json``, the
+go.sum line of the linters' modules) must also equal the one pinned here. Nothing else is
+downloaded and nothing is committed.
 
-Output: ``<repo>/.tools/schemas/argo-workflows-<v>.schema.json`` and
-``argo-events-<v>.schema.json``, where tests/strict_schema.py finds them. Idempotent.
+Output: ``<tools>/schemas/argo-workflows-<v>.schema.json`` and ``argo-events-<v>.schema.json``,
+where ``<tools>`` is ``$RTFLOW_TOOLS`` when set, else ``<repo>/.tools`` (``--root`` names the
+schemas folder itself): where rtflow.verify.tools_home finds them. Idempotent: a file that is
+there and parses is kept (``--force`` rewrites it); a file is written whole (a scratch file
+renamed into place).
 
-Usage: python tools/argo_schemas.py
+Usage: python tools/argo_schemas.py [--force] [--root DIR]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / ".tools" / "schemas"
-# module, version, file written: keep in step with tools/build-go-tools.sh and
-# tests/strict_schema.py.
+
+
+@dataclass(frozen=True)
+class Schema:
+    module: str
+    version: str
+    sum: str  # `go mod download -json` "Sum", as in the linters' go.sum
+    file: str  # written as
+
+
+# Keep in step with tools/argo-lint/go.mod, tools/argo-events-lint/go.mod and
+# rtflow.verify.events_schema (tests/test_lint_events.py compares them).
 SCHEMAS = (
-    ("github.com/argoproj/argo-workflows/v4", "v4.1.4", "argo-workflows-v4.1.4.schema.json"),
-    ("github.com/argoproj/argo-events", "v1.9.11", "argo-events-v1.9.11.schema.json"),
+    Schema(
+        "github.com/argoproj/argo-workflows/v4",
+        "v4.1.4",
+        "h1:/+7ZnKumIwBmS6z+3zeWvTnhW8c6nun0dLrtcBBRz0A=",
+        "argo-workflows-v4.1.4.schema.json",
+    ),
+    Schema(
+        "github.com/argoproj/argo-events",
+        "v1.9.11",
+        "h1:lDRu5E8ReFN1RJxGIibNOHuNEIPwzGleEkP3DZDNN2s=",
+        "argo-events-v1.9.11.schema.json",
+    ),
 )
 
 
-def main() -> int:
-    go = shutil.which("go") or "/usr/local/go/bin/go"
-    OUT.mkdir(parents=True, exist_ok=True)
-    for module, version, name in SCHEMAS:
-        target = OUT / name
-        if target.exists():
-            continue
+def default_root() -> Path:
+    tools = os.environ.get("RTFLOW_TOOLS")
+    return (Path(tools) if tools else ROOT / ".tools") / "schemas"
+
+
+def _parses(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(path.read_text(encoding="utf-8")).get("definitions"), dict)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def write(schema: Schema, out: Path, go: str) -> str:
+    with tempfile.TemporaryDirectory() as scratch:
+        # Outside any module (a scratch working folder), so no go.mod or go.work applies.
         done = subprocess.run(
-            [go, "mod", "download", "-json", f"{module}@{version}"],
+            [go, "mod", "download", "-json", f"{schema.module}@{schema.version}"],
             capture_output=True,
             text=True,
-            cwd=OUT,
-            env={**os.environ, "GOFLAGS": "-mod=mod", "GO111MODULE": "on"},
+            cwd=scratch,
+            env={**os.environ, "GOWORK": "off", "GOFLAGS": ""},
+            check=False,
         )
-        if done.returncode != 0:
-            print(f"argo-schemas: {module}@{version}: {done.stdout}{done.stderr}", file=sys.stderr)
-            return 1
-        source = Path(json.loads(done.stdout)["Dir"]) / "api" / "jsonschema" / "schema.json"
-        scratch = target.with_suffix(".tmp")
-        shutil.copyfile(source, scratch)
-        json.loads(scratch.read_text(encoding="utf-8"))  # a whole JSON document, or fail here
-        scratch.replace(target)
-        print(f"argo-schemas: wrote {target.relative_to(ROOT)} from {module}@{version}")
-    return 0
+    try:
+        info = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        info = {}
+    module = f"{schema.module}@{schema.version}"
+    if done.returncode != 0 or "Error" in info or "Dir" not in info:
+        detail = info.get("Error") or done.stderr.strip() or f"exit status {done.returncode}"
+        raise RuntimeError(f"go mod download {module} failed: {detail}")
+    if info.get("Sum") != schema.sum:
+        raise RuntimeError(f"{module} has hash {info.get('Sum')}, but {schema.sum} is pinned")
+    source = Path(info["Dir"]) / "api" / "jsonschema" / "schema.json"
+    target = out / schema.file
+    out.mkdir(parents=True, exist_ok=True)
+    fd, scratch_file = tempfile.mkstemp(dir=out, prefix=f".{schema.file}.")
+    os.close(fd)
+    try:
+        shutil.copyfile(source, scratch_file)
+        os.chmod(scratch_file, 0o644)
+        if not _parses(Path(scratch_file)):
+            raise RuntimeError(f"{module}: {source} is not a JSON schema with definitions")
+        os.replace(scratch_file, target)
+    finally:
+        Path(scratch_file).unlink(missing_ok=True)
+    return f"wrote {target} from {module}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--force", action="store_true", help="rewrite even when present")
+    parser.add_argument("--root", type=Path, default=None, help="the schemas folder")
+    args = parser.parse_args(argv)
+    out = args.root or default_root()
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    status = 0
+    for schema in SCHEMAS:
+        if not args.force and _parses(out / schema.file):
+            print(f"argo-schemas: {schema.file} up to date in {out}")
+            continue
+        try:
+            print(f"argo-schemas: {write(schema, out, go)}")
+        except (OSError, RuntimeError) as error:
+            print(f"argo-schemas: {error}", file=sys.stderr)
+            status = 1
+    return status
 
 
 if __name__ == "__main__":

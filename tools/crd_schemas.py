@@ -16,8 +16,9 @@ CustomResourceDefinition, at a pinned release, taken from the registry that serv
 
 Nothing else is downloaded and nothing is committed.
 
-Output: ``<repo>/.tools/schemas/<project>-<version>/<kind>.schema.json`` (kind in lower case)
-and ``provenance.json`` (the pins, and where each schema came from), where
+Output: ``<repo>/.tools/schemas/<project>-<version>/<kind>.schema.json`` (kind in lower case;
+the schemas folder is ``$RTFLOW_CRD_SCHEMAS``, or ``$RTFLOW_TOOLS/schemas``, when set) and
+``provenance.json`` (the pins, and where each schema came from), where
 ``rtflow.verify.crd_schema`` finds them. Idempotent and quick: a folder whose provenance names
 the pins below is kept (``--force`` rewrites it). Files are written whole (a scratch file renamed
 into place); provenance.json is written last, so it marks a complete folder.
@@ -48,7 +49,13 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_ROOT = ROOT / ".tools" / "schemas"
+# Where rtflow.verify.crd_schema looks: $RTFLOW_CRD_SCHEMAS, else the tools folder's schemas/
+# ($RTFLOW_TOOLS, else <repo>/.tools; rtflow.verify.tools_home).
+DEFAULT_ROOT = (
+    Path(os.environ["RTFLOW_CRD_SCHEMAS"])
+    if os.environ.get("RTFLOW_CRD_SCHEMAS")
+    else Path(os.environ.get("RTFLOW_TOOLS") or ROOT / ".tools") / "schemas"
+)
 PROVENANCE = "provenance.json"
 # Bump when what is written for the same pins changes: older folders are then rewritten.
 FORMAT = 2

@@ -9,10 +9,11 @@ Two binaries, built from the upstream Go modules by ``tools/install-argo-linters
 * ``argo-events-lint``: ``argo-events lint`` of Argo Events (EventSources, Sensors), plus the
   controller's EventBus validation.
 
-Each is looked up in ``$RTFLOW_ARGO_LINT`` / ``$RTFLOW_ARGO_EVENTS_LINT``, then in
-``<repo>/.tools/bin``, then on ``PATH``; when none has it, :class:`LinterUnavailable` says where
-it looked and how to build it. A run returns a :class:`LintResult`: whether the linter accepted
-the files, its findings one per line, and the exact command.
+Each is looked up in ``$RTFLOW_ARGO_LINT`` / ``$RTFLOW_ARGO_EVENTS_LINT``, then in the tools
+folder's ``bin/`` (:mod:`rtflow.verify.tools_home`: the same in an editable and a normal
+install), then on ``PATH``; when none has it, :class:`LinterUnavailable` says where it looked
+and how to build it, with a command that exists. A run returns a :class:`LintResult`: whether
+the linter accepted the files, its findings one per line, and the exact command.
 """
 
 from __future__ import annotations
@@ -25,11 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rtflow.errors import RtflowError
+from rtflow.verify import tools_home
 
-# sdk/verify/argo_linters.py -> the repository root, where the install script puts .tools/bin.
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-TOOLS_BIN = _REPO_ROOT / ".tools" / "bin"
 INSTALL_SCRIPT = "tools/install-argo-linters.sh"
+GO_NEEDS = "Go 1.26 and the Go module proxy"
 DEFAULT_TIMEOUT_S = 300.0
 
 # argo-lint -o simple: the summary lines it prints besides findings.
@@ -63,10 +63,10 @@ class LinterUnavailable(LinterError):
     def __init__(self, linter: Linter, reason: str) -> None:
         self.linter = linter
         self.reason = reason
+        advice = tools_home.provision_advice(INSTALL_SCRIPT, f"bin/{linter.name}", GO_NEEDS)
         super().__init__(
-            f"{linter.name} ({linter.runs}) is not available: {reason}; build it with "
-            f"`{INSTALL_SCRIPT}` (needs Go 1.26 and the Go module proxy; it writes "
-            f"{TOOLS_BIN}/{linter.name}), or set {linter.env_var} to the binary"
+            f"{linter.name} ({linter.runs}) is not available: {reason}; {advice}, or set "
+            f"{linter.env_var} to the binary"
         )
 
 
@@ -87,8 +87,13 @@ class LintResult:
     output: str
 
 
+def tools_bin() -> Path:
+    """The folder the built binaries are in (see :mod:`rtflow.verify.tools_home`)."""
+    return tools_home.find().bin
+
+
 def find_linter(linter: Linter) -> Path:
-    """The binary for ``linter``: from its environment variable, .tools/bin, or PATH."""
+    """The binary for ``linter``: from its environment variable, the tools folder, or PATH."""
     override = os.environ.get(linter.env_var)
     if override:
         path = Path(override)
@@ -97,7 +102,7 @@ def find_linter(linter: Linter) -> Path:
                 linter, f"{linter.env_var}={override} is not an executable file"
             )
         return path
-    local = TOOLS_BIN / linter.name
+    local = tools_bin() / linter.name
     if local.is_file() and os.access(local, os.X_OK):
         return local
     found = shutil.which(linter.name)

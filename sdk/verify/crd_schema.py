@@ -3,8 +3,9 @@
 The schemas are the ``openAPIV3Schema`` of the served version of each upstream
 CustomResourceDefinition, at the releases pinned in ``tools/crd_schemas.py``, which
 ``tools/provision.sh`` writes as JSON Schema files into
-``<repo>/.tools/schemas/<project>-<version>/<kind>.schema.json`` (or under the folder
-``$RTFLOW_CRD_SCHEMAS`` names). When one is not there, :class:`CRDSchemaUnavailable` says where
+``<tools>/schemas/<project>-<version>/<kind>.schema.json`` (``<tools>`` is the tools folder of
+:mod:`rtflow.verify.tools_home`, ``<checkout>/.tools`` by default), or under the folder
+``$RTFLOW_CRD_SCHEMAS`` names. When one is not there, :class:`CRDSchemaUnavailable` says where
 rtflow looked and how to write it. The kinds (:data:`KINDS`):
 
 * Argo CD ``Application``, ``ApplicationSet`` (argoproj.io/v1alpha1; also
@@ -39,18 +40,23 @@ from typing import Any
 
 import jsonschema  # type: ignore[import-untyped,unused-ignore]
 
-from rtflow.verify import KUBERNETES_VERSION
+from rtflow.verify import core_schema, tools_home
 from rtflow.verify.argo_linters import LinterError
 from rtflow.verify.jsonschema_strict import forbid_unknown_fields
 
-# sdk/verify/crd_schema.py -> the repository root, where provisioning writes .tools/.
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMAS_ROOT = _REPO_ROOT / ".tools" / "schemas"
 ENV_VAR = "RTFLOW_CRD_SCHEMAS"  # a folder holding the <project>-<version>/ folders
 PROVISION_SCRIPT = "tools/provision.sh"
 INT_OR_STRING = "x-kubernetes-int-or-string"
 _GO = "Go and the Go module proxy"
 _MAX_MESSAGE = 240
+
+
+def schemas_root() -> Path:
+    """The folder holding every release's schema folder: ``$RTFLOW_CRD_SCHEMAS``, else the
+    tools folder's ``schemas/``."""
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
+    return tools_home.find().schemas
 
 
 @dataclass(frozen=True)
@@ -71,15 +77,14 @@ class Release:
 
     @property
     def default_dir(self) -> Path:
-        return SCHEMAS_ROOT / self.folder
+        """Where provisioning writes it: in the tools folder (found when asked)."""
+        return schemas_root() / self.folder
 
     def directory(self) -> Path:
         """Its own variable's folder, else ``$RTFLOW_CRD_SCHEMAS/<folder>``, else .tools."""
         if self.env_var and os.environ.get(self.env_var):
             return Path(os.environ[self.env_var])
-        if os.environ.get(ENV_VAR):
-            return Path(os.environ[ENV_VAR]) / self.folder
-        return self.default_dir
+        return schemas_root() / self.folder
 
     def overridden(self) -> str | None:
         """The variable that moved its folder, if one did."""
@@ -161,10 +166,12 @@ class CRDSchemaUnavailable(LinterError):
             elsewhere = f"set {release.env_var} to a folder holding {entry.file}"
         else:
             elsewhere = f"set {ENV_VAR} to a folder holding {release.folder}/{entry.file}"
+        advice = tools_home.provision_advice(
+            PROVISION_SCRIPT, f"schemas/{release.folder}", release.needs, release.directory()
+        )
         super().__init__(
             f"{release.project}'s {entry.kind} schema ({release.source}) is not available: "
-            f"{reason}; write it with `{PROVISION_SCRIPT}` (needs {release.needs}; it writes "
-            f"{release.default_dir}), or {elsewhere}"
+            f"{reason}; {advice}, or {elsewhere}"
         )
 
 
@@ -300,7 +307,7 @@ def _short(message: str) -> str:
     return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 1] + "…"
 
 
-def _schema_findings(error: Any) -> Iterator[SchemaFinding]:
+def schema_findings(error: Any) -> Iterator[SchemaFinding]:
     """One jsonschema error as findings located at the field itself where that helps."""
     parts = list(error.absolute_path)
     instance = error.instance
@@ -326,15 +333,12 @@ def _metadata_findings(metadata: Any, entry: CRDKind) -> list[SchemaFinding]:
     if not isinstance(name, str) or not name:
         what = f"{entry.release.article} {entry.release.project} {entry.kind}"
         found.append(SchemaFinding("metadata.name", f"{what} needs a name"))
-    import kubernetes_validate
-
     # The ObjectMeta of a core kind (ConfigMap: nothing else is required), strict.
     probe = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": dict(metadata)}
-    try:
-        kubernetes_validate.validate(probe, KUBERNETES_VERSION, strict=True)
-    except kubernetes_validate.ValidationError as exc:
-        # It reports the first problem only; its path starts at metadata, as here.
-        found += _schema_findings(exc)
+    error = core_schema.first_error(probe)
+    if error is not None:
+        # The first problem only, as kubernetes-validate reports; its path starts at metadata.
+        found += schema_findings(error)
     return found
 
 
@@ -359,7 +363,7 @@ def findings(document: Mapping[str, Any], kind: str | None = None) -> list[Schem
         found.append(SchemaFinding("kind", f"{document.get('kind')!r} is not {entry.kind!r}"))
     found += _metadata_findings(document.get("metadata"), entry)
     schema_found = {
-        f for error in validator.iter_errors(dict(document)) for f in _schema_findings(error)
+        f for error in validator.iter_errors(dict(document)) for f in schema_findings(error)
     }
     found += sorted(schema_found, key=lambda f: (f.path, f.message))
     return found

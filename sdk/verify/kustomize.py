@@ -2,7 +2,8 @@
 
 The binary is the kustomize CLI of ``sigs.k8s.io/kustomize/kustomize/v5`` at the release pinned
 in ``tools/kustomize/go.mod``, built by ``tools/provision.sh`` (``tools/build-go-tools.sh``). It
-is looked up in ``$RTFLOW_KUSTOMIZE``, then in ``<repo>/.tools/bin``, then on ``PATH`` (as
+is looked up in ``$RTFLOW_KUSTOMIZE``, then in the tools folder's ``bin/``
+(:mod:`rtflow.verify.tools_home`), then on ``PATH`` (as
 ``kustomize``); a user's machine with neither but with ``kubectl`` gets ``kubectl kustomize``
 (another kustomize release, embedded; the pinned one always wins where it is built, as in CI).
 When none is there, :class:`KustomizeUnavailable` says where it looked and how to build it.
@@ -17,23 +18,9 @@ from typing import Any
 
 import yaml
 
-from rtflow.verify.argo_linters import TOOLS_BIN, LinterError, run_tool
-
-
-class _Yaml12Strings(yaml.SafeLoader):
-    """kustomize writes YAML 1.2, where a bare ``=`` (a sensor filter's comparator) is a string;
-    PyYAML's YAML 1.1 reads it as the obsolete ``!!value`` type and fails."""
-
-
-def _value_as_string(loader: yaml.SafeLoader, node: yaml.Node) -> str:
-    if not isinstance(node, yaml.ScalarNode):
-        raise yaml.constructor.ConstructorError(
-            None, None, f"expected a scalar, found {type(node).__name__}", node.start_mark
-        )
-    return loader.construct_scalar(node)
-
-
-_Yaml12Strings.add_constructor("tag:yaml.org,2002:value", _value_as_string)
+from rtflow.verify import tools_home
+from rtflow.verify.argo_linters import GO_NEEDS, LinterError, run_tool, tools_bin
+from rtflow.verify.loading import ManifestLoader, one_line
 
 ENV_VAR = "RTFLOW_KUSTOMIZE"
 BINARY = "kustomize"
@@ -52,22 +39,21 @@ class KustomizeUnavailable(KustomizeError):
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
+        advice = tools_home.provision_advice(BUILD_SCRIPT, f"bin/{BINARY}", GO_NEEDS)
         super().__init__(
-            f"kustomize is not available: {reason}; build it with `{BUILD_SCRIPT}` (needs Go "
-            f"1.26 and the Go module proxy; it writes {TOOLS_BIN / BINARY} from "
-            f"tools/kustomize), or set {ENV_VAR} to the binary"
+            f"kustomize is not available: {reason}; {advice}, or set {ENV_VAR} to the binary"
         )
 
 
 def find_kustomize() -> Path:
-    """The kustomize binary: from $RTFLOW_KUSTOMIZE, .tools/bin, or PATH."""
+    """The kustomize binary: from $RTFLOW_KUSTOMIZE, the tools folder, or PATH."""
     override = os.environ.get(ENV_VAR)
     if override:
         path = Path(override)
         if not (path.is_file() and os.access(path, os.X_OK)):
             raise KustomizeUnavailable(f"{ENV_VAR}={override} is not an executable file")
         return path
-    local = TOOLS_BIN / BINARY
+    local = tools_bin() / BINARY
     if local.is_file() and os.access(local, os.X_OK):
         return local
     found = shutil.which(BINARY)
@@ -101,9 +87,12 @@ def kustomize_build(folder: Path, *, timeout: float = DEFAULT_TIMEOUT_S) -> list
         detail = proc.stderr.strip() or f"exit status {proc.returncode}, nothing on stderr"
         raise KustomizeError(f"kustomize build {folder} failed: {detail}")
     try:
-        documents = list(yaml.load_all(proc.stdout, Loader=_Yaml12Strings))
+        # kustomize writes YAML 1.2: the loader reads its bare "=" (see rtflow.verify.loading).
+        documents = list(yaml.load_all(proc.stdout, Loader=ManifestLoader))
     except yaml.YAMLError as exc:
-        raise KustomizeError(f"kustomize build {folder} printed what is not YAML: {exc}") from exc
+        raise KustomizeError(
+            f"kustomize build {folder} printed what is not YAML: {one_line(exc)}"
+        ) from exc
     objects: list[dict[str, Any]] = []
     for document in documents:
         if document is None:

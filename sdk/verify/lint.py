@@ -1,135 +1,86 @@
 """``rtflow lint``: check a folder of manifests offline, generated or hand-edited.
 
-Four kinds of finding, each naming the file, the object and the field:
+Five kinds of finding, each naming the file, the object and the field:
 
-* ``structure``: Argo Workflows objects against hera's typed models with unknown fields
-  forbidden (pydantic ignores unknown fields, so a round trip shows which ones it dropped);
-  custom resources of the kinds rtflow.verify.crd_schema knows (Argo CD Applications and
-  ApplicationSets; KEDA ScaledObjects and TriggerAuthentications; Strimzi KafkaTopics;
-  prometheus-operator PodMonitors, ServiceMonitors and PrometheusRules) against their upstream
-  CRD's own schema, strict, when tools/provision.sh has written it (when it has not, the report
-  says which objects were skipped); core Kubernetes kinds against kubernetes-validate, strict.
+* ``parse``: a file that is not readable YAML (not UTF-8, binary, too large, nested too
+  deeply, ...; :mod:`rtflow.verify.loading`), one line each; the other files are still linted.
+* ``structure``, strict everywhere (an unknown field is a finding): Argo Workflows objects
+  against hera's typed models (pydantic ignores unknown fields, so a round trip shows which ones
+  it dropped); Argo Events objects against Argo Events' own schema
+  (:mod:`rtflow.verify.events_schema`); the custom resources rtflow.verify.crd_schema knows
+  (Argo CD, KEDA, Strimzi, prometheus-operator) against their upstream CRD's schema; core
+  Kubernetes kinds against kubernetes-validate (:mod:`rtflow.verify.core_schema`). A schema that
+  is not provisioned (tools/provision.sh), or a kind lint has no schema for, is said in
+  ``skipped``, with the objects it concerns.
 * ``cross-resource``: the compiler's own bundle checks (a DAG task names a template that exists
-  and passes its inputs; a Sensor names generated EventSources, events and WorkflowTemplate
-  parameters; a RoleBinding binds generated identities).
+  and passes its inputs; a Sensor's triggers start a WorkflowTemplate with its parameters; a
+  RoleBinding binds generated identities), and a Sensor's dependencies name EventSources and
+  events among the linted objects (:mod:`rtflow.verify.events_refs`, which also decides when
+  that is only a warning).
 * ``security``: non-root, read-only root filesystem, no privilege escalation, CPU and memory
   limits on every container, no credential given inline.
 * ``argo-lint`` / ``argo-events-lint``: the real upstream linters, when they are installed
   (tools/provision.sh); when they are not, the report says they were skipped.
 
-A folder with environment overlays is checked twice over: its files as they are, and each
-overlay as the real kustomize builds it (``overlay`` findings when the build fails), since an
-overlay's patches are what a cluster receives and can undo any default (a patch dropping
-``readOnlyRootFilesystem``, a namespace that splits a Sensor from its EventSource).
+A check that cannot make sense of an object (a list where a map belongs) is a finding on that
+object, never a traceback. A folder with environment overlays is checked twice over: its files
+as they are, and each overlay as the real kustomize builds it (``overlay`` findings when the
+build fails), since an overlay's patches are what a cluster receives and can undo any default (a
+patch dropping ``readOnlyRootFilesystem``, a namespace that splits a Sensor from its
+EventSource). What the files as written already show is not said again for each build.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from rtflow.generators import bundle as bundle_module
 from rtflow.generators.labels import PIPELINE
-from rtflow.verify import KUBERNETES_VERSION, argo_linters, crd_schema
+from rtflow.verify import (
+    KUBERNETES_VERSION,
+    argo_linters,
+    core_schema,
+    crd_schema,
+    events_refs,
+    events_schema,
+)
+from rtflow.verify.loading import Unreadable, UsageError, find_files, one_line, read_documents
+from rtflow.verify.report import Finding, LintReport, Loaded
+
+__all__ = [
+    "KUBERNETES_VERSION",
+    "Finding",
+    "LintReport",
+    "Loaded",
+    "UsageError",
+    "check_items",
+    "check_security",
+    "lint_paths",
+]
 
 WORKFLOW_KINDS = ("WorkflowTemplate", "Workflow", "CronWorkflow", "ClusterWorkflowTemplate")
-EVENTS_KINDS = ("EventSource", "Sensor", "EventBus")
+EVENTS_KINDS = events_schema.KINDS
 _CREDENTIAL = re.compile(
     r"PASSW(OR)?D|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIAL|ACCESS_?KEY", re.IGNORECASE
 )
 
 
-@dataclass(frozen=True)
-class Finding:
-    rule: str
-    file: str
-    object: str
-    field: str
-    message: str
-
-    def line(self) -> str:
-        parts = [p for p in (self.file, self.object, self.field) if p]
-        return ": ".join([*parts, f"{self.message} [{self.rule}]"])
-
-
-@dataclass
-class LintReport:
-    findings: list[Finding] = field(default_factory=list)
-    checked: int = 0
-    skipped: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.findings
-
-    def human(self) -> str:
-        lines = [f.line() for f in self.findings]
-        lines += [f"skipped: {s}" for s in self.skipped]
-        verdict = "clean" if self.ok else f"{len(self.findings)} finding(s)"
-        lines.append(f"rtflow lint: {self.checked} object(s), {verdict}")
-        return "\n".join(lines) + "\n"
-
-    def json(self) -> str:
-        return (
-            json.dumps(
-                {
-                    "ok": self.ok,
-                    "checked": self.checked,
-                    "findings": [asdict(f) for f in self.findings],
-                    "skipped": self.skipped,
-                },
-                indent=2,
-                sort_keys=True,
-            )
-            + "\n"
-        )
-
-
-@dataclass(frozen=True)
-class Loaded:
-    path: Path
-    body: dict[str, Any]
-
-    @property
-    def label(self) -> str:
-        metadata = self.body.get("metadata") or {}
-        return f"{self.body.get('kind')}/{metadata.get('name') or metadata.get('generateName')}"
-
-
-class UsageError(Exception):
-    """A path that does not exist: the caller's mistake, exit 2, not a finding."""
-
-
-def yaml_files(paths: Sequence[str | Path]) -> list[Path]:
-    files: list[Path] = []
-    for given in paths:
-        path = Path(given)
-        if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml"))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise UsageError(f"{path}: no such file or folder")
-    return files
-
-
 def load(files: Iterable[Path], report: LintReport) -> list[Loaded]:
+    """The Kubernetes objects of ``files``; a file that cannot be read is a ``parse`` finding
+    (one line: the file and why) and the others are still read."""
     loaded: list[Loaded] = []
     for path in files:
         try:
-            documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
-        except yaml.YAMLError as exc:
-            report.findings.append(Finding("parse", str(path), "", "", f"not YAML: {exc}"))
+            documents = read_documents(path)
+        except Unreadable as exc:
+            report.findings.append(Finding("parse", str(path), "", "", str(exc)))
             continue
         for document in documents:
             if not isinstance(document, dict) or "kind" not in document:
-                continue
+                continue  # a patch, a list of JSON patch operations, an empty document
             if document.get("kind") == "Kustomization":
                 continue
             loaded.append(Loaded(path, document))
@@ -181,16 +132,24 @@ def check_crd_structure(item: Loaded) -> Iterator[Finding]:
         yield Finding("structure", str(item.path), item.label, problem.path, problem.message)
 
 
-def check_core_structure(item: Loaded) -> Iterator[Finding]:
-    import kubernetes_validate
+def check_events_structure(item: Loaded) -> Iterator[Finding]:
+    """An EventSource, Sensor or EventBus against Argo Events' schema, strict.
 
-    try:
-        kubernetes_validate.validate(item.body, KUBERNETES_VERSION, strict=True)
-    except kubernetes_validate.SchemaNotFoundError:
-        return  # a CRD kubernetes-validate does not know: nothing to say about it
-    except kubernetes_validate.ValidationError as exc:
-        location = ".".join(str(p) for p in getattr(exc, "path", []) or [])
-        yield Finding("structure", str(item.path), item.label, location, str(exc).splitlines()[0])
+    Raises :class:`events_schema.EventsSchemaUnavailable` when it is not provisioned.
+    """
+    for problem in events_schema.findings(item.body):
+        yield Finding("structure", str(item.path), item.label, problem.path, problem.message)
+
+
+def check_core_structure(item: Loaded) -> Iterator[Finding]:
+    """A core kind against kubernetes-validate's strict schema (its first problem).
+
+    Raises :class:`core_schema.SchemaNotFound` for a kind it has no schema of.
+    """
+    error = core_schema.first_error(item.body)
+    if error is not None:  # located at the field, as for custom resources ("x: unknown field")
+        for problem in crd_schema.schema_findings(error):
+            yield Finding("structure", str(item.path), item.label, problem.path, problem.message)
 
 
 # security
@@ -274,25 +233,44 @@ def _inside_mount(value: str, mounts: Sequence[str]) -> bool:
 # cross-resource
 
 
-def check_cross_resource(items: Sequence[Loaded]) -> Iterator[Finding]:
-    manifests = tuple(
-        bundle_module.Manifest(
-            str(((i.body.get("metadata") or {}).get("labels") or {}).get(PIPELINE, "")),
-            i.body,
-        )
-        for i in items
-        if (i.body.get("metadata") or {}).get("name")
-    )
-    bundle = bundle_module.Bundle(manifests)
+def _for_bundle(body: dict[str, Any]) -> dict[str, Any]:
+    """The object as the bundle checks see it: a Sensor without its dependencies, which
+    :mod:`rtflow.verify.events_refs` checks instead (the bundle's check takes the objects of one
+    compile as complete, so an EventSource from elsewhere would read as "not generated")."""
+    spec = body.get("spec")
+    if body.get("kind") == "Sensor" and isinstance(spec, dict) and "dependencies" in spec:
+        return {**body, "spec": {**spec, "dependencies": []}}
+    return body
+
+
+def check_cross_resource(items: Sequence[Loaded], report: LintReport) -> None:
+    manifests = []
+    for item in items:
+        metadata = item.body.get("metadata")
+        if not (isinstance(metadata, dict) and metadata.get("name")):
+            continue
+        labels = metadata.get("labels")
+        pipeline = labels.get(PIPELINE, "") if isinstance(labels, dict) else ""
+        manifests.append(bundle_module.Manifest(str(pipeline), _for_bundle(item.body)))
+    bundle = bundle_module.Bundle(tuple(manifests))
     for check in bundle_module.CHECKS:
         try:
             problems = list(check(bundle))
-        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        except Exception as exc:  # an object of an unexpected shape: say so, check the rest
             problems = [
-                f"{check.__name__} could not read the objects ({type(exc).__name__}: {exc})"
+                f"{check.__name__} could not read the objects ({type(exc).__name__}: "
+                f"{one_line(exc)})"
             ]
         for problem in problems:
-            yield Finding("cross-resource", "", "", "", problem)
+            report.findings.append(Finding("cross-resource", "", "", "", problem))
+    try:
+        for warning, finding in events_refs.check(items):
+            (report.warnings if warning else report.findings).append(finding)
+    except Exception as exc:
+        message = (
+            f"could not read the Sensors' dependencies ({type(exc).__name__}: {one_line(exc)})"
+        )
+        report.findings.append(Finding("cross-resource", "", "", "", message))
 
 
 # the real linters
@@ -310,15 +288,32 @@ def run_real_linters(items: Sequence[Loaded], report: LintReport) -> None:
         try:
             result = runner(files)
         except argo_linters.LinterError as exc:
-            report.skipped.append(f"{name}: {exc}")
+            report.skip(f"{name}: {exc}")
             continue
         for line in result.findings:
             report.findings.append(Finding(name, "", "", "", line))
 
 
 def lint_paths(paths: Sequence[str | Path], *, real_linters: bool = True) -> LintReport:
+    """Lint ``paths`` (files and folders).
+
+    Raises :class:`UsageError` for a path that does not exist, and when the paths hold no
+    manifest at all (an empty folder, one without YAML, only a kustomization): a lint of
+    nothing is not a clean lint.
+    """
     report = LintReport()
-    items = load(yaml_files(paths), report)
+    found = find_files(paths)
+    given = ", ".join(str(p) for p in paths)
+    if not found.files and not found.skipped:
+        raise UsageError(f"no manifests found in {given}: no .yaml or .yml file there")
+    for path, reason in found.skipped:
+        report.findings.append(Finding("parse", str(path), "", "", reason))
+    items = load(found.files, report)
+    if not items and not report.findings:
+        raise UsageError(
+            f"no manifests found in {given}: {len(found.files)} YAML file(s) read, none holds a "
+            "Kubernetes object (a mapping with apiVersion and kind)"
+        )
     check_items(items, report, real_linters=real_linters)
     in_files = {_gist(f) for f in report.findings}
     for folder in overlay_folders(paths):
@@ -326,38 +321,87 @@ def lint_paths(paths: Sequence[str | Path], *, real_linters: bool = True) -> Lin
         lint_overlay(folder, report, real_linters=real_linters)
         # A problem of the base shows in every build of it: say it once, where it is written.
         report.findings[before:] = [f for f in report.findings[before:] if _gist(f) not in in_files]
+    report.warnings = _distinct_warnings(report)
     if not real_linters:
-        report.skipped.append("argo-lint and argo-events-lint (--no-real-linters)")
+        report.skip("argo-lint and argo-events-lint (--no-real-linters)")
+    report.close()
     return report
+
+
+def _distinct_warnings(report: LintReport) -> list[Finding]:
+    """Each warning once (the files and each overlay build may say the same), and none where a
+    finding already is (the same field of the same object)."""
+    spots = {(f.object, f.field) for f in report.findings}
+    seen: set[tuple[str, str, str, str]] = set()
+    kept = []
+    for warning in report.warnings:
+        if _gist(warning) in seen or (warning.object, warning.field) in spots:
+            continue
+        seen.add(_gist(warning))
+        kept.append(warning)
+    return kept
+
+
+def _guarded(item: Loaded, rule: str, checks: Iterable[Finding]) -> list[Finding]:
+    """The findings of one check of one object; a check that cannot make sense of the object
+    (a list where a map belongs, nesting too deep to walk) is itself one finding on it."""
+    try:
+        return list(checks)
+    except RecursionError:
+        reason = "nested too deeply to check"
+    except (
+        crd_schema.CRDSchemaUnavailable,
+        events_schema.EventsSchemaUnavailable,
+        core_schema.SchemaNotFound,
+    ):
+        raise
+    except Exception as exc:
+        reason = f"could not be checked ({type(exc).__name__}: {one_line(exc)})"
+    return [
+        Finding(rule, str(item.path), item.label, "", f"{reason}; is the object malformed here?")
+    ]
+
+
+def check_structure(item: Loaded, report: LintReport) -> None:
+    """``item`` against its kind's schema, strict; or say in ``skipped`` why it was not."""
+    body = item.body
+    kind = body.get("kind")
+    api = str(body.get("apiVersion", ""))
+    entry = crd_schema.lookup(body)
+    try:
+        if kind in WORKFLOW_KINDS and api.startswith("argoproj.io/"):
+            report.findings += _guarded(item, "structure", check_workflow_structure(item))
+        elif events_schema.is_events(body):
+            report.findings += _guarded(item, "structure", check_events_structure(item))
+        elif entry is not None:
+            report.findings += _guarded(item, "structure", check_crd_structure(item))
+        elif not api.startswith("argoproj.io/"):
+            report.findings += _guarded(item, "structure", check_core_structure(item))
+        else:
+            raise core_schema.SchemaNotFound(api)
+    except events_schema.EventsSchemaUnavailable as exc:
+        what = "object(s) not checked against Argo Events' schema"
+        report.unchecked("argo-events-schema", what, item.label, str(exc))
+    except crd_schema.CRDSchemaUnavailable as exc:
+        release = exc.entry.release
+        what = f"object(s) not checked against {release.project}'s schema"
+        report.unchecked(f"{release.slug}-schema", what, item.label, str(exc))
+    except core_schema.SchemaNotFound:
+        report.unchecked(
+            "unknown-kind",
+            "object(s) of a kind lint has no schema for",
+            f"{api} {item.label}",
+            "their structure is not checked (security and cross-resource checks still ran)",
+        )
 
 
 def check_items(items: Sequence[Loaded], report: LintReport, *, real_linters: bool) -> None:
     """Every check over one set of objects that are deployed together."""
     report.checked += len(items)
-    # Per release whose schemas are missing: the objects not checked, and why (the last error).
-    unchecked: dict[crd_schema.Release, list[str]] = {}
-    missing: dict[crd_schema.Release, crd_schema.CRDSchemaUnavailable] = {}
     for item in items:
-        kind = item.body.get("kind")
-        api = str(item.body.get("apiVersion", ""))
-        entry = crd_schema.lookup(item.body)
-        if kind in WORKFLOW_KINDS and api.startswith("argoproj.io/"):
-            report.findings += check_workflow_structure(item)
-        elif entry is not None:
-            try:
-                report.findings += list(check_crd_structure(item))
-            except crd_schema.CRDSchemaUnavailable as exc:
-                unchecked.setdefault(entry.release, []).append(item.label)
-                missing[entry.release] = exc
-        elif not api.startswith("argoproj.io/"):
-            report.findings += check_core_structure(item)
-        report.findings += check_security(item)
-    for release, labels in unchecked.items():
-        report.skipped.append(
-            f"{release.slug}-schema: {len(labels)} object(s) not checked against "
-            f"{release.project}'s schema ({', '.join(labels)}): {missing[release]}"
-        )
-    report.findings += check_cross_resource(items)
+        check_structure(item, report)
+        report.findings += _guarded(item, "security", check_security(item))
+    check_cross_resource(items, report)
     if real_linters:
         run_real_linters(items, report)
 
@@ -369,19 +413,19 @@ def overlay_folders(paths: Sequence[str | Path]) -> list[Path]:
     """Folders whose kustomization transforms objects from outside itself (``../../base``):
     environment overlays, hand-written or generated. Their build is what a cluster gets."""
     found: set[Path] = set()
-    for given in paths:
-        path = Path(given)
-        candidates = path.rglob("kustomization.yaml") if path.is_dir() else []
-        for candidate in candidates:
-            try:
-                document = yaml.safe_load(candidate.read_text(encoding="utf-8"))
-            except yaml.YAMLError:
-                continue  # reported as a parse finding by load()
-            resources = document.get("resources") if isinstance(document, dict) else None
-            if isinstance(resources, list) and any(
-                isinstance(r, str) and r.startswith("../") for r in resources
-            ):
-                found.add(candidate.parent)
+    for file in find_files(paths).files:
+        if file.name != "kustomization.yaml":
+            continue
+        try:
+            documents = read_documents(file)
+        except Unreadable:
+            continue  # reported as a parse finding by load()
+        document = documents[0] if len(documents) == 1 else None
+        resources = document.get("resources") if isinstance(document, dict) else None
+        if isinstance(resources, list) and any(
+            isinstance(r, str) and r.startswith("../") for r in resources
+        ):
+            found.add(file.parent)
     return sorted(found)
 
 
@@ -393,10 +437,10 @@ def lint_overlay(folder: Path, report: LintReport, *, real_linters: bool) -> Non
     try:
         documents = kustomize_build(folder)
     except KustomizeUnavailable as exc:
-        report.skipped.append(f"overlay {folder} not built: {exc}")
+        report.unchecked("kustomize", "overlay(s) not built", str(folder), str(exc))
         return
     except KustomizeError as exc:
-        report.findings.append(Finding("overlay", str(folder), "", "", str(exc)))
+        report.findings.append(Finding("overlay", str(folder), "", "", one_line(exc)))
         return
     items = [Loaded(Path(where), d) for d in documents if isinstance(d, dict) and "kind" in d]
     if not real_linters:
@@ -414,10 +458,12 @@ def lint_overlay(folder: Path, report: LintReport, *, real_linters: bool) -> Non
             file.write_text(yaml_text.dump(item.body), encoding="utf-8")
             written.append(Loaded(file, item.body))
         before = len(report.findings)
+        warned = len(report.warnings)
         check_items(written, report, real_linters=True)
         report.findings[before:] = [
             _relabel(finding, scratch, where) for finding in report.findings[before:]
         ]
+        report.warnings[warned:] = [_relabel(w, scratch, where) for w in report.warnings[warned:]]
 
 
 def _gist(finding: Finding) -> tuple[str, str, str, str]:
