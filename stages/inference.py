@@ -4,7 +4,10 @@ An ``rtflow.infer`` step compiles to an Argo ``http`` template: the workflow con
 ``Inference.body`` (with Argo's ``{{inputs.parameters.<tensor>}}`` tags replaced by the input
 texts) to ``Inference.url`` and succeeds when the answer is ``200``; the step's output is the
 response body. :class:`HttpInference` does exactly that, over kept-alive connections, with the
-timeout of the template; the executor applies the retry strategy and the pipeline deadline.
+timeout of the template; the executor applies the retry strategy and the pipeline deadline,
+except to a request Triton refuses as such (a 4xx about the tensors: a bad input, dead-lettered
+at once, since the same request fails again; a 5xx, a timeout or a refused connection are the
+server's state and are retried).
 
 Where Triton comes from (:class:`TritonTarget`):
 
@@ -32,7 +35,7 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from rtflow import ir
 from rtflow.stages.workers import Invocation
@@ -199,8 +202,9 @@ class HttpInference:
         text = data.decode("utf-8", errors="replace")
         if status != 200:  # the template's successCondition: response.statusCode == 200
             return Invocation(
-                "failed", error=f"POST {self.url} answered {status}: {text[:300]}", ms=elapsed
-            )
+                _refusal(status, text), error=f"POST {self.url} answered {status}: {text[:300]}",
+                ms=elapsed,
+            )  # fmt: skip
         return Invocation("ok", {"response": text}, ms=elapsed, run_ms=elapsed)
 
     def close(self) -> None:
@@ -209,6 +213,21 @@ class HttpInference:
                 self._idle.get_nowait().close()
             except queue.Empty:
                 return
+
+
+_NOT_THE_INPUT = ("unknown model", "not found", "not ready", "unavailable", "is not loaded")
+
+
+def _refusal(status: int, text: str) -> Literal["bad_input", "failed"]:
+    """Triton's 400 (and the other 4xx but 404, 408, 409, 429) refuses the request itself: the
+    tensors do not fit the model, and the same request fails the same way again, so the event
+    is dead-lettered at once. A 5xx, or a 4xx about the model (not loaded, unknown), is the
+    server's state and may pass: the stage's retry policy applies."""
+    lowered = text.lower()
+    about_the_model = any(phrase in lowered for phrase in _NOT_THE_INPUT)
+    if 400 <= status < 500 and status not in (404, 408, 409, 429) and not about_the_model:
+        return "bad_input"
+    return "failed"
 
 
 # -- the models and the local server --------------------------------------------------------------

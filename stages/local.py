@@ -30,6 +30,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -42,7 +43,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from rtflow import ir
 from rtflow.param_types import decode, encode
-from rtflow.stages import semantics
+from rtflow.stages import reaper, semantics
+from rtflow.stages.event_routing import EventRouter
 from rtflow.stages.events import Event, JsonlSink, JsonlSource, Sink
 from rtflow.stages.inference import (
     HttpInference,
@@ -56,6 +58,7 @@ from rtflow.stages.inference import (
 )
 from rtflow.stages.runtime import BadInput
 from rtflow.stages.semantics import Phase
+from rtflow.stages.shutdown import Shutdown
 from rtflow.stages.stream.launcher import StreamRunError
 from rtflow.stages.workers import Invocation, WorkerPool, WorkerStartError, child_env
 
@@ -244,11 +247,16 @@ class RunSummary:
     latency_p50_ms: float = 0.0
     latency_p99_ms: float = 0.0
     interrupted: bool = False
+    signal_exit: int | None = None
     log_dir: str | None = None
     triton: str | None = None
 
     @property
     def exit_code(self) -> int:
+        """0 every event succeeded, 1 one failed; after SIGTERM 0 and after Ctrl-C 130 (the
+        events in flight were finished and committed: see :mod:`rtflow.stages.shutdown`)."""
+        if self.signal_exit is not None:
+            return self.signal_exit
         return 1 if self.failed or self.interrupted else 0
 
     @property
@@ -282,7 +290,7 @@ class RunSummary:
         if len(self.failures) > 20:
             lines.append(f"... and {len(self.failures) - 20} more failed events")
         if self.interrupted:
-            lines.append("interrupted: not every event was read")
+            lines.append("stopped by a signal: the events in flight were finished and committed")
         return "\n".join(lines)
 
 
@@ -384,6 +392,7 @@ class LocalExecutor:
         self.timings = Timings()
         self._invokers: dict[str, _Invoker] = {}
         self._owns_log_dir = False
+        self.aborted = False
         self._pools: list[WorkerPool] = []
         threads = max(4, max_in_flight * 2)
         self._tasks = cf.ThreadPoolExecutor(threads, thread_name_prefix="rtflow-task")
@@ -469,6 +478,8 @@ class LocalExecutor:
                     self.target = TritonTarget(server.http_url, server.grpc_url, server, False)
                 if not server.is_running:
                     server.start()
+                    if owned and server.pid is not None:
+                        reaper.watch(server.pid, group=True)  # its own session: stubs too
             except InferenceSetupError as exc:
                 raise LocalRunError(str(exc)) from None
             except TritonError as exc:
@@ -489,9 +500,15 @@ class LocalExecutor:
             self._http.append(client)
             self._invokers[stage.name] = client
 
+    def abort(self) -> None:
+        """Stop now: no more attempts or retries, the workers killed (calls in flight fail)."""
+        self.aborted = True
+        for pool in self._pools:
+            pool.close()
+
     def close(self) -> None:
-        self._tasks.shutdown(wait=True, cancel_futures=True)
-        self._items.shutdown(wait=True, cancel_futures=True)
+        self._tasks.shutdown(wait=not self.aborted, cancel_futures=True)
+        self._items.shutdown(wait=not self.aborted, cancel_futures=True)
         for pool in self._pools:
             pool.close()
         self._pools.clear()
@@ -710,10 +727,10 @@ class _Workflow:
         attempts = 0
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return TaskResult(
-                    "Failed", attempts=attempts, error="the pipeline deadline was exceeded"
-                )
+            if remaining <= 0 or self.x.aborted:
+                why = "the run was stopped" if self.x.aborted else "the pipeline deadline"
+                why += "" if self.x.aborted else " was exceeded"
+                return TaskResult("Failed", attempts=attempts, error=why)
             timeout = remaining
             own = stage.deadline_seconds
             if stage.kind == "inference" and stage.inference is not None:
@@ -733,7 +750,9 @@ class _Workflow:
                 error = "the pipeline deadline was exceeded"
             # every failure of a stage's own process is Failed in Argo's terms (Error is for the
             # controller's problems, which cannot happen here)
-            if not semantics.should_retry(stage.retry, stage.kind, "Failed", exit_code):
+            if result.status == "bad_input" or not semantics.should_retry(
+                stage.retry, stage.kind, "Failed", exit_code
+            ):  # a bad input fails the same way again, whatever the stage's kind
                 return TaskResult("Failed", attempts=attempts, error=error)
             assert stage.retry is not None
             wait = semantics.backoff_wait(
@@ -804,20 +823,25 @@ def run_local(
     sleep: Callable[[float], None] = time.sleep,
     triton: str | TritonServer | None = None,
     triton_grpc: str | None = None,
+    shutdown: Shutdown | None = None,
 ) -> RunSummary:
     """Run every event through ``pipeline``; results to ``output``, the rest to ``dead_letter``.
 
     Raises :class:`LocalRunError` before reading any event if the pipeline cannot run here.
     ``events`` may have ``total`` (for the progress bar), ``before_commit`` (called with the
-    sinks' flush before offsets are committed) and ``close()``. ``triton``: the Triton inference
-    stages call (its HTTP base URL, or a :class:`TritonServer`, started if it is not running and
-    left running); None starts one from the pipeline's servers and stops it at the end.
-    ``triton_grpc``: the gRPC ``host:port`` for gRPC inference stages (default: the server's, or
-    port 8001 of the URL's host).
+    sinks' flush before offsets are committed), ``stop()`` (read no more) and ``close()``
+    (commit what is done). ``triton``: the Triton inference stages call (its HTTP base URL, or
+    a :class:`TritonServer`, started if it is not running and left running); None starts one
+    from the pipeline's servers and stops it at the end. ``triton_grpc``: the gRPC
+    ``host:port`` for gRPC inference stages (default: the server's, or port 8001 of the URL's
+    host). ``shutdown``: a :class:`Shutdown` whose request (SIGTERM, Ctrl-C) stops the run
+    gracefully (see :mod:`rtflow.stages.shutdown`); a KeyboardInterrupt does the same.
+
+    Every child the run starts is also reported to a reaper (:mod:`rtflow.stages.reaper`) that
+    stops it should this process die without cleaning up.
     """
     summary = RunSummary()
-    latencies: list[float] = []
-    lock = threading.Lock()
+    stop = shutdown or Shutdown()
     executor = LocalExecutor(
         pipeline,
         workers=workers,
@@ -829,121 +853,94 @@ def run_local(
         triton=triton,
         triton_grpc=triton_grpc,
     )
-
-    def flush_sinks() -> None:
-        output.flush()
-        dead_letter.flush()
-
+    router = EventRouter(pipeline, executor, output, dead_letter, summary)
     if hasattr(events, "before_commit"):
-        events.before_commit = flush_sinks  # a Kafka source commits only what is written
-
-    trigger = pipeline.triggers[0] if pipeline.triggers else None
-
-    def handle(event: Event) -> None:
-        started = time.monotonic()
-        result: EventResult | None = None
-        reason = event.error
-        if reason is None and trigger is not None and isinstance(event.body, Mapping):
-            try:
-                passes = semantics.trigger_passes(trigger, event.body, event.metadata)
-            except ValueError as exc:
-                reason = f"filter: {exc}"
-            else:
-                if not passes:
-                    # The Sensor would start no run for it: not a failure, nothing to output.
-                    with lock:
-                        summary.events += 1
-                        summary.filtered += 1
-                    if event.ack is not None:
-                        event.ack()
-                    return
-        if reason is None:
-            try:
-                inputs = semantics.event_inputs(pipeline, event.body, event.metadata)
-            except (semantics.PayloadError, ValueError) as exc:
-                reason = f"payload: {exc}"
-            else:
-                try:
-                    result = executor.run_event(event.id, inputs)
-                except Exception as exc:  # a bug here must not lose the event
-                    reason = f"local executor error: {type(exc).__name__}: {exc}"
-                else:
-                    reason = result.reason if result.status == "Failed" else None
-        if reason is None and result is not None:
-            output.write(result.record(pipeline))
-        else:
-            dead_letter.write(
-                {
-                    "event": event.id,
-                    "reason": reason,
-                    "payload": event.body,
-                    "workflow": result.workflow if result else None,
-                    "pipeline": pipeline.name,
-                }
-            )
-        with lock:
-            summary.events += 1
-            latencies.append((time.monotonic() - started) * 1000)
-            if reason is None:
-                summary.succeeded += 1
-            else:
-                summary.failed += 1
-                summary.dead_lettered += 1
-                summary.failures.append((event.id, reason or "?"))
-        if event.ack is not None:
-            event.ack()
-
+        events.before_commit = router.flush  # a Kafka source commits only what is written
     work: queue.Queue[Event | None] = queue.Queue(maxsize=max_in_flight)
     crashed: list[BaseException] = []
 
+    tick: Callable[[], None] = getattr(events, "tick", lambda: None)  # commits, same thread
+
+    def feed() -> None:
+        try:
+            for event in events:
+                while not stop.requested.is_set():
+                    try:
+                        work.put(event, timeout=0.02)
+                        break
+                    except queue.Full:
+                        tick()
+                if stop.requested.is_set() or crashed:
+                    return
+        except BaseException as exc:  # the source failed (a fatal consumer error): say why
+            crashed.append(exc)
+
     def drive() -> None:
         while (event := work.get()) is not None:
+            if stop.requested.is_set() or crashed:
+                continue  # not started: not acknowledged, so a restart reads it again
             try:
-                handle(event)
+                router.handle(event)
             except BaseException as exc:  # a sink that fails: stop the run, say why
                 crashed.append(exc)
 
     total = getattr(events, "total", None)
     stop_ticker = threading.Event()
-    executor.start()
-    summary.triton = executor.target.describe() if executor.target is not None else None
-    started = time.monotonic()  # events/s and elapsed count from the first event on
-    drivers = [
-        threading.Thread(target=drive, name=f"rtflow-event-{i}", daemon=True)
-        for i in range(max_in_flight)
-    ]
-    for d in drivers:
-        d.start()
-    ticker = threading.Thread(
-        target=_ticker, args=(summary, lock, total, started, stop_ticker), daemon=True
-    )
-    if progress:
-        ticker.start()
-    try:
-        for event in events:
-            if crashed:
-                break
-            work.put(event)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-    finally:
-        for _ in drivers:
-            work.put(None)
+    with reaper.active():
+        executor.start()
+        summary.triton = executor.target.describe() if executor.target is not None else None
+        started = time.monotonic()  # events/s and elapsed count from the first event on
+        drivers = [
+            threading.Thread(target=drive, name=f"rtflow-event-{i}", daemon=True)
+            for i in range(max_in_flight)
+        ]
         for d in drivers:
-            d.join()
-        summary.elapsed_s = time.monotonic() - started
-        stop_ticker.set()
+            d.start()
+        feeder = threading.Thread(target=feed, name="rtflow-feed", daemon=True)
+        ticker = threading.Thread(
+            target=_ticker, args=(summary, router.lock, total, started, stop_ticker), daemon=True
+        )
         if progress:
-            ticker.join()
-        executor.close()
+            ticker.start()
+        aborted = False
+        try:
+            try:
+                feeder.start()
+                while feeder.is_alive() and not stop.requested.is_set() and not crashed:
+                    feeder.join(0.2)
+            except KeyboardInterrupt:
+                stop.request(signal.SIGINT)
+            source_stop = getattr(events, "stop", None)
+            if source_stop is not None:
+                source_stop()
+            feeder.join(1.0)  # a source blocked on stdin may never return: it is a daemon
+            try:
+                for _ in drivers:
+                    work.put(None)
+                for d in drivers:
+                    d.join()  # the events in flight finish (a second signal stops waiting)
+            except KeyboardInterrupt:
+                aborted = True
+                executor.abort()
+        finally:
+            summary.elapsed_s = time.monotonic() - started
+            stop_ticker.set()
+            if progress:
+                ticker.join()
+            try:
+                if not crashed:
+                    router.flush()
+                close = getattr(events, "close", None)
+                if close is not None and not (feeder.is_alive() and aborted):
+                    close()  # commits what is done
+            finally:
+                executor.close()
         summary.log_dir = str(executor.log_dir) if executor.log_dir is not None else None
         summary.stages = executor.timings.table()
-        flush_sinks()
-        close = getattr(events, "close", None)
-        if close is not None:
-            close()
-    summary.latency_p50_ms = percentile(latencies, 50)
-    summary.latency_p99_ms = percentile(latencies, 99)
+    summary.interrupted = stop.requested.is_set()
+    summary.signal_exit = stop.exit_code
+    summary.latency_p50_ms = percentile(router.latencies, 50)
+    summary.latency_p99_ms = percentile(router.latencies, 99)
     if crashed:
         raise crashed[0]
     return summary
@@ -1129,7 +1126,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.dead_letter_topic:
         from rtflow.stages.kafka_io import KafkaSink
 
-        dead_letter = KafkaSink(args.dead_letter_topic, args.kafka_brokers)
+        dead_letter = KafkaSink(args.dead_letter_topic, args.kafka_brokers, letters=True)
     else:
         dead_letter = JsonlSink(args.dead_letter or "stderr")
     sinks = [output, dead_letter]
@@ -1144,20 +1141,22 @@ def _main(args: argparse.Namespace) -> int:
     # library) goes to stderr so that stdout stays JSONL.
     real_stdout, sys.stdout = sys.stdout, sys.stderr
     try:
-        summary = run_local(
-            pipeline,
-            events,
-            output=output,
-            dead_letter=dead_letter,
-            workers=args.workers,
-            max_in_flight=args.max_in_flight,
-            stand_ins=stand_ins,
-            approver=approver,
-            progress=not args.no_progress and sys.stderr.isatty(),
-            log_dir=args.log_dir,
-            triton=args.triton_url,
-            triton_grpc=args.triton_grpc_url,
-        )
+        with Shutdown() as shutdown:  # SIGTERM / Ctrl-C: drain, commit, stop the children
+            summary = run_local(
+                pipeline,
+                events,
+                output=output,
+                dead_letter=dead_letter,
+                workers=args.workers,
+                max_in_flight=args.max_in_flight,
+                stand_ins=stand_ins,
+                approver=approver,
+                progress=not args.no_progress and sys.stderr.isatty(),
+                log_dir=args.log_dir,
+                triton=args.triton_url,
+                triton_grpc=args.triton_grpc_url,
+                shutdown=shutdown,
+            )
     finally:
         sys.stdout = real_stdout
         for sink in sinks:

@@ -9,6 +9,27 @@ other failure (retryable), 0 for success. One JSON log line per event on stderr.
 The long-lived local workers (:mod:`rtflow.stages.workers`) use the same :class:`Prepared` and
 :func:`Prepared.invoke`, so decoding, calling, encoding and the classification of failures are
 one code path for a container on Argo and a worker on a laptop.
+
+**SIGTERM, and what it means to the retry rule** (:class:`Termination`). A stage is terminated
+from outside (a pod deleted or drained, Argo's deadline, ``rtflow run --local`` stopping): that
+says nothing about its input, and the function may be in the middle of a side effect (a card
+blocked, a message published). So a terminated stage does not walk away from a call it started:
+
+* SIGTERM before the function was called (while importing, decoding): nothing happened, so the
+  runtime logs ``terminated`` with ``"called": false`` and exits 143 (128 + SIGTERM). The
+  retry expression retries 143 like any failure that may succeed, and that is safe: no side
+  effect can have happened.
+* SIGTERM while the function runs: the runtime logs ``terminating`` with ``"called": true`` and
+  lets the call finish (within the pod's grace period); its outputs are written and the exit
+  code is the call's own (0, 65, 1), so a call that did its side effect succeeds and is not
+  retried. A log line ``terminated`` follows.
+* SIGKILL at the end of the grace period cannot be caught or logged: the stage ends with 137
+  and is retried, and its side effect may have happened. This is the one case where a stage may
+  run twice for one event, as any at-least-once system may: a stage with side effects should
+  make them idempotent (a key per event: ``context["event_id"]`` in a local run, the workflow's
+  uid on Argo).
+
+A long-lived local worker follows the same rule for the request it is serving, then exits.
 """
 
 from __future__ import annotations
@@ -17,12 +38,14 @@ import importlib
 import inspect
 import json
 import os
+import signal
 import sys
 import time
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any, Literal
 
 from rtflow.param_types import ParamType, decode, encode, from_annotation
@@ -167,6 +190,53 @@ def prepare(reference: str) -> Prepared | Outcome:
         return Outcome("failed", error=f"{type(exc).__name__}: {exc}")
 
 
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Termination:
+    """SIGTERM handling of a stage process (see the module docstring): exit at once while no
+    call runs, else let the call finish and exit after it. Install on the main thread."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.calling = False
+        self.requested = False
+        self.since: float | None = None
+
+    def install(self) -> Termination:
+        signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        self.since = time.monotonic()
+        if not self.calling:
+            log("terminated", stage=self.stage, signal="SIGTERM", called=False, retry_safe=True)
+            raise SystemExit(EXIT_TERMINATED)
+        log(
+            "terminating",
+            stage=self.stage,
+            signal="SIGTERM",
+            called=True,
+            note="the call runs to its end; its outcome, not the signal, decides a retry",
+        )
+
+    def call(self, prepared: Prepared, raw: Mapping[str, str]) -> Outcome:
+        self.calling = True
+        try:
+            return prepared.invoke(raw)
+        finally:
+            self.calling = False
+
+    def finished(self, outcome: Outcome) -> None:
+        """After a call: log the end of a termination that came during it."""
+        if not self.requested:
+            return
+        waited = round(time.monotonic() - (self.since or time.monotonic()), 3)
+        log("terminated", stage=self.stage, signal="SIGTERM", called=True,
+            outcome=outcome.status, finished_after_s=waited)  # fmt: skip
+
+
 # Kept for callers of the first version of this module.
 def call(function: Callable[..., Any], raw: dict[str, str]) -> Any:
     prepared = Prepared(function)
@@ -179,6 +249,7 @@ def outputs_of(function: Callable[..., Any], result: Any) -> dict[str, str]:
 
 def run(reference: str, outputs_dir: Path, pairs: Sequence[str]) -> int:
     started = time.perf_counter()
+    termination = Termination(reference).install()
     prepared = prepare(reference)
     if isinstance(prepared, Outcome):
         outcome = prepared
@@ -188,12 +259,14 @@ def run(reference: str, outputs_dir: Path, pairs: Sequence[str]) -> int:
         except BadInput as exc:
             outcome = Outcome("bad_input", error=str(exc))
         else:
-            outcome = prepared.invoke(raw)
+            outcome = termination.call(prepared, raw)
     if outcome.status != "ok":
         log(outcome.status, stage=reference, error=outcome.error)
+        termination.finished(outcome)
         return outcome.exit_code
     outputs_dir.mkdir(parents=True, exist_ok=True)
     for name, text in outcome.outputs.items():
         (outputs_dir / name).write_text(text, encoding="utf-8")
     log("succeeded", stage=reference, ms=round((time.perf_counter() - started) * 1000, 3))
+    termination.finished(outcome)
     return contract.EXIT_OK

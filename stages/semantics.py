@@ -311,10 +311,17 @@ def _data_filter_passes(f: ir.DataFilter, event: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     targets = [float(v) for v in f.values]
+    try:
+        number = float(value)  # gjson reads every JSON number as a double
+    except OverflowError:
+        raise ValueError(
+            f"{f.path} is a number of {len(str(abs(value)))} digits, out of range for the "
+            "double Argo Events compares it as"
+        ) from None
     if f.comparator == "!=":
-        return all(compare(float(value), "!=", t) for t in targets)
+        return all(compare(number, "!=", t) for t in targets)
     op = "==" if f.comparator == "=" else f.comparator
-    return any(compare(float(value), op, t) for t in targets)
+    return any(compare(number, op, t) for t in targets)
 
 
 def expr_filter_passes(f: ir.ExprFilter, event: Any) -> bool:

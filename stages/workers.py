@@ -11,6 +11,13 @@ same code path as ``python -m rtflow.stages run`` inside a container.
 
 The parent side (:class:`Worker`, :class:`WorkerPool`) adds what a process boundary allows: a
 timeout kills the worker and starts a replacement, and a worker that died is replaced too.
+
+A worker ends with its input (the parent closed the pipe, or died). SIGTERM follows the
+runtime's rule (:class:`rtflow.stages.runtime.Termination`): while idle the worker logs
+``terminated`` and exits 143 at once; while serving a request it logs ``terminating``, finishes
+the call, answers it and then exits, so the parent gets the call's real outcome and never
+retries a call that completed. Each worker is reported to the run's reaper
+(:mod:`rtflow.stages.reaper`), which stops it if the run is killed.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from rtflow.stages import runtime
+from rtflow.stages import reaper, runtime
 
 #: ok / bad_input / failed come from the runtime; timeout and crashed from the parent side.
 InvocationStatus = Literal["ok", "bad_input", "failed", "timeout", "crashed"]
@@ -123,6 +130,7 @@ class Worker:
         )
         assert self.proc.stdout is not None
         self._reader = _LineReader(self.proc.stdout.fileno())
+        reaper.watch(self.proc.pid)
 
     def wait_ready(self) -> None:
         assert self._reader is not None
@@ -183,6 +191,7 @@ class Worker:
             self.proc.kill()
         if self.proc is not None:
             self.proc.wait()
+            reaper.forget(self.proc.pid)
             for pipe in (self.proc.stdin, self.proc.stdout):
                 if pipe is not None:
                     pipe.close()
@@ -226,6 +235,7 @@ class WorkerPool:
         self._starting: list[Worker] = []
         self._lock = threading.Lock()
         self.replaced = 0
+        self.closed = False
 
     def _new(self) -> Worker:
         worker = Worker(
@@ -264,7 +274,15 @@ class WorkerPool:
         timeout: float | None = None,
         context: Mapping[str, str] | None = None,
     ) -> Invocation:
+        if self.closed:
+            return Invocation("crashed", error="the run is stopping")
         worker = self._idle.get()
+        if not worker.alive and not self.closed:  # it ended while idle: use a fresh one
+            try:
+                worker = self._replacement(worker)
+            except BaseException:
+                self._idle.put(worker)
+                raise
         try:
             result = worker.call(inputs, timeout=timeout, context=context)
         except BaseException:
@@ -279,6 +297,8 @@ class WorkerPool:
 
     def _replacement(self, dead: Worker) -> Worker:
         dead.kill()
+        if self.closed:  # the run is stopping: no new processes
+            return dead
         with self._lock:
             if dead in self._all:
                 self._all.remove(dead)
@@ -286,6 +306,7 @@ class WorkerPool:
         return self._new().start()
 
     def close(self) -> None:
+        self.closed = True
         with self._lock:
             workers = list(self._all)
             self._all.clear()
@@ -322,6 +343,7 @@ def serve(reference: str) -> int:
     os.dup2(2, 1)  # the function's prints (and anything writing fd 1) go to stderr
     sys.stdout = sys.stderr
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    termination = runtime.Termination(reference).install()
 
     def send(message: dict[str, Any]) -> None:
         protocol.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
@@ -335,7 +357,7 @@ def serve(reference: str) -> int:
         request = json.loads(line)
         context = request.get("context") or {}
         started = time.perf_counter()
-        outcome = prepared.invoke(request["inputs"])
+        outcome = termination.call(prepared, request["inputs"])
         ms = (time.perf_counter() - started) * 1000
         if outcome.status != "ok":
             fields = {k: v for k, v in context.items() if k not in ("event", "stage", "error")}
@@ -343,6 +365,9 @@ def serve(reference: str) -> int:
         send(
             {"status": outcome.status, "outputs": outcome.outputs, "error": outcome.error, "ms": ms}
         )
+        if termination.requested:
+            termination.finished(outcome)
+            return runtime.EXIT_TERMINATED
     return 0
 
 

@@ -50,6 +50,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Self
 
+from rtflow.stages.reaper import parent_death_signal
 from rtflow.testing.kafka_security import (
     BrokerSecurity,
     properties_text,
@@ -367,6 +368,10 @@ class KafkaBroker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self._work_dir,
+                # The kernel kills the JVM if this process dies without close() (kill -9 of
+                # `rtflow run --local`, of a test session): the finalizer below cannot run then.
+                # Started from the main thread only: the signal follows the starting thread.
+                preexec_fn=parent_death_signal(),
             )
         # Stops a broker left running when the interpreter exits without close() (a test
         # session that errors out): an orphaned JVM would hold its ports and 512 MiB.
