@@ -426,8 +426,22 @@ def check_object_sizes(bundle: Bundle) -> Iterable[str]:
             )
 
 
+def check_network_flows(bundle: Bundle) -> Iterable[str]:
+    """Every flow a pipeline's objects need is allowed by its NetworkPolicies."""
+    from rtflow.generators.network_check import blocked
+
+    # All objects at once: a Service may be another pipeline's (or, read back by lint,
+    # carry no pipeline label), and policies add up whoever wrote them.
+    for problem in blocked([m.body for m in bundle.manifests]):
+        yield (
+            f"the NetworkPolicies do not allow {problem}; recompile, or allow the flow in the "
+            "policy that selects those pods"
+        )
+
+
 CHECKS: tuple[Check, ...] = (
     check_object_sizes,
+    check_network_flows,
     check_unique_objects,
     check_dag_tasks,
     check_sensors,

@@ -9,7 +9,7 @@ from rtflow import ir, latency
 from rtflow.environments import resolve_argocd
 from rtflow.errors import DefinitionError, RtflowError
 from rtflow.generators import bundle as bundle_module
-from rtflow.generators import events, gitops, overlays, rbac
+from rtflow.generators import events, gitops, network, overlays, rbac
 from rtflow.generators import stream as stream_plane
 from rtflow.generators.bundle import Bundle, ExtraFile, Manifest, YamlFile
 from rtflow.generators.stream import handoff
@@ -64,6 +64,7 @@ def compile_pipelines(
                 )
             ]
         documents += stream_plane.documents(pipeline)
+        documents += network.for_pipeline(pipeline, documents)
         documents = [gitops.with_sync_wave(d) for d in documents]
         manifests += [Manifest(pipeline.name, d) for d in documents]
         argocd = resolve_argocd(

@@ -81,11 +81,37 @@ def plan(pipeline: ir.Pipeline, env: ir.Environment, documents: Sequence[Documen
         add(*_replica_patch(by_kind, server, count))
     if env.kafka_brokers:
         _broker_patches(by_kind, ",".join(env.kafka_brokers), add)
+    rendered = apply(_plan(env, patches, configs), documents)
+    _network_patches(pipeline, rendered, by_kind, add)
+    return _plan(env, patches, configs)
+
+
+def _plan(
+    env: ir.Environment, patches: dict[Key, list[Operation]], configs: list[tuple[str, str]]
+) -> Plan:
     return Plan(
         env=env,
         patches=tuple((key, tuple(ops)) for key, ops in sorted(patches.items())),
         model_configs=tuple(sorted(configs)),
     )
+
+
+def _network_patches(
+    pipeline: ir.Pipeline,
+    rendered: Sequence[Document],
+    by_kind: dict[str, dict[str, Document]],
+    add: Callable[[Document, Sequence[Operation]], None],
+) -> None:
+    """The NetworkPolicies follow what the environment changed (brokers, servers): they are
+    derived again from the objects as this overlay builds them, and the difference is the
+    patch."""
+    from rtflow.generators import network
+
+    objects = [d for d in rendered if d["kind"] != "NetworkPolicy"]
+    for new in network.for_pipeline(pipeline, objects):
+        old = by_kind.get("NetworkPolicy", {}).get(_name(new))
+        if old is not None:
+            add(old, list(json_patch({"spec": old["spec"]}, {"spec": new["spec"]})))
 
 
 def server_variant(server: Any, env: ir.Environment) -> Any:

@@ -30,7 +30,12 @@ def test_compile_writes_one_file_per_object_and_kustomizations(tmp_path: Path) -
         "kafkatopic-fraud-detection-handoff.yaml",
         "kafkatopic-transactions-dead-letter.yaml",
         "kafkatopic-transactions.yaml",
+        "networkpolicy-fraud-detection-default-deny.yaml",
+        "networkpolicy-fraud-detection-handoff-eventsource.yaml",
+        "networkpolicy-fraud-detection-sensor.yaml",
         "networkpolicy-fraud-detection-stream.yaml",
+        "networkpolicy-fraud-detection-workflow.yaml",
+        "networkpolicy-fraud-triton.yaml",
         "poddisruptionbudget-fraud-detection-stream.yaml",
         "poddisruptionbudget-fraud-triton.yaml",
         "podmonitor-fraud-detection-stream.yaml",
@@ -56,7 +61,10 @@ def test_compile_writes_one_file_per_object_and_kustomizations(tmp_path: Path) -
         "kind/patch-deployment-fraud-detection-stream.yaml",
         "kind/patch-deployment-fraud-triton.yaml",
         "kind/patch-eventsource-fraud-detection-handoff.yaml",
+        "kind/patch-networkpolicy-fraud-detection-handoff-eventsource.yaml",
+        "kind/patch-networkpolicy-fraud-detection-sensor.yaml",
         "kind/patch-networkpolicy-fraud-detection-stream.yaml",
+        "kind/patch-networkpolicy-fraud-triton.yaml",
         "kind/patch-prometheusrule-fraud-detection-stream.yaml",
         "kind/patch-scaledobject-fraud-detection-stream.yaml",
         "kind/patch-sensor-fraud-detection.yaml",
@@ -91,9 +99,13 @@ def test_compile_to_stdout_is_a_multi_document_stream() -> None:
     assert [(d["kind"], d["metadata"]["name"]) for d in docs if d["kind"] != "Role"] == [
         ("ServiceAccount", "ingest-workflow"),
         ("RoleBinding", "ingest-workflow"),
+        ("NetworkPolicy", "ingest-default-deny"),
+        ("NetworkPolicy", "ingest-workflow"),
         ("WorkflowTemplate", "ingest"),
         ("ServiceAccount", "nightly-report-workflow"),
         ("RoleBinding", "nightly-report-workflow"),
+        ("NetworkPolicy", "nightly-report-default-deny"),
+        ("NetworkPolicy", "nightly-report-workflow"),
         ("WorkflowTemplate", "nightly-report"),
     ]
 
@@ -112,7 +124,11 @@ def test_a_file_with_several_pipelines_compiles_them_all(tmp_path: Path) -> None
 def test_attr_selects_one_pipeline() -> None:
     result = rtflow("compile", f"{PIPELINES / 'two_pipelines.py'}:nightly_report", "-o", "-")
     docs = list(yaml.safe_load_all(result.stdout))
-    assert {d["metadata"]["name"] for d in docs} == {"nightly-report", "nightly-report-workflow"}
+    assert {d["metadata"]["name"] for d in docs} == {
+        "nightly-report",
+        "nightly-report-workflow",
+        "nightly-report-default-deny",
+    }
 
 
 def test_a_module_name_works_like_a_path() -> None:

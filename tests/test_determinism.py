@@ -57,9 +57,9 @@ def test_two_compiles_in_fresh_processes_are_byte_identical(tmp_path: Path) -> N
     first = _compile_cli(tmp_path / "a", "1")
     second = _compile_cli(tmp_path / "b", "2024")
     assert first == second
-    # 26 objects (13 of the stream plane), 2 kustomizations, README, 2 model configs, 12 overlay
-    # files, 2 Applications, the record of what was written
-    assert len(first) == 46
+    # 31 objects (13 of the stream plane, 5 more NetworkPolicies), 2 kustomizations, README,
+    # 2 model configs, 15 overlay files, 2 Applications, the record of what was written
+    assert len(first) == 54
 
 
 def test_declaration_order_and_dict_order_do_not_matter() -> None:

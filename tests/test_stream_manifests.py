@@ -202,7 +202,7 @@ def test_topic_object_names_are_dns_names_for_any_kafka_name() -> None:
 def test_the_network_policy_lets_workers_reach_only_kafka_triton_and_dns(
     compiled: dict[str, list[Document]],
 ) -> None:
-    (policy,) = compiled["NetworkPolicy"]
+    (policy,) = [p for p in compiled["NetworkPolicy"] if p["metadata"]["name"].endswith("-stream")]
     spec = policy["spec"]
     assert _selects(spec["podSelector"]["matchLabels"], _pod_labels(_worker(compiled)))
     (triton,) = [d for d in compiled["Deployment"] if d["metadata"]["name"] == "fraud-triton"]
@@ -256,7 +256,7 @@ def test_an_environment_moves_brokers_and_namespace_into_every_stream_object(
     assert env["KAFKA_BROKERS"] == "kafka.kafka.svc.cluster.local:9093"
     (scaled,) = built["ScaledObject"]
     assert scaled["spec"]["triggers"][0]["metadata"]["bootstrapServers"] == env["KAFKA_BROKERS"]
-    (policy,) = built["NetworkPolicy"]
+    (policy,) = [p for p in built["NetworkPolicy"] if p["metadata"]["name"].endswith("-stream")]
     assert policy["spec"]["egress"][1]["ports"] == [{"port": 9093, "protocol": "TCP"}]
     (rule,) = built["PrometheusRule"]
     exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]

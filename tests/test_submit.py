@@ -146,6 +146,8 @@ def test_apply_then_create_and_wait(tmp_path: Path, stub_factory: Any) -> None:
         "/api/v1/namespaces/ml/serviceaccounts/ingest-workflow",
         "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/roles/ingest-workflow",
         "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/rolebindings/ingest-workflow",
+        "/apis/networking.k8s.io/v1/namespaces/ml/networkpolicies/ingest-default-deny",
+        "/apis/networking.k8s.io/v1/namespaces/ml/networkpolicies/ingest-workflow",
         "/apis/argoproj.io/v1alpha1/namespaces/ml/workflowtemplates/ingest",
     ]
     for request in patches:

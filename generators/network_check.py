@@ -1,0 +1,97 @@
+"""Does the bundle's set of NetworkPolicies allow every flow its objects need?
+
+Kubernetes' rules, for the peers rtflow writes: a pod selected by no policy of a direction is
+open in that direction; a pod selected by some is open only to what one of their rules lists
+(rules add up across policies). A flow needs its source's egress and its destination's ingress.
+Peers are matched by label subsets and namespace names, as the policies rtflow writes select
+them; an ``ipBlock`` peer is taken to match an address outside the cluster only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rtflow.generators.network import NAMESPACE_LABEL, Flow, Peer, flows
+
+Document = dict[str, Any]
+
+
+def _selects(policy: Document, pods: Peer, direction: str) -> bool:
+    spec = policy["spec"]
+    kinds = spec.get("policyTypes") or ["Ingress"]
+    if direction not in kinds or pods.labels is None or pods.namespace is not None:
+        return False
+    wanted = (spec.get("podSelector") or {}).get("matchLabels") or {}
+    return set(wanted.items()) <= set(pods.labels)
+
+
+def _peer_matches(entry: Document, peer: Peer) -> bool:
+    if "ipBlock" in entry:
+        return peer.anywhere
+    namespaces = entry.get("namespaceSelector")
+    pods = entry.get("podSelector")
+    if namespaces is not None:
+        name = (namespaces.get("matchLabels") or {}).get(NAMESPACE_LABEL)
+        if name is not None and name != peer.namespace:
+            return False
+        if name is None and namespaces.get("matchLabels"):
+            return False  # selects namespaces by labels rtflow cannot see
+    elif peer.namespace is not None or peer.labels is None:
+        return False  # a podSelector alone means this namespace's pods
+    if pods is not None:
+        wanted = pods.get("matchLabels") or {}
+        return peer.labels is not None and set(wanted.items()) <= set(peer.labels)
+    return True
+
+
+def _rule_allows(rule: Document, side: str, peer: Peer, flow: Flow) -> bool:
+    peers = rule.get(side)
+    if peers and not any(_peer_matches(entry, peer) for entry in peers):
+        return False
+    ports = rule.get("ports")
+    if not ports:
+        return True
+    return any(
+        (p.get("port") is None or p["port"] == flow.port or isinstance(p["port"], str))
+        and p.get("protocol", "TCP") == flow.protocol
+        for p in ports
+    )
+
+
+def _open(policies: Sequence[Document], pods: Peer, direction: str, peer: Peer, flow: Flow) -> bool:
+    chosen = [p for p in policies if _selects(p, pods, direction)]
+    if not chosen:
+        return True
+    key, side = ("egress", "to") if direction == "Egress" else ("ingress", "from")
+    return any(
+        _rule_allows(rule, side, peer, flow) for p in chosen for rule in p["spec"].get(key) or []
+    )
+
+
+def blocked(documents: Sequence[Document], prometheus_namespace: str = "monitoring") -> list[str]:
+    """The flows the objects need that the policies among them do not allow, one line each."""
+    policies = [d for d in documents if d["kind"] == "NetworkPolicy"]
+    if not policies:
+        return []
+    problems = []
+    for flow in flows(documents, prometheus_namespace):
+        if not _open(policies, flow.source, "Egress", flow.destination, flow):
+            problems.append(f"{flow.why}: egress to {_show(flow.destination)}:{flow.port}")
+        elif not _open(policies, flow.destination, "Ingress", flow.source, flow):
+            problems.append(
+                f"{flow.why}: ingress from {_show(flow.source)} to {_show(flow.destination)}"
+                f":{flow.port}"
+            )
+    return sorted(set(problems))
+
+
+def _show(peer: Peer) -> str:
+    if peer.anywhere:
+        return "any address"
+    parts = []
+    if peer.labels is not None:
+        parts.append(",".join(f"{k}={v}" for k, v in peer.labels))
+    if peer.namespace is not None:
+        parts.append(f"namespace {peer.namespace}")
+    return " in ".join(parts) if parts else "?"

@@ -1,0 +1,153 @@
+"""Zero trust on the network (issue #13): default-deny for a pipeline's pods, then only the
+flows its own objects need, derived from their cross-references; the bundle check fails when
+a needed flow is not allowed (per environment too)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from compiled import ROOT
+from pipelines import namespaced
+
+from rtflow.errors import BundleError
+from rtflow.generators import bundle as bundle_module
+from rtflow.generators.bundle import Bundle, Manifest
+from rtflow.generators.compiler import compile_pipelines
+from rtflow.generators.network import AGENT, Flow, Peer
+from rtflow.generators.network_check import _open, blocked
+from rtflow.loader import load_pipelines
+
+Document = dict[str, Any]
+TRITON = {
+    "app.kubernetes.io/component": "inference-server",
+    "app.kubernetes.io/name": "fraud-triton",
+}
+
+
+def fraud() -> Bundle:
+    pipelines = [p.build() for p in load_pipelines(str(ROOT / "examples/fraud_detection.py"))[1]]
+    return compile_pipelines(pipelines)
+
+
+def policies(documents: list[Document]) -> list[Document]:
+    return [d for d in documents if d["kind"] == "NetworkPolicy"]
+
+
+def allowed(documents: list[Document], source: Peer, destination: Peer, port: int) -> bool:
+    flow = Flow("test", source, destination, port)
+    found = policies(documents)
+    return _open(found, source, "Egress", destination, flow) and _open(
+        found, destination, "Ingress", source, flow
+    )
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["examples/fraud_detection.py", "examples/support_triage.py", "tests/pipelines/namespaced.py"],
+)
+def test_every_component_is_closed_but_for_what_it_needs(target: str) -> None:
+    pipelines = [p.build() for p in load_pipelines(str(ROOT / target))[1]]
+    bundle = compile_pipelines(pipelines)
+    for env in [None, *sorted({e for e, _ in bundle.rendered})]:
+        documents = (
+            [m.body for m in bundle.manifests]
+            if env is None
+            else [m.body for e, m in bundle.rendered if e == env]
+        )
+        assert blocked(documents) == [], env
+        found = policies(documents)
+        names = {p["metadata"]["name"] for p in found}
+        for pipeline in pipelines:
+            assert f"{pipeline.name}-default-deny" in names
+            deny = next(
+                p for p in found if p["metadata"]["name"] == f"{pipeline.name}-default-deny"
+            )
+            assert deny["spec"]["ingress"] == [] and deny["spec"]["egress"] == []
+        for document in documents:
+            selector = _pods_of(document)
+            if selector is None:
+                continue
+            covering = [
+                p
+                for p in found
+                if set(p["spec"]["podSelector"]["matchLabels"].items()) <= set(selector.items())
+                and p["spec"]["policyTypes"] == ["Ingress", "Egress"]
+            ]
+            assert covering, f"{env}: {document['kind']}/{document['metadata']['name']} is open"
+
+
+def _pods_of(document: Document) -> dict[str, str] | None:
+    kind, name = document["kind"], document["metadata"]["name"]
+    if kind == "Deployment":
+        return dict(document["spec"]["selector"]["matchLabels"])
+    if kind == "Sensor":
+        return {"sensor-name": name}
+    if kind == "EventSource":
+        return {"eventsource-name": name}
+    if kind == "WorkflowTemplate":
+        return dict(document["spec"]["podMetadata"]["labels"])
+    return None
+
+
+def test_triton_is_reachable_only_from_its_callers() -> None:
+    documents = [m.body for m in fraud().manifests]
+    triton = Peer.pods(TRITON)
+    workers = Peer.pods(
+        next(
+            d["spec"]["selector"]["matchLabels"]
+            for d in documents
+            if d["kind"] == "Deployment" and d["metadata"]["name"] == "fraud-detection-stream"
+        )
+    )
+    assert allowed(documents, workers, triton, 8001)
+    stranger = Peer.pods({"app": "something-else"})
+    for port in (8000, 8001, 8002):
+        assert not allowed(documents, stranger, triton, port), port
+    assert allowed(documents, Peer(None, "monitoring"), triton, 8002)
+    assert not allowed(documents, Peer(None, "default"), triton, 8002)
+    # The workers reach Triton's gRPC port only, not its HTTP (admin or not) port.
+    assert not allowed(documents, workers, triton, 8000)
+
+
+def test_http_and_grpc_steps_reach_their_server() -> None:
+    bundle = compile_pipelines([namespaced.rag.build()])
+    documents = [m.body for m in bundle.manifests]
+    server = Peer.pods(
+        {"app.kubernetes.io/component": "inference-server", "app.kubernetes.io/name": "rag-triton"}
+    )
+    workflow = Peer.pods({"app.kubernetes.io/component": "stage", "rtflow.dev/pipeline": "rag"})
+    assert allowed(documents, Peer.pods(AGENT), server, 8000)  # the http step, run by the agent
+    assert allowed(documents, workflow, server, 8001)  # the gRPC client stage
+    assert not allowed(documents, workflow, server, 8000)
+    webhook = Peer.pods({"eventsource-name": "rag-questions"})
+    assert allowed(documents, Peer(), webhook, 12000)  # the webhook takes calls from anywhere
+
+
+def test_removing_a_needed_flow_fails_the_bundle_check() -> None:
+    bundle = fraud()
+    manifests = []
+    for manifest in bundle.manifests:
+        body = copy.deepcopy(manifest.body)
+        if body["kind"] == "NetworkPolicy" and body["metadata"]["name"] == "fraud-triton":
+            body["spec"]["ingress"] = [
+                r for r in body["spec"]["ingress"] if 8001 not in [p["port"] for p in r["ports"]]
+            ]
+        manifests.append(Manifest(manifest.pipeline, body))
+    with pytest.raises(BundleError) as caught:
+        bundle_module.check(Bundle(manifests=tuple(manifests)))
+    message = str(caught.value)
+    assert "Deployment fraud-detection-stream: --triton: ingress" in message
+    assert "8001" in message
+
+
+def test_an_environments_brokers_move_the_policies_with_them() -> None:
+    bundle = fraud()
+    kind = [m.body for e, m in bundle.rendered if e == "kind"]
+    sensor = next(p for p in policies(kind) if p["metadata"]["name"] == "fraud-detection-sensor")
+    ports = {p["port"] for rule in sensor["spec"]["egress"] for p in rule["ports"]}
+    assert 9093 in ports and 9092 not in ports
+    base = [m.body for m in bundle.manifests]
+    sensor = next(p for p in policies(base) if p["metadata"]["name"] == "fraud-detection-sensor")
+    assert 9092 in {p["port"] for rule in sensor["spec"]["egress"] for p in rule["ports"]}
