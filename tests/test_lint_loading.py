@@ -203,3 +203,52 @@ def test_what_kustomize_prints_is_read(tmp_path: Path) -> None:
     assert report.checked > 5
     (document,) = [d for d in loading.read_documents(printed) if d["kind"] == "Sensor"]
     assert document["spec"]["dependencies"][0]["filters"]["data"][0]["comparator"] == "="
+
+
+# YAML whose values or errors come from PyYAML's own constructors: the fast path of
+# ManifestLoader must give exactly what PyYAML's safe loader gives.
+ODD_YAML = [
+    "a: 1\nb: [1, 2.5, true, null, ~, '3', 0o17, 0x1f, .inf]\nc: {d: 2024-01-02}\n",
+    "e: 2024-01-02T03:04:05Z\nf: 2024-13-45\n",
+    "base: &b {x: 1, y: 2}\nderived:\n  <<: *b\n  y: 3\nmore:\n  <<: [*b, {z: 1}]\n",
+    "list: &l [a, b]\nagain: *l\nscalar: &s text\ncopy: *s\n",
+    "? [a, b]\n: c\n",
+    "m: {? {a: 1} : b}\n",
+    "!!omap [a: 1, b: 2]\n",
+    "!!set {a, b}\n",
+    "pairs: !!pairs [a: 1, a: 2]\n",
+    "bin: !!binary aGVsbG8=\n",
+    "1: one\nnull: two\ntrue: three\n3.5: four\n",
+    "dup: 1\ndup: 2\n",
+    "comparator: =\n= : x\n",
+    "x: !custom 1\n",
+    "k: !!str 1\nj: !!int '7'\nn: !!null ''\n",
+    "--- \n--- a\n--- [1]\n...\n",
+    "",
+    "a: &a [*a]\n",
+    "key: [unclosed\n",
+]
+
+
+class _Reference(yaml.SafeLoader):
+    pass
+
+
+_Reference.add_constructor("tag:yaml.org,2002:value", loading._value_as_string)
+
+
+def _outcome(text: str, loader: type) -> tuple[str, str]:
+    try:
+        return "loaded", repr(list(yaml.load_all(text, Loader=loader)))
+    except Exception as exc:
+        return type(exc).__name__, str(exc).splitlines()[0]
+
+
+@pytest.mark.parametrize("text", ODD_YAML)
+def test_the_fast_constructor_gives_what_pyyaml_gives(text: str) -> None:
+    assert _outcome(text, loading.ManifestLoader) == _outcome(text, _Reference)
+
+
+def test_the_fast_constructor_keeps_anchored_nodes_one_object() -> None:
+    (document,) = yaml.load_all("a: &x {k: v}\nb: *x\n", Loader=loading.ManifestLoader)
+    assert document["a"] is document["b"]
