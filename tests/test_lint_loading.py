@@ -252,3 +252,65 @@ def test_the_fast_constructor_gives_what_pyyaml_gives(text: str) -> None:
 def test_the_fast_constructor_keeps_anchored_nodes_one_object() -> None:
     (document,) = yaml.load_all("a: &x {k: v}\nb: *x\n", Loader=loading.ManifestLoader)
     assert document["a"] is document["b"]
+
+
+MALFORMED = """\
+apiVersion: v1
+kind: ConfigMap
+metadata: just-a-string
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: d}
+spec: [1, 2]
+---
+apiVersion: argoproj.io/v1alpha1
+kind: WorkflowTemplate
+metadata: {name: w}
+spec: {templates: [{name: a, container: x}]}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata: {name: s, labels: x}
+spec: {dependencies: [x, {name: d, eventSourceName: 5}], template: [1], triggers: x}
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: [1]
+spec: 7
+---
+kind: 5
+"""
+
+
+def test_a_malformed_object_is_a_finding_on_it_never_a_traceback(tmp_path: Path) -> None:
+    """Each check meets lists where maps belong, numbers where names belong: what it cannot
+    read is a finding on that object (or, for the checks over every object, one line)."""
+    (tmp_path / "malformed.yaml").write_text(MALFORMED)
+    result = rtflow("lint", str(tmp_path), "--no-real-linters")
+    assert result.returncode == 1
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[-1].startswith("rtflow lint: 6 object(s), "), result.stdout
+    for label in ("ConfigMap/None", "Deployment/d", "WorkflowTemplate/w", "Sensor/s"):
+        assert any(f"malformed.yaml: {label}: " in line for line in lines), label
+    assert f"{tmp_path / 'malformed.yaml'}: 5/None: apiVersion and kind must both be given" in (
+        result.stdout
+    )
+    assert (
+        "Deployment/d: could not be checked (AttributeError: 'list' object has no attribute "
+        "'get'); is the object malformed here? [security]"
+    ) in result.stdout
+
+
+def test_the_items_of_a_kubectl_list_are_each_checked(tmp_path: Path) -> None:
+    items = [yaml.safe_load(CONFIG_MAP), yaml.safe_load(BROKEN_CONFIG_MAP)]
+    items[1]["metadata"]["name"] = "other"
+    (tmp_path / "list.yaml").write_text(
+        yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items})
+    )
+    report = lint_paths([tmp_path], real_linters=False)
+    assert report.checked == 2
+    assert [(f.object, f.field, f.message) for f in report.findings] == [
+        ("ConfigMap/other", "dta", "unknown field")
+    ]

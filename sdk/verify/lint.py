@@ -83,8 +83,19 @@ def load(files: Iterable[Path], report: LintReport) -> list[Loaded]:
                 continue  # a patch, a list of JSON patch operations, an empty document
             if document.get("kind") == "Kustomization":
                 continue
+            if _is_list(document):  # what `kubectl get -o yaml` prints: check each item
+                loaded += [Loaded(path, i) for i in document["items"] if isinstance(i, dict)]
+                continue
             loaded.append(Loaded(path, document))
     return loaded
+
+
+def _is_list(document: dict[str, Any]) -> bool:
+    return (
+        document.get("apiVersion") == "v1"
+        and document.get("kind") == "List"
+        and isinstance(document.get("items"), list)
+    )
 
 
 # structure
@@ -367,6 +378,10 @@ def check_structure(item: Loaded, report: LintReport) -> None:
     body = item.body
     kind = body.get("kind")
     api = str(body.get("apiVersion", ""))
+    if not (isinstance(kind, str) and kind and isinstance(body.get("apiVersion"), str) and api):
+        message = "apiVersion and kind must both be given, as strings (apps/v1, Deployment)"
+        report.findings.append(Finding("structure", str(item.path), item.label, "", message))
+        return
     entry = crd_schema.lookup(body)
     try:
         if kind in WORKFLOW_KINDS and api.startswith("argoproj.io/"):
