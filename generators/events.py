@@ -22,8 +22,8 @@ API_VERSION = "argoproj.io/v1alpha1"
 WORKFLOW_PARAMETER_DEST = "spec.arguments.parameters.{index}.value"
 # Sensor and EventSource pods: small, bounded, locked down like every generated pod.
 _EVENTS_RESOURCES = {
-    "requests": {"cpu": "50m", "memory": "64Mi"},
-    "limits": {"cpu": "500m", "memory": "256Mi"},
+    "requests": {"cpu": "50m", "ephemeral-storage": "64Mi", "memory": "64Mi"},
+    "limits": {"cpu": "500m", "ephemeral-storage": "256Mi", "memory": "256Mi"},
 }
 
 Document = dict[str, Any]
@@ -127,6 +127,8 @@ def event_source(pipeline: ir.Pipeline, trigger: ir.Trigger) -> Document:
                     "port": str(source.port),
                     "url": "",
                     "authSecret": _secret(source.auth_secret),
+                    "serverCertSecret": _secret(source.server_cert),
+                    "serverKeySecret": _secret(source.server_key),
                     "maxPayloadSize": source.max_payload_size,
                 }
             )

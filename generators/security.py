@@ -8,6 +8,8 @@ escalation, all capabilities dropped and the RuntimeDefault seccomp profile: wha
 
 from __future__ import annotations
 
+from typing import Any
+
 from hera.workflows import models as m
 
 from rtflow.stages import contract
@@ -43,3 +45,56 @@ def scratch_volume() -> m.Volume:
 
 def scratch_mount() -> m.VolumeMount:
     return m.VolumeMount(name=SCRATCH_VOLUME, mount_path=contract.SCRATCH_DIR)
+
+
+# Ephemeral storage (the writable layer, logs, emptyDirs such as /tmp): requested so the
+# scheduler counts it, limited so one pod filling the node's disk is evicted rather than
+# starving its neighbours. Per kind of pod, since what they write differs.
+EPHEMERAL_STORAGE = {
+    "stage": ("256Mi", "2Gi"),  # a stage's /tmp and its logs
+    "stream-worker": ("128Mi", "1Gi"),  # logs only
+    "events": ("64Mi", "256Mi"),  # Sensor and EventSource: logs only
+    "triton": ("1Gi", "20Gi"),  # cloud repositories download models into /tmp
+}
+
+
+def resource_requirements(
+    resources: Any, kind: str, *, extra: dict[str, Any] | None = None, storage_limit: str = ""
+) -> m.ResourceRequirements:
+    """Requests and limits of cpu, memory and ephemeral storage (``extra``: e.g. GPUs;
+    ``storage_limit``: instead of the kind's default limit)."""
+    request, limit = EPHEMERAL_STORAGE[kind]
+    limit = storage_limit or limit
+    requests = {
+        "cpu": m.Quantity(resources.cpu_request),
+        "ephemeral-storage": m.Quantity(request),
+        "memory": m.Quantity(resources.memory_request),
+        **(extra or {}),
+    }
+    limits = {
+        "cpu": m.Quantity(resources.cpu_limit),
+        "ephemeral-storage": m.Quantity(limit),
+        "memory": m.Quantity(resources.memory_limit),
+        **(extra or {}),
+    }
+    return m.ResourceRequirements(
+        requests=dict(sorted(requests.items())), limits=dict(sorted(limits.items()))
+    )
+
+
+def spread_across_nodes(selector: dict[str, str]) -> dict[str, Any]:
+    """A preferred pod anti-affinity: replicas land on different nodes when they can, so
+    losing one node takes one replica, not all (preferred: a small cluster still schedules)."""
+    return {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "labelSelector": {"matchLabels": dict(selector)},
+                        "topologyKey": "kubernetes.io/hostname",
+                    },
+                }
+            ]
+        }
+    }

@@ -145,16 +145,7 @@ def _container(stage: ir.Stage) -> m.Container:
         command=list(stage.command) or None,
         args=list(stage.args) or None,
         env=[_env(e) for e in stage.env] or None,
-        resources=m.ResourceRequirements(
-            requests={
-                "cpu": m.Quantity(resources.cpu_request),
-                "memory": m.Quantity(resources.memory_request),
-            },
-            limits={
-                "cpu": m.Quantity(resources.cpu_limit),
-                "memory": m.Quantity(resources.memory_limit),
-            },
-        ),
+        resources=security.resource_requirements(resources, "stage"),
         security_context=security.container_security_context(),
         volume_mounts=[security.scratch_mount()],
     )

@@ -708,12 +708,7 @@ def container(serving: TritonServing) -> m.Container:
     """The ``tritonserver`` container (typed), with its probes, ports, limits and mounts."""
     storage = _storage(serving)
     res = serving.resources
-    requests = {"cpu": m.Quantity(res.cpu_request), "memory": m.Quantity(res.memory_request)}
-    limits = {"cpu": m.Quantity(res.cpu_limit), "memory": m.Quantity(res.memory_limit)}
-    if serving.pool is not None:
-        gpus = placement(serving.pool).gpu_limits()
-        requests.update(gpus)
-        limits.update(gpus)
+    gpus = placement(serving.pool).gpu_limits() if serving.pool is not None else {}
     env = [m.EnvVar(name="HOME", value=contract.SCRATCH_DIR), *storage.env]
     return m.Container(
         name=CONTAINER,
@@ -727,8 +722,8 @@ def container(serving: TritonServing) -> m.Container:
             m.ContainerPort(name="metrics", container_port=METRICS_PORT, protocol="TCP"),
         ],
         env=sorted(env, key=lambda e: e.name),
-        resources=m.ResourceRequirements(
-            requests=dict(sorted(requests.items())), limits=dict(sorted(limits.items()))
+        resources=security.resource_requirements(
+            res, "triton", extra=gpus, storage_limit=_storage_limit(serving)
         ),
         startup_probe=_probe(
             "/v2/health/ready", period=10, failures=max(serving.startup_timeout_seconds // 10, 3)
@@ -743,6 +738,15 @@ def container(serving: TritonServing) -> m.Container:
             *admin_api.mounts(serving.admin_key),
         ],
     )
+
+
+def _storage_limit(serving: TritonServing) -> str:
+    """Room for the declared scratch volume (model downloads) and 2Gi of logs, or the default."""
+    if serving.scratch_size is None:
+        return ""
+    needed = parse_quantity(serving.scratch_size) + 2 * 2**30
+    default = parse_quantity(security.EPHEMERAL_STORAGE["triton"][1])
+    return f"{int(needed) // 2**20}Mi" if needed > default else ""
 
 
 def _volumes(serving: TritonServing) -> list[m.Volume]:
@@ -782,6 +786,10 @@ def deployment(serving: TritonServing) -> dict[str, Any]:
         pod_spec["serviceAccountName"] = serving.service_account
     if serving.pool is not None:
         pod_spec.update(placement(serving.pool).pod_spec_fields())
+    pod_spec["affinity"] = {
+        **pod_spec.get("affinity", {}),
+        **security.spread_across_nodes(selector_labels(serving.name)),
+    }
     pod_spec["containers"] = [_dump(container(serving))]
     pod_spec["volumes"] = [_dump(volume) for volume in _volumes(serving)]
     template_meta: dict[str, Any] = {"labels": serving_labels(serving)}

@@ -242,6 +242,8 @@ class WebhookSource:
     port: int
     method: str
     auth_secret: SecretKey | None = None
+    server_cert: SecretKey | None = None  # HTTPS, with the key below
+    server_key: SecretKey | None = None
     max_payload_size: int | None = None
 
 

@@ -561,6 +561,13 @@ def _event_bus(bus: object) -> tuple[str, ir.EventBus | None]:
             fix="use replicas=3 (or more)",
             field="event_bus.replicas",
         )
+    if not isinstance(bus.version, str) or bus.version in ("", "latest"):
+        raise DefinitionError(
+            f"EventBus version {bus.version!r} is not a pinned JetStream release; it would "
+            "change under a running bus when Argo Events is upgraded",
+            fix="give a version from the Argo Events controller's config, e.g. '2.10.29'",
+            field="event_bus.version",
+        )
     storage = check_quantity(bus.storage, kind="memory", field="event_bus.storage")
     return name, ir.EventBus(name, bus.replicas, bus.version, storage, bus.storage_class)
 

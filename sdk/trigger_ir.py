@@ -32,6 +32,7 @@ from rtflow.triggers import (
     SecretKey,
     Tls,
     Trigger,
+    WebhookTls,
 )
 
 _TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
@@ -198,11 +199,28 @@ class _TriggerBuilder:
                 fix=f"use one of {', '.join(HTTP_METHODS)}",
                 field=self.field("method"),
             )
+        if s["auth_secret"] is NO_DEFAULT:
+            raise DefinitionError(
+                f"webhook {endpoint!r} has no auth_secret, so anyone who reaches it starts runs",
+                fix="give auth_secret=rtflow.SecretKey('<secret>', '<key>') (a bearer token), or "
+                "auth_secret=None to accept unauthenticated calls on purpose",
+                field=self.field("auth_secret"),
+            )
+        tls = s.get("tls")
+        if tls is not None and not isinstance(tls, WebhookTls):
+            raise DefinitionError(
+                f"tls {tls!r} is not a webhook TLS setting",
+                fix="give tls=rtflow.WebhookTls(cert=rtflow.SecretKey(...), "
+                "key=rtflow.SecretKey(...))",
+                field=self.field("tls"),
+            )
         return ir.WebhookSource(
             endpoint=endpoint,
             port=port,
             method=method,
             auth_secret=self._secret(s["auth_secret"], "auth_secret", optional=True),
+            server_cert=self._secret(tls.cert, "tls.cert") if tls else None,
+            server_key=self._secret(tls.key, "tls.key") if tls else None,
             max_payload_size=_positive(s["max_payload_size"], self.field("max_payload_size")),
         )
 

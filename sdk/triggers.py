@@ -216,12 +216,21 @@ def kafka(
     )
 
 
+@dataclass(frozen=True)
+class WebhookTls:
+    """The webhook's own certificate and key (Secrets), so it serves HTTPS."""
+
+    cert: SecretKey
+    key: SecretKey
+
+
 def webhook(
     endpoint: str,
     *,
     port: int = 12000,
     method: str = "POST",
-    auth_secret: SecretKey | None = None,
+    auth_secret: SecretKey | None = NO_DEFAULT,
+    tls: WebhookTls | None = None,
     max_payload_size: int | None = None,
     inputs: Mapping[str, str | Field] | None = None,
     filter: FilterExpr | None = None,
@@ -229,7 +238,12 @@ def webhook(
     payload_schema: Mapping[str, Any] | None = None,
     name: str | None = None,
 ) -> Trigger:
-    """Start a run per HTTP request to ``endpoint`` (``auth_secret``: a bearer token Secret)."""
+    """Start a run per HTTP request to ``endpoint``.
+
+    ``auth_secret`` is the Secret key holding the bearer token callers must send; it is
+    required: an endpoint anyone in (or outside) the cluster may call is a choice to make in
+    writing, with ``auth_secret=None``. ``tls`` serves HTTPS with a certificate from Secrets.
+    """
     return Trigger(
         kind="webhook",
         name=name,
@@ -238,6 +252,7 @@ def webhook(
             "port": port,
             "method": method,
             "auth_secret": auth_secret,
+            "tls": tls,
             "max_payload_size": max_payload_size,
         },
         inputs=dict(inputs or {}),
@@ -274,6 +289,8 @@ class EventBus:
 
     name: str = "default"
     replicas: int = 3
-    version: str = "latest"
+    # A pinned JetStream release from Argo Events 1.9's controller config ("latest" would
+    # change under a running bus when the controller is upgraded).
+    version: str = "2.10.29"
     storage: str = "10Gi"
     storage_class: str | None = None

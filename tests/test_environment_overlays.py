@@ -74,7 +74,12 @@ def test_the_kind_environment_runs_triton_on_cpu_with_the_scorer_only(tmp_path: 
     (container,) = pod["containers"]
     assert "nodeSelector" not in pod and "tolerations" not in pod
     assert not any("nvidia.com" in key for key in container["resources"]["limits"])
-    assert container["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}
+    assert container["resources"]["requests"] == {
+        "cpu": "500m",
+        "ephemeral-storage": "1Gi",
+        "memory": "1Gi",
+    }
+    assert "nodeAffinity" not in pod["affinity"]  # the GPU pool's placement is gone
     assert container["image"] == "localhost/rtflow/tritonserver-cpu:2.51.0"
     assert "--load-model=fraud-scorer" in container["args"]
     assert not any("graph-risk" in arg or arg.startswith("s3://") for arg in container["args"])

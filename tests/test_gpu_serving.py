@@ -106,7 +106,12 @@ def test_deployment_places_the_pod_on_the_pool_with_gpu_limits() -> None:
     ]
     [container] = pod["containers"]
     assert container["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
-    assert container["resources"]["limits"] == {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"}
+    assert container["resources"]["limits"] == {
+        "cpu": "2",
+        "ephemeral-storage": "20Gi",
+        "memory": "8Gi",
+        "nvidia.com/gpu": "1",
+    }
     assert container["resources"]["requests"]["nvidia.com/gpu"] == "1"
     assert "replicas" not in document["spec"], "the autoscaler owns the replica count"
 
@@ -395,7 +400,11 @@ def test_mig_pool_limits_and_cpu_only_server() -> None:
     cpu_pod = pod_of(deployment(cpu_server))
     strict(deployment(cpu_server))
     assert "nodeSelector" not in cpu_pod and "tolerations" not in cpu_pod
-    assert set(cpu_pod["containers"][0]["resources"]["limits"]) == {"cpu", "memory"}
+    assert set(cpu_pod["containers"][0]["resources"]["limits"]) == {
+        "cpu",
+        "ephemeral-storage",
+        "memory",
+    }
     assert "--allow-gpu-metrics=false" in cpu_pod["containers"][0]["args"]
     assert [o["kind"] for o in serving_manifests(cpu_server)] == [
         "Deployment",

@@ -132,7 +132,7 @@ def test_the_worker_pod_is_locked_down_and_probed(compiled: dict[str, list[Docum
     assert context["readOnlyRootFilesystem"] is True
     assert context["allowPrivilegeEscalation"] is False
     assert context["capabilities"] == {"drop": ["ALL"]}
-    assert set(container["resources"]["limits"]) == {"cpu", "memory"}
+    assert set(container["resources"]["limits"]) == {"cpu", "ephemeral-storage", "memory"}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["port"] == "metrics"
     assert {"name": "metrics", "containerPort": 9400, "protocol": "TCP"} in container["ports"]
@@ -488,7 +488,8 @@ def test_a_hand_off_topic_no_kafkatopic_declares_is_a_compile_error(
 def test_another_trigger_beside_the_stream_is_refused(tmp_path: Path) -> None:
     source = BAD.format(first="a:1", second="a:1", options="").replace(
         "triggers=[orders]",
-        "triggers=[orders, rtflow.webhook('/orders', port=12000, inputs={'order': 'body'})]",
+        "triggers=[orders, rtflow.webhook('/orders', port=12000, auth_secret=None, "
+        "inputs={'order': 'body'})]",
     )
     line = _compile_error(tmp_path, source)
     assert "triggers" in line and "stream" in line
@@ -523,8 +524,8 @@ def test_an_environment_sets_the_workers_floor_and_image_like_any_other() -> Non
     (container,) = _worker(built, "shop-stream")["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "ghcr.io/acme/shop-stream:2"
     assert container["resources"] == {
-        "limits": {"cpu": "2", "memory": "3Gi"},
-        "requests": {"cpu": "2", "memory": "3Gi"},
+        "limits": {"cpu": "2", "ephemeral-storage": "1Gi", "memory": "3Gi"},
+        "requests": {"cpu": "2", "ephemeral-storage": "128Mi", "memory": "3Gi"},
     }
 
 

@@ -93,7 +93,11 @@ def test_kafka_event_source() -> None:
     template = source["spec"]["template"]
     assert template["securityContext"]["runAsNonRoot"] is True
     assert template["container"]["securityContext"]["readOnlyRootFilesystem"] is True
-    assert set(template["container"]["resources"]["limits"]) == {"cpu", "memory"}
+    assert set(template["container"]["resources"]["limits"]) == {
+        "cpu",
+        "ephemeral-storage",
+        "memory",
+    }
 
 
 def test_sensor_creates_a_workflow_from_the_template_with_mapped_inputs() -> None:
@@ -300,7 +304,7 @@ def _all_documents() -> list[dict[str, Any]]:
         for e in sorted((ROOT / "examples").glob("*.py"))
         for p in load_pipelines(str(e))[1]
     ]
-    hook = rtflow.webhook("/orders", inputs={"order": "body"})
+    hook = rtflow.webhook("/orders", auth_secret=None, inputs={"order": "body"})
     tick = rtflow.calendar("@daily", inputs={"order": rtflow.constant({})})
     pipelines.append(
         make(
@@ -499,8 +503,35 @@ def test_an_invalid_timezone() -> None:
 
 @pytest.mark.parametrize("port", [0, 70000, -1])
 def test_a_webhook_port_out_of_range(port: int) -> None:
-    error = error_of(make(rtflow.webhook("/x", port=port, inputs={"order": "body"})))
-    assert error.field == "triggers.webhook.port"
+    hook = rtflow.webhook("/x", port=port, auth_secret=None, inputs={"order": "body"})
+    assert error_of(make(hook)).field == "triggers.webhook.port"
+
+
+def test_a_webhook_without_auth_is_refused_unless_said_so() -> None:
+    error = error_of(make(rtflow.webhook("/x", inputs={"order": "body"})))
+    assert error.field == "triggers.webhook.auth_secret"
+    assert "auth_secret=None" in error.fix
+    open_hook = rtflow.webhook("/x", auth_secret=None, inputs={"order": "body"})
+    (source,) = [d for d in compile_docs(make(open_hook)) if d["kind"] == "EventSource"]
+    assert "authSecret" not in source["spec"]["webhook"]["webhook"]
+
+
+def test_a_webhook_serves_https_with_its_certificate_from_secrets() -> None:
+    hook = rtflow.webhook(
+        "/x",
+        auth_secret=rtflow.SecretKey("hook", "token"),
+        tls=rtflow.WebhookTls(
+            cert=rtflow.SecretKey("hook-tls", "tls.crt"),
+            key=rtflow.SecretKey("hook-tls", "tls.key"),
+        ),
+        inputs={"order": "body"},
+    )
+    (source,) = [d for d in compile_docs(make(hook)) if d["kind"] == "EventSource"]
+    webhook = source["spec"]["webhook"]["webhook"]
+    assert webhook["serverCertSecret"] == {"name": "hook-tls", "key": "tls.crt"}
+    assert webhook["serverKeySecret"] == {"name": "hook-tls", "key": "tls.key"}
+    bad = rtflow.webhook("/x", auth_secret=None, tls="cert.pem", inputs={"order": "body"})  # type: ignore[arg-type]
+    assert error_of(make(bad)).field == "triggers.webhook.tls"
 
 
 @pytest.mark.parametrize("topic", ["orders events", "a/b", "", "..", "x" * 250])

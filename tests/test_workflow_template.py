@@ -142,8 +142,8 @@ def test_retry_deadline_resources_env_and_metadata(sink_doc: dict[str, Any]) -> 
     }
     assert stats["activeDeadlineSeconds"] == 90
     assert stats["container"]["resources"] == {
-        "limits": {"cpu": "4", "memory": "2Gi"},
-        "requests": {"cpu": "2", "memory": "1Gi"},
+        "limits": {"cpu": "4", "ephemeral-storage": "2Gi", "memory": "2Gi"},
+        "requests": {"cpu": "2", "ephemeral-storage": "256Mi", "memory": "1Gi"},
     }
     assert stats["container"]["env"] == [
         {
@@ -197,7 +197,7 @@ def test_every_container_is_locked_down_and_limited(sink_doc: dict[str, Any]) ->
         assert security["privileged"] is False
         assert security["capabilities"] == {"drop": ["ALL"]}
         assert security["seccompProfile"] == {"type": "RuntimeDefault"}
-        assert set(container["resources"]["limits"]) == {"cpu", "memory"}
+        assert set(container["resources"]["limits"]) == {"cpu", "ephemeral-storage", "memory"}
         assert container["volumeMounts"] == [{"name": "scratch", "mountPath": "/tmp"}]
 
 
@@ -228,8 +228,8 @@ def test_default_resources_when_none_are_given() -> None:
 
     resources = templates(workflow_template(p))["double"]["container"]["resources"]
     assert resources == {
-        "limits": {"cpu": "1", "memory": "256Mi"},
-        "requests": {"cpu": "250m", "memory": "256Mi"},
+        "limits": {"cpu": "1", "ephemeral-storage": "2Gi", "memory": "256Mi"},
+        "requests": {"cpu": "250m", "ephemeral-storage": "256Mi", "memory": "256Mi"},
     }
 
 

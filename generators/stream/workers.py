@@ -167,10 +167,7 @@ def container(
                 name=METRICS_PORT_NAME, container_port=plane.metrics_port, protocol="TCP"
             )
         ],
-        resources=m.ResourceRequirements(
-            requests={"cpu": m.Quantity(res.cpu_request), "memory": m.Quantity(res.memory_request)},
-            limits={"cpu": m.Quantity(res.cpu_limit), "memory": m.Quantity(res.memory_limit)},
-        ),
+        resources=security.resource_requirements(res, "stream-worker"),
         security_context=security.container_security_context(),
         volume_mounts=mounts,
     )
@@ -193,6 +190,7 @@ def deployment(
         volumes.append(secrets)
     pod_labels = {**metadata(pipeline, name)["labels"], **selector(pipeline, group)}
     pod_spec: Document = {
+        "affinity": security.spread_across_nodes(selector(pipeline, group)),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "serviceAccountName": service_account(pipeline),
