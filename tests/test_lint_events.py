@@ -181,7 +181,10 @@ def test_another_namespace_or_bus_is_not_the_same_event_source(tmp_path: Path) -
         write(tmp_path, source=source, other=other, sensor=sensor, template=TEMPLATE, sa=account())
     )
     messages = [m for rule, _, _, m in found if rule == "cross-resource"]
-    assert any(m.startswith("EventSource 'rtflow-fixture-kafka' is not among") for m in messages)
+    assert (
+        "EventSource 'rtflow-fixture-kafka' is in another namespace ('elsewhere') than the "
+        "Sensor ('rtflow-fixtures'); a Sensor only hears EventSources of its own"
+    ) in messages
     assert (
         "the Sensor uses EventBus 'default', but EventSource 'other' publishes to 'jetstream'"
         in messages

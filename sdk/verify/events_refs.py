@@ -11,6 +11,8 @@ What lint cannot see is decided this way, by what the linted files say about the
 * the linted objects include EventSources in the Sensor's namespace, but not the one named:
   a **finding**. Whoever lints a namespace's EventSources lints the set the Sensor can use, so
   the name is wrong or the file is missing; the message lists the names there and the closest;
+* an EventSource of that name is linted, in another namespace: a **finding** (an overlay that
+  moved one of them);
 * the Sensor is rtflow's (labelled ``rtflow.dev/pipeline``): a **finding** too, since rtflow
   compiles a pipeline's Sensor and its EventSources together (a file was deleted or renamed);
 * otherwise, no EventSource of that namespace is linted: a **warning**, not a finding.
@@ -68,6 +70,10 @@ def _some(names: Sequence[str], shown: int = 6) -> str:
     return ", ".join(names[:shown]) + more
 
 
+def _namespace(name: str) -> str:
+    return repr(name) if name else "none"
+
+
 def _bus(spec: Mapping[str, Any]) -> str:
     return str(spec.get("eventBusName") or "default")
 
@@ -105,9 +111,17 @@ def check(items: Sequence[Loaded]) -> Iterator[tuple[bool, Finding]]:
                 # Said without the namespace itself: an overlay build moves every object to its
                 # namespace and then says the same as the files as written (said once).
                 here = sorted(n for ns, n in sources if ns == namespace)
+                elsewhere = sorted(ns for ns, n in sources if n == source_name)
                 labels = _meta(sensor.body).get("labels")
                 pipeline = labels.get(PIPELINE) if isinstance(labels, Mapping) else None
-                if pipeline and not here:
+                if elsewhere:  # an overlay that moved one of the two, say
+                    message = (
+                        f"EventSource {source_name!r} is in another namespace "
+                        f"({', '.join(map(_namespace, elsewhere))}) than the Sensor "
+                        f"({_namespace(namespace)}); a Sensor only hears EventSources of its own"
+                    )
+                    yield False, finding("eventSourceName", message)
+                elif pipeline and not here:
                     message = (
                         f"EventSource {source_name!r} is not among the linted objects, and "
                         f"rtflow compiles it with the Sensor (pipeline {pipeline!r}): is its "
