@@ -51,6 +51,7 @@ class Peer:
 
     labels: tuple[tuple[str, str], ...] | None = None
     namespace: str | None = None
+    cidr: str | None = None  # an address block (what a pipeline's egress= declares)
 
     @classmethod
     def pods(cls, found: Mapping[str, str], namespace: str | None = None) -> Peer:
@@ -58,7 +59,7 @@ class Peer:
 
     @property
     def anywhere(self) -> bool:
-        return self.labels is None and self.namespace is None
+        return self.labels is None and self.namespace is None and self.cidr is None
 
 
 ANYWHERE = Peer()
@@ -269,6 +270,8 @@ def _peer(peer: Peer) -> list[Document]:
     """A rule's ``to``/``from`` for one peer (empty: any address)."""
     if peer.anywhere:
         return []
+    if peer.cidr is not None:
+        return [{"ipBlock": {"cidr": peer.cidr}}]
     entry: Document = {}
     if peer.namespace is not None:
         entry["namespaceSelector"] = {"matchLabels": {NAMESPACE_LABEL: peer.namespace}}
@@ -282,7 +285,7 @@ def _rules(pairs: Iterable[tuple[Peer, int, str]], direction: str) -> list[Docum
     for peer, port, protocol in pairs:
         ports.setdefault(peer, set()).add((port, protocol))
     rules = []
-    for peer in sorted(ports, key=lambda p: (p.namespace or "", p.labels or ())):
+    for peer in sorted(ports, key=lambda p: (p.cidr or "", p.namespace or "", p.labels or ())):
         rule: Document = {}
         if not peer.anywhere:
             rule[direction] = _peer(peer)
@@ -358,11 +361,16 @@ def documents(
 
 
 def for_pipeline(pipeline: Any, objects: Sequence[Document]) -> list[Document]:
-    """:func:`documents` for a pipeline: its namespace, its Prometheus's."""
+    """:func:`documents` for a pipeline: its namespace, its Prometheus's, its ``egress``."""
     stream = pipeline.stream
     return documents(
         pipeline.name,
         pipeline.namespace,
         objects,
         prometheus_namespace=stream.prometheus_namespace if stream else "monitoring",
+        extra_egress=[
+            (Peer(cidr=rule.cidr), port, rule.protocol)
+            for rule in pipeline.egress
+            for port in rule.ports
+        ],
     )

@@ -7,6 +7,7 @@ The public surface: ``stage``, ``container`` and ``pipeline`` declare; ``when``,
 ``Environment`` and ``ArgoCD`` say where the compiled output is deployed.
 """
 
+from rtflow.egress import Egress
 from rtflow.environments import ArgoCD, Environment
 from rtflow.errors import DefinitionError, LoadError, RtflowError
 from rtflow.options import Backoff, Output, Param, Retry, Secret
@@ -36,6 +37,7 @@ __all__ = [
     "DeadLetter",
     "DefinitionError",
     "Delivery",
+    "Egress",
     "Environment",
     "EventBus",
     "KafkaTopics",

@@ -460,6 +460,7 @@ class Pipeline:
     environments: tuple[Environment, ...] = ()
     argocd: ArgoCD = field(default_factory=ArgoCD)
     stream: StreamPlane | None = None
+    egress: tuple[Any, ...] = ()  # rtflow.Egress: what the stages reach besides rtflow's own
 
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)

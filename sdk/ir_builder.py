@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import cast
 
 from rtflow import ir, stage_ir
+from rtflow.egress import check_egress
 from rtflow.environments import build_argocd, build_environments
 from rtflow.errors import DefinitionError
 from rtflow.names import check_dns1123_label
@@ -131,6 +132,7 @@ class _PipelineBuilder:
             event_bus=bus,
             servers=tuple(self.servers[n] for n in sorted(self.servers)),
             argocd=build_argocd(options.argocd),
+            egress=check_egress(options.egress),
         )
         function = self.definition.function
         target = f"{built.source}:{getattr(function, '__name__', name)}"

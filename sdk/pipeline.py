@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rtflow import ir
+from rtflow.egress import Egress
 from rtflow.environments import ArgoCD, Environment
 from rtflow.options import Retry
 from rtflow.streams import Stream
@@ -39,6 +40,7 @@ class PipelineOptions:
     environments: tuple[Environment, ...] = ()
     argocd: ArgoCD | None = None
     stream: Stream | None = None
+    egress: tuple[Egress, ...] = ()
 
 
 DEFINED: list[Pipeline] = []
@@ -100,6 +102,7 @@ def pipeline(
     environments: Sequence[Environment] = (),
     argocd: ArgoCD | None = None,
     stream: Stream | None = None,
+    egress: Sequence[Egress] = (),
 ) -> Callable[[Callable[..., Any]], Pipeline]:
     """Declare a pipeline. Its parameters (annotated) are the pipeline's inputs.
 
@@ -110,6 +113,8 @@ def pipeline(
     ``environments`` (rtflow.Environment) compile to kustomize overlays over the pipeline's base;
     ``argocd`` (rtflow.ArgoCD) names the Git repository Argo CD Applications point at.
     ``stream`` (rtflow.Stream) runs the hot path as long-running Kafka workers, exactly once.
+    ``egress`` (rtflow.Egress) opens what the stages themselves call (a database, an API): the
+    pipeline's pods are otherwise limited to the flows rtflow derives from its objects.
     """
     options = PipelineOptions(
         name=name,
@@ -132,6 +137,8 @@ def pipeline(
         environments=tuple(environments),
         argocd=argocd,
         stream=stream,
+        # Not a sequence: kept as given, for the build to refuse with the field named.
+        egress=tuple(egress) if isinstance(egress, (list, tuple)) else egress,  # type: ignore[arg-type]
     )
 
     def wrap(function: Callable[..., Any]) -> Pipeline:

@@ -151,3 +151,77 @@ def test_an_environments_brokers_move_the_policies_with_them() -> None:
     base = [m.body for m in bundle.manifests]
     sensor = next(p for p in policies(base) if p["metadata"]["name"] == "fraud-detection-sensor")
     assert 9092 in {p["port"] for rule in sensor["spec"]["egress"] for p in rule["ports"]}
+
+
+def test_a_pipeline_declares_what_its_stages_call() -> None:
+    import rtflow
+
+    job = rtflow.container("report", image="ghcr.io/acme/report:1.0")
+
+    @rtflow.pipeline(
+        name="reporting",
+        egress=[
+            rtflow.Egress("10.20.0.0/16", ports=[5432]),
+            rtflow.Egress("0.0.0.0/0", ports=[443]),
+        ],
+    )
+    def reporting() -> None:
+        job()
+
+    documents = [m.body for m in compile_pipelines([reporting.build()]).manifests]
+    (workflow,) = [p for p in policies(documents) if p["metadata"]["name"] == "reporting-workflow"]
+    rules = workflow["spec"]["egress"]
+    assert {
+        "to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}],
+        "ports": [{"port": 5432, "protocol": "TCP"}],
+    } in rules
+    assert {
+        "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+        "ports": [{"port": 443, "protocol": "TCP"}],
+    } in rules
+
+
+@pytest.mark.parametrize(
+    ("egress", "field"),
+    [
+        ("0.0.0.0/0", "egress"),
+        (["0.0.0.0/0"], "egress[0]"),
+        ([("10.0.0.1/8", 443)], "egress[0]"),
+    ],
+)
+def test_a_wrong_egress_is_one_line(egress: Any, field: str) -> None:
+    import rtflow
+    from rtflow.errors import DefinitionError
+
+    job = rtflow.container("report", image="ghcr.io/acme/report:1.0")
+
+    @rtflow.pipeline(name="reporting", egress=egress)
+    def reporting() -> None:
+        job()
+
+    with pytest.raises(DefinitionError) as caught:
+        reporting.build()
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("rule", "field"),
+    [
+        (("10.0.0.1/8", [443]), "egress[0].cidr"),
+        (("10.0.0.0/8", [0]), "egress[0].ports"),
+        (("10.0.0.0/8", []), "egress[0].ports"),
+    ],
+)
+def test_a_wrong_egress_rule_names_its_field(rule: tuple[str, list[int]], field: str) -> None:
+    import rtflow
+    from rtflow.errors import DefinitionError
+
+    job = rtflow.container("report", image="ghcr.io/acme/report:1.0")
+
+    @rtflow.pipeline(name="reporting", egress=[rtflow.Egress(rule[0], ports=rule[1])])
+    def reporting() -> None:
+        job()
+
+    with pytest.raises(DefinitionError) as caught:
+        reporting.build()
+    assert caught.value.field == field
