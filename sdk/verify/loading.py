@@ -48,9 +48,6 @@ HAS_LIBYAML = bool(getattr(yaml, "__with_libyaml__", False))
 # An alias (``*name``) where YAML allows one: after a separator, at a line's start or after "- ".
 _ALIAS = re.compile(rb"(?:^|[\s\[\{,:-])\*[^\s,\[\]\{\}]", re.MULTILINE)
 
-_Base: type[Any] = yaml.CSafeLoader if HAS_LIBYAML else yaml.SafeLoader
-
-
 _STR = "tag:yaml.org,2002:str"
 _SEQ = "tag:yaml.org,2002:seq"
 _MAP = "tag:yaml.org,2002:map"
@@ -60,9 +57,10 @@ _RESOLVED_LENGTH = 64
 _RESOLVED_SIZE = 100_000
 
 
-class ManifestLoader(_Base):  # type: ignore[misc]
-    """PyYAML's safe loader (libyaml's when present) that also reads kustomize's bare ``=``,
-    and builds plain maps and lists without PyYAML's per-node generators.
+class _ManifestReading(yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+    """What :data:`ManifestLoader` adds to PyYAML's safe loader (libyaml's when present): it
+    reads kustomize's bare ``=``, and builds plain maps and lists without PyYAML's per-node
+    generators.
 
     With libyaml parsing, constructing the objects in Python was half of the load time; most
     nodes of a manifest are plain strings, maps and lists, built here in one loop (no recursion,
@@ -75,14 +73,15 @@ class ManifestLoader(_Base):  # type: ignore[misc]
         """The tag of a node, as PyYAML resolves it; a plain scalar's depends on its text
         only, and manifests repeat the same texts (keys, "true", "IfNotPresent"), so it is
         remembered (short texts, a bounded number)."""
+        resolve: Any = super().resolve  # untyped in PyYAML's stubs
         if kind is yaml.ScalarNode and implicit[0] and len(value) <= _RESOLVED_LENGTH:
             tag = _RESOLVED.get(value)
             if tag is None:
                 if len(_RESOLVED) >= _RESOLVED_SIZE:
                     _RESOLVED.clear()
-                tag = _RESOLVED[value] = super().resolve(kind, value, implicit)
+                tag = _RESOLVED[value] = resolve(kind, value, implicit)
             return tag
-        return super().resolve(kind, value, implicit)
+        return resolve(kind, value, implicit)
 
     def construct_document(self, node: yaml.Node) -> Any:
         made: dict[int, Any] = {}  # id(node) -> its object: an anchored node is one object
@@ -138,7 +137,15 @@ def _value_as_string(loader: Any, node: yaml.Node) -> str:
     return str(loader.construct_scalar(node))
 
 
-ManifestLoader.add_constructor("tag:yaml.org,2002:value", _value_as_string)
+def loader_for(base: type[Any]) -> type[Any]:
+    """The manifest loader over one of PyYAML's safe loaders (``yaml.CSafeLoader``, or the
+    pure-Python ``yaml.SafeLoader``)."""
+    loader: type[Any] = type("ManifestLoader", (_ManifestReading, base), {})
+    loader.add_constructor("tag:yaml.org,2002:value", _value_as_string)
+    return loader
+
+
+ManifestLoader = loader_for(yaml.CSafeLoader if HAS_LIBYAML else yaml.SafeLoader)
 
 
 class UsageError(Exception):
