@@ -151,6 +151,30 @@ def test_dev_null_and_a_fifo_are_read_not_missing(tmp_path: Path) -> None:
     assert f"{fifo}: ConfigMap/settings: dta: unknown field [structure]" in result.stdout
 
 
+def test_the_real_linters_see_what_a_pipe_gave(tmp_path: Path) -> None:
+    """A pipe is read once, by lint: the real linters get its objects in a scratch file, and
+    their findings name the pipe."""
+    from rtflow.verify.argo_linters import LinterUnavailable, find_argo_lint
+
+    try:
+        find_argo_lint()
+    except LinterUnavailable as exc:
+        component_missing(str(exc))
+    broken = ROOT / "tests/integration/fixtures/argo/invalid/dag-unknown-dependency.yaml"
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text(broken.read_text()))
+    writer.start()
+    try:
+        result = rtflow("lint", str(fifo))
+    finally:
+        writer.join(timeout=30)
+    assert result.returncode == 1, result.stdout + result.stderr
+    (line,) = [x for x in result.stdout.splitlines() if x.endswith("[argo-lint]")]
+    assert line.startswith(f'{fifo}: in "rtflow-fixture-bad-dependency" (WorkflowTemplate)')
+    assert "invalid dependency scoer" in line and "rtflow-lint-" not in result.stdout
+
+
 def test_a_fifo_inside_a_folder_is_reported_not_waited_for(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.yaml")
     (tmp_path / "ok.yaml").write_text(CONFIG_MAP)

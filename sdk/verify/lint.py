@@ -288,21 +288,43 @@ def check_cross_resource(items: Sequence[Loaded], report: LintReport) -> None:
 
 
 def run_real_linters(items: Sequence[Loaded], report: LintReport) -> None:
-    workflow_files = sorted({str(i.path) for i in items if i.body.get("kind") in WORKFLOW_KINDS})
-    events_files = sorted({str(i.path) for i in items if i.body.get("kind") in EVENTS_KINDS})
-    for files, runner, name in (
-        (workflow_files, argo_linters.run_argo_lint, "argo-lint"),
-        (events_files, argo_linters.run_argo_events_lint, "argo-events-lint"),
-    ):
-        if not files:
-            continue
-        try:
-            result = runner(files)
-        except argo_linters.LinterError as exc:
-            report.skip(f"{name}: {exc}")
-            continue
-        for line in result.findings:
-            report.findings.append(Finding(name, "", "", "", line))
+    """The real linters over the files the objects came from. They read files themselves, so
+    an object read from a pipe or a device (``<(kubectl kustomize ...)``, already consumed, and
+    not open in their process) is written to a scratch file for them; their findings name the
+    path it was read from."""
+    import tempfile
+
+    from rtflow.generators import yaml_text
+
+    with tempfile.TemporaryDirectory(prefix="rtflow-lint-") as scratch:
+        written: dict[str, str] = {}  # scratch file -> the path it stands for
+
+        def readable(index: int, item: Loaded) -> str:
+            if item.path.is_file():
+                return str(item.path)
+            file = Path(scratch) / f"{index:05d}-{str(item.body.get('kind')).lower()}.yaml"
+            file.write_text(yaml_text.dump(item.body), encoding="utf-8")
+            written[str(file)] = str(item.path)
+            return str(file)
+
+        kinds = [(readable(n, i), i.body.get("kind")) for n, i in enumerate(items)]
+        workflow_files = sorted({f for f, kind in kinds if kind in WORKFLOW_KINDS})
+        events_files = sorted({f for f, kind in kinds if kind in EVENTS_KINDS})
+        for files, runner, name in (
+            (workflow_files, argo_linters.run_argo_lint, "argo-lint"),
+            (events_files, argo_linters.run_argo_events_lint, "argo-events-lint"),
+        ):
+            if not files:
+                continue
+            try:
+                result = runner(files)
+            except argo_linters.LinterError as exc:
+                report.skip(f"{name}: {exc}")
+                continue
+            for line in result.findings:
+                for file, original in written.items():
+                    line = line.replace(file, original)
+                report.findings.append(Finding(name, "", "", "", line))
 
 
 def lint_paths(paths: Sequence[str | Path], *, real_linters: bool = True) -> LintReport:
