@@ -19,6 +19,12 @@ one). A stand-in is called in this process with the decoded inputs as keyword ar
 returns the value of a stage's single output, or for several outputs a mapping (or NamedTuple)
 of output name to value; raising :class:`BadInput` marks a bad input. Its deadline is checked
 after it returns (a thread cannot be killed).
+
+Nothing that goes wrong with one event stops the run (:mod:`rtflow.stages.event_routing`,
+:mod:`rtflow.stages.dead_letters`); a bad input is never retried, a failure that may pass is
+retried as the stage's policy says. Offsets are committed once the broker confirms them
+(:mod:`rtflow.stages.offsets`). SIGTERM and Ctrl-C drain and commit (:mod:`rtflow.stages.shutdown`)
+and no child outlives the run, even one killed with SIGKILL (:mod:`rtflow.stages.reaper`).
 """
 
 from __future__ import annotations
@@ -44,6 +50,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from rtflow import ir
 from rtflow.param_types import decode, encode
 from rtflow.stages import reaper, semantics
+from rtflow.stages.approvals import (
+    ApprovalRequest,
+    Approver,
+    auto_approve,
+    auto_reject,
+    terminal_approver,
+)
 from rtflow.stages.event_routing import EventRouter
 from rtflow.stages.events import Event, JsonlSink, JsonlSource, Sink
 from rtflow.stages.inference import (
@@ -86,56 +99,6 @@ WorkflowStatus = Literal["Succeeded", "Failed"]
 
 class LocalRunError(RuntimeError):
     """The run cannot start (a container stage without a stand-in, a stage that cannot load)."""
-
-
-# -- approvals ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ApprovalRequest:
-    pipeline: str
-    task: str
-    event: str
-    workflow: str
-    choices: tuple[str, ...]
-    default: str
-    approve: str
-    description: str | None
-
-
-Approver = Callable[[ApprovalRequest], str]
-
-
-def auto_approve(request: ApprovalRequest) -> str:
-    return request.approve
-
-
-def auto_reject(request: ApprovalRequest) -> str:
-    if request.default != request.approve:
-        return request.default
-    return next(c for c in request.choices if c != request.approve)
-
-
-def terminal_approver(tty: str = "/dev/tty") -> Approver:
-    """Ask on the terminal (not stdin, which may carry the events), one question at a time."""
-    lock = threading.Lock()
-
-    def ask(request: ApprovalRequest) -> str:
-        with lock, open(tty, "r+", encoding="utf-8") as term:
-            choices = "/".join(request.choices)
-            while True:
-                term.write(
-                    f"\n[{request.workflow}] {request.task} for event {request.event}"
-                    f"{': ' + request.description if request.description else ''}\n"
-                    f"  choose {choices} [{request.default}]: "
-                )
-                term.flush()
-                answer = term.readline().strip() or request.default
-                if answer in request.choices:
-                    return answer
-                term.write(f"  {answer!r} is not one of {choices}\n")
-
-    return ask
 
 
 # -- results and timing ---------------------------------------------------------------------------
@@ -1058,23 +1021,26 @@ def _select_pipeline(target: str) -> ir.Pipeline:
 def main(argv: Sequence[str] | None = None) -> int:
     """``rtflow run --local ...``; 0 when every event succeeded, 1 when one failed, 2 on a
     usage or set-up error (one line on stderr)."""
-    args = build_parser().parse_args(argv)
-    try:
-        return _main(args)
-    except (LocalRunError, StreamRunError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        from rtflow.errors import RtflowError
-
-        if isinstance(exc, RtflowError):
+    with Shutdown() as shutdown:  # first: a SIGTERM while loading must not kill it half-way
+        args = build_parser().parse_args(argv)
+        try:
+            return _main(args, shutdown)
+        except (LocalRunError, StreamRunError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        raise
+        except Exception as exc:
+            from rtflow.errors import RtflowError
+
+            if isinstance(exc, RtflowError):
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            raise
 
 
-def _main(args: argparse.Namespace) -> int:
+def _main(args: argparse.Namespace, shutdown: Shutdown) -> int:
     pipeline = _select_pipeline(args.pipeline)
+    if shutdown.exit_code is not None:  # stopped while loading: nothing started, nothing to do
+        return shutdown.exit_code
     if pipeline.stream is not None and args.plane != "workflow":
         from rtflow.stages.stream.launcher import run_stream_local
 
@@ -1140,8 +1106,8 @@ def _main(args: argparse.Namespace) -> int:
     # Results go to the real stdout through the sink; anything else printing (a stand-in, a
     # library) goes to stderr so that stdout stays JSONL.
     real_stdout, sys.stdout = sys.stdout, sys.stderr
-    try:
-        with Shutdown() as shutdown:  # SIGTERM / Ctrl-C: drain, commit, stop the children
+    try:  # SIGTERM / Ctrl-C: drain, commit, stop the children; kill -9: the reaper stops them
+        with reaper.active(mark=True):
             summary = run_local(
                 pipeline,
                 events,

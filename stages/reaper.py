@@ -12,6 +12,15 @@ waits up to ``grace`` seconds, sends SIGKILL to what is left, and exits. Each ch
 its pid *and* its start time (``/proc/<pid>/stat``), so a pid the system reused meanwhile is
 never signalled.
 
+A child started a moment before the kill may not be reported yet (Triton is known by its pid
+only once ``TritonServer.start`` returns, seconds after its process began). So ``rtflow run
+--local`` also *marks* its environment (``RTFLOW_LOCAL_RUN=<id>``, :func:`active` with
+``mark=True``): every process it starts, and every process those start (Triton's stubs), inherit
+it, and the reaper also stops every process whose ``/proc/<pid>/environ`` carries the mark. The
+mark is for the command only: a program that calls ``run_local`` in-process (a test session)
+may start processes of its own meanwhile (a broker restart), which must not be stopped with the
+run's.
+
 The Linux parent-death signal (``prctl(PR_SET_PDEATHSIG)``) is the kernel's version of this for
 one direct child, and :func:`parent_death_signal` sets it up; it is tied to the *thread* that
 started the child (it fires when that thread ends), so it only suits children started from the
@@ -90,8 +99,9 @@ def parent_death_signal(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
 class Reaper:
     """The watchdog process of one run (see the module docstring)."""
 
-    def __init__(self, grace: float = 10.0) -> None:
+    def __init__(self, grace: float = 10.0, *, mark: str | None = None) -> None:
         self.grace = grace
+        self.mark = mark
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
 
@@ -100,8 +110,11 @@ class Reaper:
         return self._proc.pid if self._proc is not None else None
 
     def start(self) -> Reaper:
+        env = {k: v for k, v in os.environ.items() if k != MARK}
+        mark = [f"{MARK}={self.mark}", str(os.getpid())] if self.mark else []
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "rtflow.stages.reaper", str(self.grace)],
+            [sys.executable, "-m", "rtflow.stages.reaper", str(self.grace), *mark],
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -139,6 +152,7 @@ class Reaper:
 
 
 _active: list[Reaper] = []
+MARK = "RTFLOW_LOCAL_RUN"
 
 
 def watch(pid: int, *, group: bool = False) -> None:
@@ -154,14 +168,27 @@ def forget(pid: int) -> None:
 
 
 @contextlib.contextmanager
-def active(grace: float = 10.0) -> Iterator[Reaper]:
-    """A reaper for the duration of a run."""
-    reaper = Reaper(grace).start()
+def active(grace: float = 10.0, *, mark: bool = False) -> Iterator[Reaper]:
+    """A reaper for the duration of a run (the active one, when there is one already); with
+    ``mark``, this process's environment carries the mark its children inherit."""
+    if _active:
+        yield _active[-1]
+        return
+    marker = f"{os.getpid()}-{os.urandom(6).hex()}" if mark else None
+    reaper = Reaper(grace, mark=marker).start()
+    previous = os.environ.get(MARK)
+    if marker is not None:
+        os.environ[MARK] = marker
     _active.append(reaper)
     try:
         yield reaper
     finally:
         _active.remove(reaper)
+        if marker is not None:
+            if previous is None:
+                os.environ.pop(MARK, None)
+            else:
+                os.environ[MARK] = previous
         reaper.close()
 
 
@@ -182,8 +209,24 @@ def _signal(pid: int, started: int, group: bool, sig: int) -> None:
             os.kill(pid, sig)
 
 
-def serve(grace: float) -> int:
-    """Read ``+ pid start group`` / ``- pid`` lines until end of input, then stop the rest."""
+def _marked(mark: bytes, spare: set[int]) -> dict[int, tuple[int, bool]]:
+    """The live processes whose environment carries ``mark`` (``NAME=value``)."""
+    found: dict[int, tuple[int, bool]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in spare:
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if mark in environ.split(b"\0") and (started := start_time(int(entry.name))):
+            found[int(entry.name)] = (started, False)
+    return found
+
+
+def serve(grace: float, mark: str | None = None, parent: int | None = None) -> int:
+    """Read ``+ pid start group`` / ``- pid`` lines until end of input, then stop the rest (and,
+    with ``mark``, every process whose environment carries it, but the parent and itself)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     watched: dict[int, tuple[int, bool]] = {}
     for line in sys.stdin.buffer:
@@ -192,6 +235,9 @@ def serve(grace: float) -> int:
             watched[int(parts[1])] = (int(parts[2]), parts[3] == b"1")
         elif len(parts) == 2 and parts[0] == b"-":
             watched.pop(int(parts[1]), None)
+    spare = {os.getpid(), *([parent] if parent else [])}
+    if mark is not None:
+        watched = {**_marked(mark.encode(), spare), **watched}
     left = {pid: info for pid, info in watched.items() if _alive(pid, *info)}
     for pid, (started, group) in left.items():
         _signal(pid, started, group, signal.SIGTERM)
@@ -199,10 +245,19 @@ def serve(grace: float) -> int:
     while left and time.monotonic() < deadline:
         time.sleep(0.1)
         left = {pid: info for pid, info in left.items() if _alive(pid, *info)}
+    if mark is not None:  # and anything a dying child started meanwhile
+        left = {**_marked(mark.encode(), spare), **left}
     for pid, (started, group) in left.items():
         _signal(pid, started, group, signal.SIGKILL)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(serve(float(sys.argv[1]) if len(sys.argv) > 1 else 10.0))
+    args = sys.argv[1:]
+    sys.exit(
+        serve(
+            float(args[0]) if args else 10.0,
+            args[1] if len(args) > 1 else None,
+            int(args[2]) if len(args) > 2 else None,
+        )
+    )
