@@ -34,6 +34,35 @@ REVIEW_MODELS = ["graph-risk", "merchant-history", "velocity"]
 # and a CPU build of Triton (e2e/images/tritonserver-cpu.Dockerfile).
 KIND_BROKERS = ["kafka.kafka.svc.cluster.local:9093"]
 TRITON_CPU_IMAGE = "localhost/rtflow/tritonserver-cpu:2.51.0"
+# Production's images by digest (rtflow.Environment(require_digests=True) refuses less).
+PROD_IMAGES = {
+    f"{REGISTRY}/card-actions": (
+        "sha256:4a3ff86ca785fb8e4b282f12a236770caf053b6d3cce20ce16516ec58fa27f04"
+    ),
+    f"{REGISTRY}/decider": (
+        "sha256:e3f0be30d6ef28b97dd6e506a29897723d0f695dfacc1ecda43319c3cc26eb02"
+    ),
+    f"{REGISTRY}/features": (
+        "sha256:4abb6ec80da9a568f58e35f4bd9894f12fa353e64a65550c5430e89c8438dee1"
+    ),
+    f"{REGISTRY}/fraud-stream": (
+        "sha256:a7797de36a0f89c5f52d1f1cc5582f6a2c60129746945b186485b90b38ea04de"
+    ),
+    f"{REGISTRY}/notifier": (
+        "sha256:a7f3057c6f9d3012f732a827dc2e2de1850f8755b56ad64400e56ff8a3ecc1ff"
+    ),
+    f"{REGISTRY}/reviewer": (
+        "sha256:7381313eec1da1ed356e83960e8291b16b02dafa32d0c813f74b86f7d4023229"
+    ),
+    "ghcr.io/rtflow/kafka-publish": (
+        "ghcr.io/acme/mirror/kafka-publish@"
+        "sha256:65cb82b6856c47ae16d6045ac7532ec2e2c272bfea7eca9798f8fdb80e2d3a65"
+    ),
+    "nvcr.io/nvidia/tritonserver": (
+        "ghcr.io/acme/mirror/tritonserver@"
+        "sha256:018f52b66a9207ca57f1a8f17312ee0a929a9ef876d7b0cb918e479f35af5200"
+    ),
+}
 
 # OnFailure: a stage that exits non-zero is retried, except for a bad input (the runtime's exit
 # code 65, which the compiled retry expression excludes): the same input would fail again.
@@ -170,7 +199,16 @@ transactions = rtflow.kafka(
     labels={"team": "risk"},
     triggers=[transactions],
     environments=[
-        rtflow.Environment("prod", namespace="fraud", labels={"rtflow.dev/environment": "prod"}),
+        rtflow.Environment(
+            "prod",
+            namespace="fraud",
+            labels={"rtflow.dev/environment": "prod"},
+            # Production runs exactly the images that were tested: every one pinned by the
+            # digest its registry reports (`crane digest IMAGE:TAG`), rtflow's and NVIDIA's
+            # through the company mirror. (The acme registry is fictional, its digests too.)
+            require_digests=True,
+            images=PROD_IMAGES,
+        ),
         rtflow.Environment(
             "kind",
             namespace="fraud",
@@ -180,6 +218,7 @@ transactions = rtflow.kafka(
             images={"nvcr.io/nvidia/tritonserver": TRITON_CPU_IMAGE},
             kafka_brokers=KIND_BROKERS,
             labels={"rtflow.dev/environment": "kind"},
+            pull_images=False,  # e2e/cluster.py builds the images and `kind load`s them
         ),
     ],
     argocd=rtflow.ArgoCD(

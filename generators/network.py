@@ -247,6 +247,7 @@ class Component:
 
     name: str  # the NetworkPolicy's
     selector: Peer
+    controller_pods: bool = True  # made by a controller at run time, not a Deployment here
 
 
 def components(documents: Sequence[Document]) -> list[Component]:
@@ -262,7 +263,7 @@ def components(documents: Sequence[Document]) -> list[Component]:
         elif kind == "Deployment":
             selector = document["spec"]["selector"]["matchLabels"]
             if selector.get(labels.COMPONENT) != STREAM_COMPONENT:
-                found.append(Component(name, Peer.pods(selector)))
+                found.append(Component(name, Peer.pods(selector), controller_pods=False))
     return found
 
 
@@ -307,14 +308,24 @@ def _metadata(name: str, namespace: str | None, pipeline: str) -> Document:
     return meta
 
 
+CONTROLLER_PODS = {
+    # kube-score looks for the pods a policy selects among the manifests; these are made at run
+    # time by Argo's and Argo Events' controllers, so they are not there to be found.
+    "kube-score/ignore": "networkpolicy-targets-pod",
+}
+
+
 def policy(
     name: str, selector: Peer, egress: list[Document], ingress: list[Document], *,
-    namespace: str | None, pipeline: str,
+    namespace: str | None, pipeline: str, controller_pods: bool = False,
 ) -> Document:  # fmt: skip
+    metadata = _metadata(name, namespace, pipeline)
+    if controller_pods:
+        metadata["annotations"] = dict(CONTROLLER_PODS)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _metadata(name, namespace, pipeline),
+        "metadata": metadata,
         "spec": {
             "podSelector": {"matchLabels": dict(selector.labels or ())},
             "policyTypes": ["Ingress", "Egress"],
@@ -337,9 +348,9 @@ def documents(
     needed = flows(objects, prometheus_namespace)
     deny = policy(
         f"{pipeline}-default-deny", Peer.pods({labels.PIPELINE: pipeline}), [], [],
-        namespace=namespace, pipeline=pipeline,
+        namespace=namespace, pipeline=pipeline, controller_pods=True,
     )  # fmt: skip
-    deny["metadata"]["annotations"] = {PROMETHEUS_ANNOTATION: prometheus_namespace}
+    deny["metadata"]["annotations"][PROMETHEUS_ANNOTATION] = prometheus_namespace
     found = [deny]
     for component in components(objects):
         out = [(DNS, 53, "UDP"), (DNS, 53, "TCP")]
@@ -354,7 +365,7 @@ def documents(
         found.append(
             policy(
                 component.name, component.selector, _rules(out, "to"), _rules(into, "from"),
-                namespace=namespace, pipeline=pipeline,
+                namespace=namespace, pipeline=pipeline, controller_pods=component.controller_pods,
             )
         )  # fmt: skip
     return found

@@ -81,6 +81,8 @@ def plan(pipeline: ir.Pipeline, env: ir.Environment, documents: Sequence[Documen
         add(*_replica_patch(by_kind, server, count))
     if env.kafka_brokers:
         _broker_patches(by_kind, ",".join(env.kafka_brokers), add)
+    if env.images or not env.pull_images:
+        _local_image_patches(env, by_kind, add)
     rendered = apply(_plan(env, patches, configs), documents)
     _network_patches(pipeline, rendered, by_kind, add)
     return _plan(env, patches, configs)
@@ -94,6 +96,40 @@ def _plan(
         patches=tuple((key, tuple(ops)) for key, ops in sorted(patches.items())),
         model_configs=tuple(sorted(configs)),
     )
+
+
+LOCAL_REGISTRIES = ("localhost/", "localhost:")
+LOCAL_IMAGE_SKIPS = {
+    # An image loaded into the nodes (`kind load`, a dev cluster) is in no registry: pulling it
+    # would fail, so it is never pulled, and it has no digest to pin.
+    "checkov.io/skip1": "CKV_K8S_15=a local image loaded into the nodes, never pulled",
+    "checkov.io/skip2": "CKV_K8S_43=a local image loaded into the nodes has no registry digest",
+    "kube-score/ignore": "container-image-pull-policy",
+}
+
+
+def _local_image_patches(
+    env: ir.Environment,
+    by_kind: dict[str, dict[str, Document]],
+    add: Callable[[Document, Sequence[Operation]], None],
+) -> None:
+    """Containers this environment runs from a local image (``localhost/...``, or every image
+    with ``pull_images=False``) are not pulled (``Always`` would fail), and their Deployments
+    say why the image checks are skipped."""
+    for documents in by_kind.values():
+        for document in documents.values():
+            changed = copy.deepcopy(document)
+            local = False
+            for holder in _image_holders(changed):
+                image = retag(str(holder["image"]), env.images)
+                if not env.pull_images or image.startswith(LOCAL_REGISTRIES):
+                    holder["imagePullPolicy"] = "IfNotPresent"
+                    local = True
+            if not local:
+                continue
+            if changed["kind"] == "Deployment":
+                changed["metadata"].setdefault("annotations", {}).update(LOCAL_IMAGE_SKIPS)
+            add(document, list(json_patch(document, changed)))
 
 
 def _network_patches(

@@ -98,3 +98,9 @@ def spread_across_nodes(selector: dict[str, str]) -> dict[str, Any]:
             ]
         }
     }
+
+
+def pull_policy(image: str) -> str:
+    """``Always`` for an image named by tag (a tag can move: every start checks the registry
+    and the pull secret); ``IfNotPresent`` for one pinned by digest, which cannot change."""
+    return "IfNotPresent" if "@sha256:" in image else "Always"

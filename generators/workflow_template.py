@@ -142,6 +142,7 @@ def _container(stage: ir.Stage) -> m.Container:
     return m.Container(
         name="main",
         image=stage.image,
+        image_pull_policy=security.pull_policy(stage.image),
         command=list(stage.command) or None,
         args=list(stage.args) or None,
         env=[_env(e) for e in stage.env] or None,

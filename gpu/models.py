@@ -304,7 +304,8 @@ class Repository:
     """Where a model repository lives, parsed; build it with :func:`model_repository`.
 
     * ``s3``: ``location`` is the bucket (``host:port/bucket`` for an S3-compatible endpoint),
-      ``path`` the prefix; credentials from ``secret`` (env ``secret_keys``: env name -> key).
+      ``path`` the prefix; credentials from ``secret``: Triton's credential file under
+      ``secret_keys`` ``{"file": key}`` (the default, mounted), or env name -> key.
     * ``gs``: ``location`` is the bucket; credentials from a service-account key file in
       ``secret`` under ``secret_keys[0][1]``, mounted and named by GOOGLE_APPLICATION_CREDENTIALS.
     * ``pvc``: ``location`` is the claim, ``path`` the folder inside it (mounted read-only).
@@ -320,10 +321,11 @@ class Repository:
     region: str | None = None
 
 
-_S3_DEFAULT_KEYS: Final = (
-    ("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
-    ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
-)
+# By default an s3 Secret holds Triton's cloud credential file (JSON: {"s3": {"": {"key_id":
+# ..., "secret_key": ..., "region": ...}}}), mounted as a file and named by
+# TRITON_CLOUD_CREDENTIAL_PATH: credentials stay out of the environment. Environment variables
+# (AWS_ACCESS_KEY_ID, ...) remain an explicit choice: secret_keys={"AWS_ACCESS_KEY_ID": ...}.
+_S3_DEFAULT_KEYS: Final = (("file", "credentials.json"),)
 _GCS_DEFAULT_KEY: Final = "credentials.json"
 _REPOSITORY_FIX: Final = (
     "use 's3://bucket/path', 'gs://bucket/path', 'pvc://claim/path' or a local folder"
@@ -345,7 +347,9 @@ def model_repository(
             ``pvc://claim/path`` or a local folder.
         secret: the Secret with the cloud credentials (never the credentials themselves).
         secret_keys: for s3, environment variable -> key in the Secret (default: the keys
-            ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``); for gs, ``{"key": "<file>"}``
+            ``{"file": "credentials.json"}``: Triton's cloud credential file, mounted; or
+            ``{"AWS_ACCESS_KEY_ID": ..., "AWS_SECRET_ACCESS_KEY": ...}`` for environment
+            variables); for gs, ``{"key": "<file>"}``
             (default ``credentials.json``).
         region: for s3, ``AWS_DEFAULT_REGION``.
     """
@@ -419,7 +423,8 @@ def model_repository(
         if scheme == "s3":
             given = dict(secret_keys) if secret_keys else dict(_S3_DEFAULT_KEYS)
             for env_name, key in given.items():
-                check_env_name(env_name, field=f"{field}.secret_keys")
+                if env_name != "file":
+                    check_env_name(env_name, field=f"{field}.secret_keys")
                 _check_secret_key(key, field=f"{field}.secret_keys")
             keys = tuple(sorted(given.items()))
         else:

@@ -646,6 +646,21 @@ def _credentials(
             env["AWS_DEFAULT_REGION"] = m.EnvVar(name="AWS_DEFAULT_REGION", value=repo.region)
         if repo.secret is None:
             return  # IRSA / instance profile
+        keys = dict(repo.secret_keys)
+        if set(keys) == {"file"}:
+            path = _mounted(repo.secret, keys["file"], "s3", volumes, mounts)
+            current = env.get("TRITON_CLOUD_CREDENTIAL_PATH")
+            if current is not None and current.value != path:
+                raise DefinitionError(
+                    f"s3 repositories of one server name two credential Secrets ({path}, "
+                    f"{current.value}); Triton reads one credential file",
+                    fix="put every bucket's entry in one credential file, in one Secret",
+                    field="models.repository.secret",
+                )
+            env["TRITON_CLOUD_CREDENTIAL_PATH"] = m.EnvVar(
+                name="TRITON_CLOUD_CREDENTIAL_PATH", value=path
+            )
+            return
         for env_name, key in repo.secret_keys:
             env[env_name] = m.EnvVar(
                 name=env_name,
@@ -656,24 +671,31 @@ def _credentials(
         return
     if repo.secret is None:
         return  # Workload Identity
-    key = dict(repo.secret_keys)["key"]
-    volume = _volume_name("gcs", repo.secret)
+    path = _mounted(repo.secret, dict(repo.secret_keys)["key"], "gcs", volumes, mounts)
+    env["GOOGLE_APPLICATION_CREDENTIALS"] = m.EnvVar(
+        name="GOOGLE_APPLICATION_CREDENTIALS", value=path
+    )
+
+
+def _mounted(
+    secret: str, key: str, kind: str, volumes: list[m.Volume], mounts: list[m.VolumeMount]
+) -> str:
+    """Mount one key of a Secret read-only (0440) and return the file's path."""
+    volume = _volume_name(kind, secret)
     folder = f"{SECRETS_MOUNT}/{volume}"
     if all(v.name != volume for v in volumes):
         volumes.append(
             m.Volume(
                 name=volume,
                 secret=m.SecretVolumeSource(
-                    secret_name=repo.secret,
+                    secret_name=secret,
                     items=[m.KeyToPath(key=key, path=key)],
                     default_mode=0o440,
                 ),
             )
         )
         mounts.append(m.VolumeMount(name=volume, mount_path=folder, read_only=True))
-    env["GOOGLE_APPLICATION_CREDENTIALS"] = m.EnvVar(
-        name="GOOGLE_APPLICATION_CREDENTIALS", value=f"{folder}/{key}"
-    )
+    return f"{folder}/{key}"
 
 
 def triton_args(serving: TritonServing, repositories: Sequence[str]) -> list[str]:
@@ -713,7 +735,7 @@ def container(serving: TritonServing) -> m.Container:
     return m.Container(
         name=CONTAINER,
         image=serving.image,
-        image_pull_policy="IfNotPresent",
+        image_pull_policy=security.pull_policy(serving.image),
         command=admin_api.launch(serving.admin_key),
         args=triton_args(serving, storage.repositories),
         ports=[

@@ -55,7 +55,12 @@ class Environment:
     memory, cpu_limit, memory_limit). ``kafka_brokers`` replaces the brokers of every Kafka trigger,
     dead-letter topic and built-in Kafka stage. ``labels`` go on every object's metadata (never
     on selectors, which are immutable). ``worker_resources`` gives a stream worker Deployment
-    other requests and limits here (same keys as ``server_resources``).
+    other requests and limits here (same keys as ``server_resources``). ``require_digests``
+    makes every image this environment runs (stages, stream workers, Triton) a compile error
+    unless pinned by digest, here or in the pipeline: what production should demand (a tag can
+    be moved; a digest cannot). ``pull_images=False`` is for clusters whose nodes were given
+    the images (``kind load``): never pulled (``IfNotPresent``), with the image checks' skip
+    annotations saying so.
     """
 
     name: str = field(kw_only=False)
@@ -70,6 +75,8 @@ class Environment:
     kafka_brokers: Sequence[str] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     worker_resources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    require_digests: bool = False
+    pull_images: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,10 +172,12 @@ class _Checker:
             namespace = check_dns1123_label(
                 str(env.namespace), field=self.field("namespace"), what="namespace"
             )
+        images = self._images()
+        self.check_digests(images)
         return ir.Environment(
             name=name,
             namespace=namespace,
-            images=self._images(),
+            images=images,
             replicas=self._replicas(),
             gpu_pool=self._gpu_pool(),
             cpu_only=self._cpu_only(),
@@ -177,7 +186,42 @@ class _Checker:
             kafka_brokers=self._brokers(),
             labels=self._labels(),
             worker_resources=self._worker_resources(),
+            pull_images=self._flag("pull_images"),
         )
+
+    def _flag(self, name: str) -> bool:
+        value = getattr(self.env, name)
+        if not isinstance(value, bool):
+            raise DefinitionError(
+                f"{name} must be True or False, got {value!r}",
+                fix="give a bool",
+                field=self.field(name),
+            )
+        return value
+
+    def check_digests(self, overrides: Sequence[ir.ImageOverride]) -> None:
+        """With ``require_digests``: every image this environment runs is pinned by digest."""
+        if not self._flag("require_digests"):
+            return
+        by_name = {o.name: o for o in overrides}
+        images = {s.image for s in self.stages if s.image}
+        images |= {server.image for server in self.servers.values()}
+        if self.stream is not None and self.stream.image:
+            images.add(self.stream.image)
+        loose = []
+        for image in sorted(images):
+            override = by_name.get(split_image(image)[0])
+            pinned = override.digest is not None if override else "@sha256:" in image
+            if not pinned:
+                loose.append(image)
+        if loose:
+            raise DefinitionError(
+                f"{len(loose)} image(s) are not pinned by digest: {', '.join(loose)}",
+                fix="pin each one, e.g. images={'"
+                + split_image(loose[0])[0]
+                + "': 'sha256:<64 hex>'}, or drop require_digests",
+                field=self.field("require_digests"),
+            )
 
     def _stage_images(self) -> list[str]:
         images = {

@@ -408,6 +408,7 @@ class Environment:
     kafka_brokers: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     worker_resources: tuple[tuple[str, Resources], ...] = ()  # stream worker Deployment -> ...
+    pull_images: bool = True  # False: the nodes were given the images (kind load)
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,9 @@ def test_compile_writes_one_file_per_object_and_kustomizations(tmp_path: Path) -
         "kind/patch-prometheusrule-fraud-detection-stream.yaml",
         "kind/patch-scaledobject-fraud-detection-stream.yaml",
         "kind/patch-sensor-fraud-detection.yaml",
+        "kind/patch-workflowtemplate-fraud-detection.yaml",
         "prod/kustomization.yaml",
+        "prod/kustomizeconfig.yaml",
         "prod/patch-prometheusrule-fraud-detection-stream.yaml",
     ]
     assert files == sorted(

@@ -58,8 +58,8 @@ def test_two_compiles_in_fresh_processes_are_byte_identical(tmp_path: Path) -> N
     second = _compile_cli(tmp_path / "b", "2024")
     assert first == second
     # 31 objects (13 of the stream plane, 5 more NetworkPolicies), 2 kustomizations, README,
-    # 2 model configs, 15 overlay files, 2 Applications, the record of what was written
-    assert len(first) == 54
+    # 2 model configs, 17 overlay files, 2 Applications, the record of what was written
+    assert len(first) == 56
 
 
 def test_declaration_order_and_dict_order_do_not_matter() -> None:

@@ -250,9 +250,16 @@ def test_data_type_spellings() -> None:
 def test_repository_uris() -> None:
     s3 = model_repository("s3://bucket/a/b/", secret="creds", region="us-east-1")
     assert (s3.kind, s3.location, s3.path, s3.uri) == ("s3", "bucket", "a/b", "s3://bucket/a/b")
-    assert s3.secret_keys == (
-        ("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
-        ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+    # By default the Secret holds Triton's cloud credential file, mounted (not env vars).
+    assert s3.secret_keys == (("file", "credentials.json"),)
+    explicit = model_repository(
+        "s3://bucket/a",
+        secret="creds",
+        secret_keys={"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret"},
+    )
+    assert explicit.secret_keys == (
+        ("AWS_ACCESS_KEY_ID", "id"),
+        ("AWS_SECRET_ACCESS_KEY", "secret"),
     )
     minio = model_repository("s3://minio.storage:9000/models")
     assert (minio.location, minio.path) == ("minio.storage:9000/models", "")

@@ -199,12 +199,28 @@ def test_deployment_is_locked_down_with_writable_tmp_and_memory_shm() -> None:
 
 
 def test_cloud_credentials_come_only_from_secret_references() -> None:
-    [container] = pod_of(deployment(example.SERVER))["containers"]
+    pod = pod_of(deployment(example.SERVER))
+    [container] = pod["containers"]
     env = {e["name"]: e for e in container["env"]}
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        assert "value" not in env[name]
-        assert env[name]["valueFrom"] == {"secretKeyRef": {"key": name, "name": "fraud-models-s3"}}
+    assert not any(name.startswith("AWS_ACCESS") or "SECRET" in name for name in env)
+    # Triton's cloud credential file, from the Secret, mounted read-only.
+    path = env["TRITON_CLOUD_CREDENTIAL_PATH"]["value"]
+    mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "fraud-models-s3"
+    assert volume["secret"]["defaultMode"] == 0o440
+    assert path.endswith("/credentials.json")
     assert env["AWS_DEFAULT_REGION"]["value"] == "eu-west-1"
+    # Environment variables stay available when asked for by name.
+    model = scorer(
+        repository=model_repository(
+            "s3://bucket/m", secret="creds", secret_keys={"AWS_ACCESS_KEY_ID": "id"}
+        )
+    )
+    [container] = pod_of(deployment(triton_serving("env-triton", [model])))["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"] == {"secretKeyRef": {"key": "id", "name": "creds"}}
 
 
 def test_gcs_credentials_are_a_mounted_secret_file() -> None:

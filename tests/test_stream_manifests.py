@@ -133,8 +133,10 @@ def test_the_worker_pod_is_locked_down_and_probed(compiled: dict[str, list[Docum
     assert context["allowPrivilegeEscalation"] is False
     assert context["capabilities"] == {"drop": ["ALL"]}
     assert set(container["resources"]["limits"]) == {"cpu", "ephemeral-storage", "memory"}
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe"):
         assert container[probe]["httpGet"]["port"] == "metrics"
+    # Liveness differs from readiness: the server accepts connections at all.
+    assert container["livenessProbe"]["tcpSocket"] == {"port": "metrics"}
     assert {"name": "metrics", "containerPort": 9400, "protocol": "TCP"} in container["ports"]
     # SIGTERM: the longest batch wait, a batch and a commit fit in the grace period.
     assert pod["terminationGracePeriodSeconds"] >= 12

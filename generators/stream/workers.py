@@ -113,11 +113,15 @@ def command(pipeline: ir.Pipeline, group: Group) -> list[str]:
     return args
 
 
-def _probe(*, period: int, failures: int) -> Document:
+def _probe(*, period: int, failures: int, http: bool = True) -> Document:
     # A dict: hera's typed HTTPGetAction takes only a port number, and the port's name keeps
     # the probe right when metrics_port changes.
+    action = "httpGet" if http else "tcpSocket"
+    target: Document = (
+        {"path": "/metrics", "port": METRICS_PORT_NAME} if http else {"port": METRICS_PORT_NAME}
+    )
     return {
-        "httpGet": {"path": "/metrics", "port": METRICS_PORT_NAME},
+        action: target,
         "periodSeconds": period,
         "timeoutSeconds": 3,
         "failureThreshold": failures,
@@ -127,11 +131,13 @@ def _probe(*, period: int, failures: int) -> Document:
 def probes() -> Document:
     """Started when its metrics endpoint answers (imports and both producers' transactions
     initialised come first); a process whose loop is stuck exits by itself (the commit
-    deadline), so liveness only catches a hung interpreter."""
+    deadline), so liveness only catches a hung interpreter: its metrics server no longer
+    accepts connections (a TCP check, not the readiness request: a slow scrape under load must
+    take the pod out of the Service's endpoints, not restart it)."""
     return {
         "startupProbe": _probe(period=2, failures=60),
         "readinessProbe": _probe(period=10, failures=3),
-        "livenessProbe": _probe(period=10, failures=6),
+        "livenessProbe": _probe(period=10, failures=6, http=False),
     }
 
 
@@ -158,7 +164,7 @@ def container(
     return m.Container(
         name=CONTAINER,
         image=plane.image,
-        image_pull_policy="IfNotPresent",
+        image_pull_policy=security.pull_policy(plane.image),
         command=full[:3],
         args=full[3:],
         env=_env(pipeline, kafka),
