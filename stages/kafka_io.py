@@ -171,6 +171,9 @@ class KafkaSource:
         self.commit_error: str | None = None
         self._stop = threading.Event()
         self._last_commit = 0.0
+        self.window: int | None = None
+        """At most this many offsets read beyond the confirmed commit (None: no limit); the
+        run sets it (see :mod:`rtflow.stages.offsets`)."""
 
     def stop(self) -> None:
         """Read no more messages: the iterator ends at its next poll (within 0.2 s)."""
@@ -220,6 +223,9 @@ class KafkaSource:
         last_message = time.monotonic()
         while (self.max_events is None or count < self.max_events) and not self._stop.is_set():
             self.tick()
+            if self.window is not None and self.book.span() >= self.window:
+                self._stop.wait(0.005)  # read no further until a commit is confirmed
+                continue
             msg = self._consumer.poll(0.05 if self.book.in_flight() else 0.2)
             now = time.monotonic()
             if msg is None:

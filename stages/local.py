@@ -819,6 +819,8 @@ def run_local(
     router = EventRouter(pipeline, executor, output, dead_letter, summary)
     if hasattr(events, "before_commit"):
         events.before_commit = router.flush  # a Kafka source commits only what is written
+    if hasattr(events, "window") and getattr(events, "window", None) is None:
+        events.window = 2 * max_in_flight  # what a crash may redo: running and queued
     work: queue.Queue[Event | None] = queue.Queue(maxsize=max_in_flight)
     crashed: list[BaseException] = []
 
@@ -1048,17 +1050,18 @@ def _main(args: argparse.Namespace, shutdown: Shutdown) -> int:
             raise LocalRunError(
                 f"the stream plane consumes the trigger's topic {pipeline.stream.source_topic!r}"
             )
-        return run_stream_local(
-            args.pipeline,
-            pipeline,
-            events=args.events,
-            brokers=args.kafka_brokers,
-            triton_grpc=args.triton_grpc_url,
-            workers=args.workers if args.workers != 1 else None,
-            duration=args.duration,
-            progress=not args.no_progress and sys.stderr.isatty(),
-            log_dir=args.log_dir,
-        )
+        with reaper.active(mark=True):  # kill -9: its broker, Triton and workers go too
+            return run_stream_local(
+                args.pipeline,
+                pipeline,
+                events=args.events,
+                brokers=args.kafka_brokers,
+                triton_grpc=args.triton_grpc_url,
+                workers=args.workers if args.workers != 1 else None,
+                duration=args.duration,
+                progress=not args.no_progress and sys.stderr.isatty(),
+                log_dir=args.log_dir,
+            )
     stand_ins = dict(_stand_in(s) for s in args.stand_in)
     needs_kafka = args.kafka_topic or args.output_topic or args.dead_letter_topic
     if needs_kafka and not args.kafka_brokers:

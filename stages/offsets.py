@@ -12,8 +12,13 @@ the book already said it was done. The committed offset then stayed behind what 
 until some later event moved the position, and a kill redid everything since (46 of 200 events
 in the issue), and a clean exit could leave its last events uncommitted. Now an unconfirmed
 position stays due and goes out again on the next commit, so after a crash a restart redoes only
-what was open (read and not yet written) plus what finished during the last commit's round
-trip.
+what was read and not yet committed.
+
+That is bounded by a window (:meth:`OffsetBook.span`: offsets read beyond the last confirmed
+commit, over every partition): the reader reads no further while the span is at the window, so
+one slow event (a retry's backoff) cannot let thousands of finished events pile up uncommitted
+behind it, all to be redone after a crash. A local run sets the window to twice its
+``max_in_flight`` (the events running plus those queued), so a kill redoes at most that many.
 """
 
 from __future__ import annotations
@@ -33,12 +38,14 @@ class OffsetBook:
         self._open: dict[int, set[int]] = {}
         self._next: dict[int, int] = {}
         self._committed: dict[int, int] = {}
+        self._floor: dict[int, int] = {}  # the confirmed position, or the first offset read
         self.changed = threading.Event()
         """Set whenever a position may have moved (an offset done); the committer clears it."""
 
     def read(self, partition: int, offset: int) -> None:
         with self._lock:
             self._open.setdefault(partition, set()).add(offset)
+            self._floor.setdefault(partition, offset)
             if offset + 1 > self._next.get(partition, -1):
                 self._next[partition] = offset + 1
 
@@ -78,10 +85,17 @@ class OffsetBook:
             for partition, position in positions.items():
                 if position > self._committed.get(partition, -1):
                     self._committed[partition] = position
+                    self._floor[partition] = max(self._floor.get(partition, position), position)
 
     def committed(self, partition: int) -> int | None:
         with self._lock:
             return self._committed.get(partition)
+
+    def span(self) -> int:
+        """Offsets read beyond the confirmed commit, over every partition: what a crash now
+        would have a restart read again."""
+        with self._lock:
+            return sum(n - self._floor.get(p, n) for p, n in self._next.items())
 
     def in_flight(self) -> int:
         """Offsets read and not done, over every partition."""
@@ -95,3 +109,4 @@ class OffsetBook:
                 self._open.pop(partition, None)
                 self._next.pop(partition, None)
                 self._committed.pop(partition, None)
+                self._floor.pop(partition, None)
