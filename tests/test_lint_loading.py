@@ -346,3 +346,13 @@ def test_the_items_of_a_kubectl_list_are_each_checked(tmp_path: Path) -> None:
     assert [(f.object, f.field, f.message) for f in report.findings] == [
         ("ConfigMap/other", "dta", "unknown field")
     ]
+
+
+def test_a_file_named_twice_is_read_once(tmp_path: Path) -> None:
+    (tmp_path / "settings.yaml").write_text(CONFIG_MAP)
+    report = lint_paths(
+        [tmp_path, tmp_path / "settings.yaml", f"{tmp_path}/../{tmp_path.name}"],
+        real_linters=False,
+    )
+    assert report.ok, report.human()
+    assert report.checked == 1

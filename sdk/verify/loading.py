@@ -209,7 +209,23 @@ def find_files(paths: Sequence[str | Path]) -> Found:
             files.append(path)  # a file, a device (/dev/null), a FIFO: read what it gives
         else:
             raise UsageError(f"{path}: no such file or folder")
-    return Found(tuple(files), tuple(skipped))
+    return Found(tuple(_once(files)), tuple(skipped))
+
+
+def _once(files: Sequence[Path]) -> list[Path]:
+    """Each file once, however often the paths name it (a folder and a file in it): read twice,
+    its objects would be "defined twice"."""
+    seen: set[Path] = set()
+    kept = []
+    for file in files:
+        try:
+            key = file.resolve()
+        except OSError:
+            key = file
+        if key not in seen:
+            seen.add(key)
+            kept.append(file)
+    return kept
 
 
 def _read_bytes(path: Path, limit: int) -> bytes:
