@@ -7,6 +7,9 @@
 #                     (tools/argo-events-lint, a tiny main over the upstream lint command)
 #   kustomize         the kustomize CLI (tools/kustomize, upstream's main over the CLI's own
 #                     command constructor, sigs.k8s.io/kustomize/kustomize/v5/commands)
+#   kube-score        zegl/kube-score, the Kubernetes object scorer the security tests run on
+#                     every built overlay (tools/kube-score: upstream's main package, named in
+#                     tools/kube-score/package, built from the pinned module)
 #
 # Usage: tools/build-go-tools.sh [--force] [TOOL...]   (no TOOL: all of them)
 #
@@ -25,7 +28,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 bin_dir="$root/.tools/bin"
-all_tools=(argo-lint argo-events-lint kustomize)
+all_tools=(argo-lint argo-events-lint kustomize kube-score)
 force=0
 tools=()
 
@@ -69,7 +72,7 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 # The command that makes a built tool say which upstream release it is.
 version_of() {
     case "$1" in
-        kustomize) "$2" version ;;
+        kustomize | kube-score) "$2" version ;;
         *) "$2" --version ;;
     esac
 }
@@ -93,8 +96,13 @@ build() {
     # -trimpath: no local paths in the binary; CGO_ENABLED=0: no C toolchain needed, static
     # binary; -s -w: no symbol table or DWARF (a third smaller, a faster link; panics still
     # name their functions). -mod=readonly: go.mod/go.sum are the pins, never rewritten here.
+    # A tool folder's `package` file names an upstream main package to build instead of ".".
+    local target="."
+    if [[ -f "$src/package" ]]; then
+        target="$(cat "$src/package")"
+    fi
     if ! (cd "$src" && CGO_ENABLED=0 go build -mod=readonly -trimpath -buildvcs=false \
-        -ldflags="-s -w" -o "$scratch" .); then
+        -ldflags="-s -w" -o "$scratch" "$target"); then
         rm -f "$scratch"
         echo "$name: build failed after $(since "$start") s" >&2
         return 1
