@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -72,6 +72,7 @@ class Flow:
     destination: Peer
     port: int
     protocol: str = "TCP"
+    namespace: str | None = None  # of the object that needs it (peers without one are there)
 
 
 @dataclass
@@ -223,15 +224,18 @@ def flows(documents: Sequence[Document], prometheus_namespace: str = "monitoring
         prometheus_namespace=prometheus_namespace,
     )
     found: list[Flow] = []
+    readers = {
+        "WorkflowTemplate": _workflow_flows,
+        "Deployment": _deployment_flows,
+        "Sensor": _events_flows,
+        "EventSource": _events_flows,
+    }
     for document in documents:
-        kind = document["kind"]
+        reader = readers.get(document["kind"])
+        if reader is None:
+            continue
         objects.namespace = document["metadata"].get("namespace")
-        if kind == "WorkflowTemplate":
-            found += _workflow_flows(document, objects)
-        elif kind == "Deployment":
-            found += _deployment_flows(document, objects)
-        elif kind in ("Sensor", "EventSource"):
-            found += _events_flows(document, objects)
+        found += [replace(f, namespace=objects.namespace) for f in reader(document, objects)]
     return found
 
 

@@ -20,7 +20,7 @@ Document = dict[str, Any]
 def _selects(policy: Document, pods: Peer, direction: str) -> bool:
     spec = policy["spec"]
     kinds = spec.get("policyTypes") or ["Ingress"]
-    if direction not in kinds or pods.labels is None or pods.namespace is not None:
+    if direction not in kinds or pods.labels is None:
         return False
     wanted = (spec.get("podSelector") or {}).get("matchLabels") or {}
     return set(wanted.items()) <= set(pods.labels)
@@ -59,8 +59,25 @@ def _rule_allows(rule: Document, side: str, peer: Peer, flow: Flow) -> bool:
     )
 
 
-def _open(policies: Sequence[Document], pods: Peer, direction: str, peer: Peer, flow: Flow) -> bool:
-    chosen = [p for p in policies if _selects(p, pods, direction)]
+class _Policies:
+    """The bundle's policies by namespace, and which select given pods (memoised: a folder of
+    thousands of objects has thousands of flows over the same few pod selectors)."""
+
+    def __init__(self, policies: Sequence[Document]) -> None:
+        self.by_namespace: dict[str | None, list[Document]] = {}
+        for policy in policies:
+            self.by_namespace.setdefault(policy["metadata"].get("namespace"), []).append(policy)
+        self._chosen: dict[tuple[str | None, Peer, str], list[Document]] = {}
+
+    def selecting(self, namespace: str | None, pods: Peer, direction: str) -> list[Document]:
+        key = (namespace, pods, direction)
+        if key not in self._chosen:
+            candidates = self.by_namespace.get(namespace, [])
+            self._chosen[key] = [p for p in candidates if _selects(p, pods, direction)]
+        return self._chosen[key]
+
+
+def _open(chosen: Sequence[Document], direction: str, peer: Peer, flow: Flow) -> bool:
     if not chosen:
         return True
     key, side = ("egress", "to") if direction == "Egress" else ("ingress", "from")
@@ -71,14 +88,19 @@ def _open(policies: Sequence[Document], pods: Peer, direction: str, peer: Peer, 
 
 def blocked(documents: Sequence[Document], prometheus_namespace: str = "monitoring") -> list[str]:
     """The flows the objects need that the policies among them do not allow, one line each."""
-    policies = [d for d in documents if d["kind"] == "NetworkPolicy"]
-    if not policies:
+    found = [d for d in documents if d["kind"] == "NetworkPolicy"]
+    if not found:
         return []
+    policies = _Policies(found)
     problems = []
     for flow in flows(documents, prometheus_namespace):
-        if not _open(policies, flow.source, "Egress", flow.destination, flow):
+        source = policies.selecting(flow.namespace, flow.source, "Egress")
+        destination = policies.selecting(
+            flow.destination.namespace or flow.namespace, flow.destination, "Ingress"
+        )
+        if not _open(source, "Egress", flow.destination, flow):
             problems.append(f"{flow.why}: egress to {_show(flow.destination)}:{flow.port}")
-        elif not _open(policies, flow.destination, "Ingress", flow.source, flow):
+        elif not _open(destination, "Ingress", flow.source, flow):
             problems.append(
                 f"{flow.why}: ingress from {_show(flow.source)} to {_show(flow.destination)}"
                 f":{flow.port}"

@@ -16,7 +16,7 @@ from rtflow.generators import bundle as bundle_module
 from rtflow.generators.bundle import Bundle, Manifest
 from rtflow.generators.compiler import compile_pipelines
 from rtflow.generators.network import AGENT, Flow, Peer
-from rtflow.generators.network_check import _open, blocked
+from rtflow.generators.network_check import _open, _Policies, blocked
 from rtflow.loader import load_pipelines
 
 Document = dict[str, Any]
@@ -36,11 +36,13 @@ def policies(documents: list[Document]) -> list[Document]:
 
 
 def allowed(documents: list[Document], source: Peer, destination: Peer, port: int) -> bool:
-    flow = Flow("test", source, destination, port)
     found = policies(documents)
-    return _open(found, source, "Egress", destination, flow) and _open(
-        found, destination, "Ingress", source, flow
-    )
+    (namespace,) = {p["metadata"].get("namespace") for p in found}  # the pipeline's one
+    flow = Flow("test", source, destination, port, namespace=namespace)
+    index = _Policies(found)
+    out = index.selecting(source.namespace or namespace, source, "Egress")
+    into = index.selecting(destination.namespace or namespace, destination, "Ingress")
+    return _open(out, "Egress", destination, flow) and _open(into, "Ingress", source, flow)
 
 
 @pytest.mark.parametrize(
