@@ -36,9 +36,19 @@ _REFERENCE = re.compile(r"^(\{\{.*\}\}|\$\(.*\)|\$\{.*\}|\$[A-Za-z_][A-Za-z0-9_]
 _FLAG = re.compile(r"^--?(?P<name>[A-Za-z][-A-Za-z0-9_.]*)(=(?P<value>.*))?$")
 
 
-def is_reference(value: str) -> bool:
-    """A value that names where the credential is (a parameter, a variable, a file)."""
-    return bool(_REFERENCE.match(value)) or value.startswith("/")
+def inside(value: str, mounts: Sequence[str]) -> bool:
+    """``value`` is a path under one of a container's volume mounts (no ``..`` tricks)."""
+    if not value.startswith("/") or "/../" in f"{value}/":
+        return False
+    return any(m and (value == m or value.startswith(m.rstrip("/") + "/")) for m in mounts)
+
+
+def is_reference(value: str, mounts: Sequence[str] | None = None) -> bool:
+    """A value that names where the credential is (a parameter, a variable, a file): any
+    path, or with ``mounts`` (what lint sees of a container) a path under one of them."""
+    if _REFERENCE.match(value):
+        return True
+    return inside(value, mounts) if mounts is not None else value.startswith("/")
 
 
 def url_password(value: str) -> str | None:
@@ -49,9 +59,9 @@ def url_password(value: str) -> str | None:
     return "a URL with a password in it"
 
 
-def env_credential(name: str, value: str) -> str | None:
+def env_credential(name: str, value: str, mounts: Sequence[str] | None = None) -> str | None:
     """Why an environment variable given literally is a credential, or None."""
-    if value and CREDENTIAL_NAME.search(name) and not is_reference(value):
+    if value and CREDENTIAL_NAME.search(name) and not is_reference(value, mounts):
         return f"{name} looks like a credential"
     reason = url_password(value)
     return f"{name} holds {reason}" if reason else None

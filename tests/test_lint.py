@@ -121,6 +121,23 @@ def test_a_credential_file_path_is_not_a_credential_but_a_path_outside_mounts_is
     assert finding.rule == "security" and "KAFKA_SASL_PASSWORD_FILE" in finding.message
 
 
+def test_lint_and_compile_share_what_a_credential_is(tmp_path: Path) -> None:
+    """rtflow.credentials is the one definition: a URL with a password and a password flag,
+    which compile refuses in a definition, are findings in hand-edited manifests too."""
+    out = compiled(tmp_path)
+    path = out / "fraud-detection/base/deployment-fraud-detection-stream.yaml"
+
+    def leak(d: dict) -> None:  # type: ignore[type-arg]
+        (container,) = d["spec"]["template"]["spec"]["containers"]
+        container["env"].append({"name": "DATABASE_URL", "value": "postgres://u:hunter2@db/x"})
+        container["args"] = [*container.get("args", []), "--password", "hunter2"]
+
+    edit(path, leak)
+    messages = [f.message for f in lint_paths([out], real_linters=False).findings]
+    assert any("DATABASE_URL holds a URL with a password" in m for m in messages), messages
+    assert any("flag --password is given a credential" in m for m in messages), messages
+
+
 def test_a_core_object_is_checked_strictly(tmp_path: Path) -> None:
     out = compiled(tmp_path)
     path = out / "fraud-detection/base/rolebinding-fraud-detection-sensor.yaml"

@@ -32,11 +32,11 @@ EventSource). What the files as written already show is not said again for each 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from rtflow import credentials
 from rtflow.generators import bundle as bundle_module
 from rtflow.generators.labels import PIPELINE
 from rtflow.verify import (
@@ -63,9 +63,6 @@ __all__ = [
 
 WORKFLOW_KINDS = ("WorkflowTemplate", "Workflow", "CronWorkflow", "ClusterWorkflowTemplate")
 EVENTS_KINDS = events_schema.KINDS
-_CREDENTIAL = re.compile(
-    r"PASSW(OR)?D|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIAL|ACCESS_?KEY", re.IGNORECASE
-)
 
 
 def load(files: Iterable[Path], report: LintReport) -> list[Loaded]:
@@ -220,25 +217,24 @@ def check_security(item: Loaded) -> Iterator[Finding]:
         for resource in ("cpu", "memory"):
             if resource not in limits:
                 yield finding(f"resources.limits.{resource}", f"no {resource} limit")
+        # What counts as a credential is rtflow.credentials' one definition (the compiler's
+        # too); a path counts as a reference only under one of this container's mounts.
         mounted = [str(m.get("mountPath", "")) for m in container.get("volumeMounts") or []]
         for index, env in enumerate(container.get("env") or []):
             value = env.get("value")
-            if not value or not _CREDENTIAL.search(str(env.get("name", ""))):
+            if not value:
                 continue
-            if _inside_mount(str(value), mounted):
-                continue  # the path of a file mounted into the container (a Secret's, say)
-            yield finding(
-                f"env[{index}]",
-                f"{env.get('name')} looks like a credential given inline; use "
-                "valueFrom.secretKeyRef, or mount the Secret and give the file's path",
-            )
-
-
-def _inside_mount(value: str, mounts: Sequence[str]) -> bool:
-    """``value`` is a path under one of the container's volume mounts (no ``..`` tricks)."""
-    if not value.startswith("/") or "/../" in f"{value}/":
-        return False
-    return any(m and (value == m or value.startswith(m.rstrip("/") + "/")) for m in mounts)
+            reason = credentials.env_credential(str(env.get("name", "")), str(value), mounted)
+            if reason:
+                yield finding(
+                    f"env[{index}]",
+                    f"{reason} given inline; use valueFrom.secretKeyRef, or mount the Secret "
+                    "and give the file's path",
+                )
+        for field_name in ("command", "args"):
+            line = [str(a) for a in container.get(field_name) or []]
+            for reason in credentials.argument_credentials(line):
+                yield finding(field_name, f"{reason}; take it from a Secret instead")
 
 
 # cross-resource
