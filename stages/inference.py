@@ -216,16 +216,26 @@ class HttpInference:
 
 
 _NOT_THE_INPUT = ("unknown model", "not found", "not ready", "unavailable", "is not loaded")
+#: How Triton says the request's tensors do not fit the model, whatever the status it answers
+#: with (2.51 answers 500 to a shape mismatch it finds while parsing the JSON data).
+_ABOUT_THE_INPUT = re.compile(
+    r"unable to parse|shape|data-?type|expected \d+ inputs|unexpected inference input"
+    r"|invalid argument",
+    re.IGNORECASE,
+)
 
 
 def _refusal(status: int, text: str) -> Literal["bad_input", "failed"]:
-    """Triton's 400 (and the other 4xx but 404, 408, 409, 429) refuses the request itself: the
-    tensors do not fit the model, and the same request fails the same way again, so the event
-    is dead-lettered at once. A 5xx, or a 4xx about the model (not loaded, unknown), is the
-    server's state and may pass: the stage's retry policy applies."""
+    """A request Triton refuses for its tensors (a 4xx but 404, 408, 409 and 429, or any status
+    whose message is about the inputs: a shape, a datatype, data it cannot parse) fails the same
+    way again: a bad input, dead-lettered at once. The server's state (a 5xx otherwise, a model
+    not loaded or unknown) may pass: the stage's retry policy applies."""
     lowered = text.lower()
-    about_the_model = any(phrase in lowered for phrase in _NOT_THE_INPUT)
-    if 400 <= status < 500 and status not in (404, 408, 409, 429) and not about_the_model:
+    if any(phrase in lowered for phrase in _NOT_THE_INPUT):
+        return "failed"
+    if _ABOUT_THE_INPUT.search(text):
+        return "bad_input"
+    if 400 <= status < 500 and status not in (404, 408, 409, 429):
         return "bad_input"
     return "failed"
 

@@ -157,6 +157,9 @@ def test_a_bad_input_is_not_retried_whatever_the_stage_kind(
 
 def test_triton_refusing_the_tensors_is_a_bad_input_and_its_state_is_not() -> None:
     assert _refusal(400, '{"error":"unexpected shape for input \'features\'"}') == "bad_input"
+    shape = "Unable to parse 'data': Shape does not match true shape of 'data' field"
+    assert _refusal(500, json.dumps({"error": shape})) == "bad_input"  # Triton 2.51's answer
+    assert _refusal(500, '{"error":"failed to connect to all addresses"}') == "failed"
     assert _refusal(400, '{"error":"Request for unknown model: \'m\' is not found"}') == "failed"
     assert _refusal(503, "unavailable") == "failed"
     assert _refusal(429, "too many") == "failed"

@@ -6,11 +6,13 @@ behind."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from components import component_missing
@@ -29,6 +31,7 @@ from local_faults_harness import (
     wait_gone,
 )
 
+from rtflow import ir
 from rtflow.gpu import triton_server as ts
 from rtflow.testing.kafka_broker import KafkaBroker
 
@@ -324,3 +327,51 @@ def test_kill_9_of_a_stream_plane_run_leaves_no_child_behind(tmp_path: Path) -> 
         assert wait_gone(cli.seen, ports, timeout=30) == [], cli.seen
     finally:
         cli.cleanup()
+
+
+def _with_score_retry(pipeline: Any) -> Any:
+    """The scoring pipeline with its inference step retried 3 times with backoff."""
+    retry = ir.Retry(3, "Always", ir.Backoff("1s", 2, None))
+    stages = tuple(
+        dataclasses.replace(s, retry=retry) if s.kind == "inference" else s for s in pipeline.stages
+    )
+    return dataclasses.replace(pipeline, stages=stages)
+
+
+def test_triton_refusing_the_tensors_is_dead_lettered_at_once_and_triton_down_is_retried(
+    tmp_path: Path,
+) -> None:
+    need_triton()
+    from local_pipelines import scoring
+
+    from rtflow.stages.events import ListSource, MemorySink
+    from rtflow.stages.local import run_local
+
+    pipeline = _with_score_retry(scoring.scoring.build())
+    waits: list[float] = []
+    out, dead = MemorySink(), MemorySink()
+    summary = run_local(
+        pipeline,
+        ListSource([{"features": [1.0, 2.0, 3.0]}, {"features": [0.1] * 5}]),  # 3 of 5 inputs
+        output=out,
+        dead_letter=dead,
+        sleep=waits.append,
+        log_dir=tmp_path / "logs",
+    )
+    assert summary.succeeded == 1 and summary.failed == 1
+    (letter,) = dead.records
+    reason = letter["reason"]
+    assert "task score failed: bad_input:" in reason and "Shape does not match" in reason
+    assert "attempt" not in reason and waits == []  # one attempt, no backoff
+    # a Triton that does not answer is the server's state: retried, with backoff
+    down = MemorySink()
+    run_local(
+        pipeline,
+        ListSource([{"features": [0.1] * 5}]),
+        output=MemorySink(),
+        dead_letter=down,
+        sleep=waits.append,
+        triton="http://127.0.0.1:9",
+        log_dir=tmp_path / "logs2",
+    )
+    assert "after 4 attempt(s)" in down.records[0]["reason"] and waits == [1.0, 2.0, 4.0]
