@@ -59,6 +59,9 @@ class EventRouter:
         self.lock = threading.Lock()
         self.latencies: list[float] = []
         self.trigger = pipeline.triggers[0] if pipeline.triggers else None
+        self.abandoned = threading.Event()
+        """Set when the run stops at once (a second signal): events still running are neither
+        written nor acknowledged, so a restart runs them again."""
 
     def flush(self) -> None:
         self.output.flush()
@@ -94,6 +97,8 @@ class EventRouter:
     def handle(self, event: Event) -> None:
         started = time.monotonic()
         reason, result, filtered = self._run(event)
+        if self.abandoned.is_set():
+            return  # its run was cut short: not a result, not a dead letter, not acknowledged
         if filtered:
             # The Sensor would start no run for it: not a failure, nothing to output.
             with self.lock:

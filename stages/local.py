@@ -210,6 +210,7 @@ class RunSummary:
     latency_p50_ms: float = 0.0
     latency_p99_ms: float = 0.0
     interrupted: bool = False
+    abandoned: bool = False
     signal_exit: int | None = None
     log_dir: str | None = None
     triton: str | None = None
@@ -252,7 +253,9 @@ class RunSummary:
             lines.append(f"failed: {event}: {reason}")
         if len(self.failures) > 20:
             lines.append(f"... and {len(self.failures) - 20} more failed events")
-        if self.interrupted:
+        if self.abandoned:
+            lines.append("stopped at once: the events in flight were dropped (a restart redoes)")
+        elif self.interrupted:
             lines.append("stopped by a signal: the events in flight were finished and committed")
         return "\n".join(lines)
 
@@ -467,7 +470,7 @@ class LocalExecutor:
         """Stop now: no more attempts or retries, the workers killed (calls in flight fail)."""
         self.aborted = True
         for pool in self._pools:
-            pool.close()
+            pool.close(timeout=0.2)
 
     def close(self) -> None:
         self._tasks.shutdown(wait=not self.aborted, cancel_futures=True)
@@ -886,6 +889,7 @@ def run_local(
                     d.join()  # the events in flight finish (a second signal stops waiting)
             except KeyboardInterrupt:
                 aborted = True
+                router.abandoned.set()
                 executor.abort()
         finally:
             summary.elapsed_s = time.monotonic() - started
@@ -903,6 +907,7 @@ def run_local(
         summary.log_dir = str(executor.log_dir) if executor.log_dir is not None else None
         summary.stages = executor.timings.table()
     summary.interrupted = stop.requested.is_set()
+    summary.abandoned = router.abandoned.is_set()
     summary.signal_exit = stop.exit_code
     summary.latency_p50_ms = percentile(router.latencies, 50)
     summary.latency_p99_ms = percentile(router.latencies, 99)

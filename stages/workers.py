@@ -305,7 +305,8 @@ class WorkerPool:
             self.replaced += 1
         return self._new().start()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """End every worker's input; one still busy after ``timeout`` seconds is killed."""
         self.closed = True
         with self._lock:
             workers = list(self._all)
@@ -315,7 +316,7 @@ class WorkerPool:
                 with contextlib.suppress(OSError):
                     worker.proc.stdin.close()
         for worker in workers:
-            worker.close()
+            worker.close(timeout)
         if self._log is not None:
             self._log.close()
 

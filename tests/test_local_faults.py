@@ -337,3 +337,38 @@ def test_a_reaper_forgets_what_ended_cleanly() -> None:
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_second_sigterm_stops_at_once_without_writing_what_was_cut_short(
+    tmp_path: Path,
+) -> None:
+    root = Path(__file__).resolve().parent
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"order": {"amount": 5, "kind": "slow"}}\n' * 8)  # 5 s each
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rtflow.cli", "run", "--local",
+         f"{root / 'local_pipelines' / 'shop.py'}:shop", "--events", str(events),
+         "--max-in-flight", "2", "--auto-approve", "--no-progress"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        from local_faults_harness import descendants
+
+        deadline = time.monotonic() + 60
+        while not any("shop:score" in c for c in descendants(proc.pid).values()):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        time.sleep(3.0)  # the workers ready, the first score calls (5 s each) running
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert time.monotonic() - stopped < 4, err  # not the 5 s the running calls need
+    assert proc.returncode == 0, err
+    assert out == ""  # nothing written for the events cut short: a restart runs them again
+    assert "finishing the events in flight" in err and "stopped at once" in err
