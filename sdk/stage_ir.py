@@ -636,9 +636,7 @@ def _grpc_inference(
 
     timeout = check_seconds(definition.timeout, field="timeout")
     inputs = (
-        ir.Param(
-            "url", ParamType("str"), grpc_address(addressed(server, namespace))
-        ),
+        ir.Param("url", ParamType("str"), grpc_address(addressed(server, namespace))),
         ir.Param("model", ParamType("str"), model.name),
         ir.Param("tensors", ParamType("dict")),
         ir.Param("timeout_seconds", ParamType("float"), encode(float(timeout))),
