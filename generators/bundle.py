@@ -451,10 +451,11 @@ CHECKS: tuple[Check, ...] = (
 )
 
 
-def check(bundle: Bundle, checks: Iterable[Check] = CHECKS) -> Bundle:
-    """Every check over the base objects, and again over each environment's rendered objects
-    (an overlay that moved one object to another namespace must move its peers too)."""
-    checks = list(checks)
+def check(bundle: Bundle, checks: Iterable[Check] | None = None) -> Bundle:
+    """Every check (default: CHECKS, read when called) over the base objects, and again over
+    each environment's rendered objects (an overlay that moved one object to another
+    namespace must move its peers too)."""
+    checks = list(CHECKS if checks is None else checks)
     problems = [problem for c in checks for problem in c(bundle)]
     for env in sorted({e for e, _ in bundle.rendered}):
         rendered = Bundle(manifests=tuple(m for e, m in bundle.rendered if e == env))
