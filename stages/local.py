@@ -29,11 +29,8 @@ and no child outlives the run, even one killed with SIGKILL (:mod:`rtflow.stages
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
-import importlib
 import json
-import os
 import queue
 import shutil
 import signal
@@ -45,10 +42,10 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from rtflow import ir
-from rtflow.param_types import decode, encode
+from rtflow.param_types import decode
 from rtflow.stages import reaper, semantics
 from rtflow.stages.approvals import (
     ApprovalRequest,
@@ -58,7 +55,7 @@ from rtflow.stages.approvals import (
     terminal_approver,
 )
 from rtflow.stages.event_routing import EventRouter
-from rtflow.stages.events import Event, JsonlSink, JsonlSource, Sink
+from rtflow.stages.events import Event, Sink
 from rtflow.stages.inference import (
     HttpInference,
     InferenceSetupError,
@@ -69,10 +66,18 @@ from rtflow.stages.inference import (
     local_triton_server,
     needs_triton,
 )
+from rtflow.stages.progress import RunProgress
+from rtflow.stages.run_report import RunSummary, StageTiming, Timings, percentile
 from rtflow.stages.runtime import BadInput
 from rtflow.stages.semantics import Phase
 from rtflow.stages.shutdown import Shutdown
-from rtflow.stages.stream.launcher import StreamRunError
+from rtflow.stages.stand_ins import (
+    Invoker,
+    StandIn,
+    StandInError,
+    check_signature,
+    stand_in_invoker,
+)
 from rtflow.stages.workers import Invocation, WorkerPool, WorkerStartError, child_env
 
 __all__ = [
@@ -83,17 +88,19 @@ __all__ = [
     "LocalRunError",
     "RunSummary",
     "StageTiming",
+    "Timings",
     "auto_approve",
     "auto_reject",
     "main",
+    "percentile",
     "run_local",
+    "stage_environment",
     "terminal_approver",
 ]
 
 if TYPE_CHECKING:
     from rtflow.gpu.triton_server import TritonServer
 
-StandIn = Callable[..., Any]
 WorkflowStatus = Literal["Succeeded", "Failed"]
 
 
@@ -152,173 +159,30 @@ class EventResult:
         }
 
 
-@dataclass(frozen=True)
-class StageTiming:
-    stage: str
-    count: int
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-    overhead_p99_ms: float | None = None
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-class Timings:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.ms: dict[str, list[float]] = {}
-        self.overhead: dict[str, list[float]] = {}
-
-    def add(self, stage: str, ms: float, overhead: float | None = None) -> None:
-        with self._lock:
-            self.ms.setdefault(stage, []).append(ms)
-            if overhead is not None:
-                self.overhead.setdefault(stage, []).append(overhead)
-
-    def table(self) -> list[StageTiming]:
-        with self._lock:
-            return [
-                StageTiming(
-                    stage,
-                    len(values),
-                    percentile(values, 50),
-                    percentile(values, 99),
-                    max(values),
-                    percentile(self.overhead[stage], 99) if self.overhead.get(stage) else None,
-                )
-                for stage, values in sorted(self.ms.items())
-            ]
-
-
-@dataclass
-class RunSummary:
-    events: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    dead_lettered: int = 0
-    filtered: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    stages: list[StageTiming] = field(default_factory=list)
-    elapsed_s: float = 0.0
-    latency_p50_ms: float = 0.0
-    latency_p99_ms: float = 0.0
-    interrupted: bool = False
-    abandoned: bool = False
-    signal_exit: int | None = None
-    log_dir: str | None = None
-    triton: str | None = None
-
-    @property
-    def exit_code(self) -> int:
-        """0 every event succeeded, 1 one failed; after SIGTERM 0 and after Ctrl-C 130 (the
-        events in flight were finished and committed: see :mod:`rtflow.stages.shutdown`)."""
-        if self.signal_exit is not None:
-            return self.signal_exit
-        return 1 if self.failed or self.interrupted else 0
-
-    @property
-    def events_per_second(self) -> float:
-        return self.events / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    def render(self) -> str:
-        lines = [f"inference: {self.triton}"] if self.triton else []
-        lines += [
-            f"{self.events} events in {self.elapsed_s:.2f} s ({self.events_per_second:,.0f}/s): "
-            f"{self.succeeded} succeeded, {self.failed} failed "
-            f"({self.dead_lettered} to the dead-letter output)"
-            + (f", {self.filtered} dropped by the trigger's filter" if self.filtered else "")
-            + "; "
-            f"latency p50 {self.latency_p50_ms:.2f} ms, p99 {self.latency_p99_ms:.2f} ms",
-        ]
-        if self.stages:
-            width = max(len("stage"), *(len(s.stage) for s in self.stages))
-            lines.append(
-                f"{'stage':<{width}}  {'count':>7}  {'p50 ms':>8}  {'p99 ms':>8}  {'max ms':>8}"
-                f"  {'overhead p99 ms':>15}"
-            )
-            for s in self.stages:
-                overhead = f"{s.overhead_p99_ms:.3f}" if s.overhead_p99_ms is not None else "-"
-                lines.append(
-                    f"{s.stage:<{width}}  {s.count:>7}  {s.p50_ms:>8.2f}  {s.p99_ms:>8.2f}"
-                    f"  {s.max_ms:>8.2f}  {overhead:>15}"
-                )
-        for event, reason in self.failures[:20]:
-            lines.append(f"failed: {event}: {reason}")
-        if len(self.failures) > 20:
-            lines.append(f"... and {len(self.failures) - 20} more failed events")
-        if self.abandoned:
-            lines.append("stopped at once: the events in flight were dropped (a restart redoes)")
-        elif self.interrupted:
-            lines.append("stopped by a signal: the events in flight were finished and committed")
-        return "\n".join(lines)
-
-
 # -- the executor ---------------------------------------------------------------------------------
 
 
-class _Invoker(Protocol):
-    def __call__(
-        self, raw: Mapping[str, str], timeout: float | None, context: Mapping[str, str]
-    ) -> Invocation: ...
+def stage_environment(
+    stage: ir.Stage, base: Mapping[str, str], overrides: Mapping[str, str | None]
+) -> dict[str, str]:
+    """A stage worker's environment as its container would have it: the stage's own ``env=``
+    values over ``base`` (this process's); a value from a Secret cannot be read here, so it is
+    whatever this process has under that name, if anything. Then ``overrides``
+    (``--stage-env``): a value sets the variable; None takes this process's value instead of the
+    stage's (as ``docker run -e NAME`` does), or removes it when this process has none."""
+    env = dict(base)
+    env.update({v.name: v.value for v in stage.env if v.value is not None})
+    for name, value in overrides.items():
+        if value is not None:
+            env[name] = value
+        elif name in base:
+            env[name] = base[name]
+        else:
+            env.pop(name, None)
+    return env
 
 
-def _stand_in_invoker(stage: ir.Stage, function: StandIn) -> _Invoker:
-    types = {p.name: p.type for p in stage.inputs}
-    outputs = {o.name: o.type for o in stage.outputs}
-
-    def invoke(
-        raw: Mapping[str, str], timeout: float | None, context: Mapping[str, str]
-    ) -> Invocation:
-        started = time.perf_counter()
-
-        def done(
-            status: Literal["ok", "bad_input", "failed"],
-            out: dict[str, str] | None = None,
-            error: str | None = None,
-        ) -> Invocation:
-            ms = (time.perf_counter() - started) * 1000
-            if status == "ok" and timeout is not None and ms > timeout * 1000:
-                return Invocation("timeout", error=f"took {ms / 1000:.1f} s > {timeout:g} s", ms=ms)
-            return Invocation(status, out or {}, error, ms, ms)
-
-        try:
-            kwargs: dict[str, Any] = {}
-            for name, text in raw.items():
-                if name not in types:
-                    raise BadInput(f"unknown input {name!r}")
-                try:
-                    kwargs[name] = decode(text, types[name])
-                except ValueError as exc:
-                    raise BadInput(f"input {name!r}: {exc}") from None
-            result = function(**kwargs)
-            texts: dict[str, str] = {}
-            if len(outputs) == 1:
-                result = {next(iter(outputs)): result}
-            for name, out_type in outputs.items():
-                if isinstance(result, Mapping):
-                    value = result.get(name)
-                else:
-                    value = getattr(result, name, None)
-                if not out_type.accepts_value(value):
-                    raise TypeError(f"stand-in output {name!r} is not a {out_type}: {value!r}")
-                texts[name] = encode(value)
-            return done("ok", texts)
-        except BadInput as exc:
-            return done("bad_input", error=str(exc))
-        except Exception as exc:
-            return done("failed", error=f"{type(exc).__name__}: {exc}")
-
-    return invoke
-
-
-def _pool_invoker(pool: WorkerPool) -> _Invoker:
+def _pool_invoker(pool: WorkerPool) -> Invoker:
     def invoke(
         raw: Mapping[str, str], timeout: float | None, context: Mapping[str, str]
     ) -> Invocation:
@@ -343,8 +207,10 @@ class LocalExecutor:
         sleep: Callable[[float], None] = time.sleep,
         triton: str | TritonServer | None = None,
         triton_grpc: str | None = None,
+        stage_env: Mapping[str, Mapping[str, str | None]] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.stage_env = {k: dict(v) for k, v in (stage_env or {}).items()}
         self.triton = triton
         self.triton_grpc = triton_grpc
         self.target: TritonTarget | None = None
@@ -356,7 +222,7 @@ class LocalExecutor:
         self.log_dir = log_dir
         self.sleep = sleep
         self.timings = Timings()
-        self._invokers: dict[str, _Invoker] = {}
+        self._invokers: dict[str, Invoker] = {}
         self._owns_log_dir = False
         self.aborted = False
         self._pools: list[WorkerPool] = []
@@ -368,10 +234,20 @@ class LocalExecutor:
 
     def check(self) -> None:
         """Refuse, in one line, what cannot run here (before any process starts)."""
-        unknown = sorted(set(self.stand_ins) - {s.name for s in self.pipeline.stages})
-        if unknown:
-            raise LocalRunError(f"stand-in given for {unknown[0]!r}, which is not a stage")
+        names = sorted(s.name for s in self.pipeline.stages)
+        for given, what in ((self.stand_ins, "stand-in"), (self.stage_env, "--stage-env")):
+            unknown = sorted(set(given) - set(names))
+            if unknown:
+                raise LocalRunError(
+                    f"{what} given for {unknown[0]!r}, which is not a stage of "
+                    f"{self.pipeline.name!r} ({', '.join(names)})"
+                )
         for stage in self.pipeline.stages:
+            if stage.name in self.stand_ins:
+                try:
+                    check_signature(stage, self.stand_ins[stage.name])
+                except StandInError as exc:
+                    raise LocalRunError(str(exc)) from None
             kind: str = stage.kind  # the IR may grow kinds this executor does not know yet
             if stage.name in self.stand_ins or kind in ("function", "approval", "inference"):
                 continue
@@ -395,13 +271,13 @@ class LocalExecutor:
         pending: list[tuple[ir.Stage, WorkerPool]] = []
         for stage in self.pipeline.stages:
             if stage.name in self.stand_ins:
-                self._invokers[stage.name] = _stand_in_invoker(stage, self.stand_ins[stage.name])
+                self._invokers[stage.name] = stand_in_invoker(stage, self.stand_ins[stage.name])
             elif stage.kind == "function":
                 assert stage.function is not None
                 pool = WorkerPool(
                     stage.function,
                     self.workers,
-                    env=env,
+                    env=stage_environment(stage, env, self.stage_env.get(stage.name, {})),
                     log_path=self.log_dir / f"{stage.name}.log",
                 )
                 pending.append((stage, pool))
@@ -790,6 +666,7 @@ def run_local(
     triton: str | TritonServer | None = None,
     triton_grpc: str | None = None,
     shutdown: Shutdown | None = None,
+    stage_env: Mapping[str, Mapping[str, str | None]] | None = None,
 ) -> RunSummary:
     """Run every event through ``pipeline``; results to ``output``, the rest to ``dead_letter``.
 
@@ -802,6 +679,8 @@ def run_local(
     ``host:port`` for gRPC inference stages (default: the server's, or port 8001 of the URL's
     host). ``shutdown``: a :class:`Shutdown` whose request (SIGTERM, Ctrl-C) stops the run
     gracefully (see :mod:`rtflow.stages.shutdown`); a KeyboardInterrupt does the same.
+    ``stage_env``: per stage, environment variables over its own ``env=`` (None: this
+    process's value, see :func:`stage_environment`).
 
     Every child the run starts is also reported to a reaper (:mod:`rtflow.stages.reaper`) that
     stops it should this process die without cleaning up.
@@ -818,6 +697,7 @@ def run_local(
         sleep=sleep,
         triton=triton,
         triton_grpc=triton_grpc,
+        stage_env=stage_env,
     )
     router = EventRouter(pipeline, executor, output, dead_letter, summary)
     if hasattr(events, "before_commit"):
@@ -853,7 +733,6 @@ def run_local(
                 crashed.append(exc)
 
     total = getattr(events, "total", None)
-    stop_ticker = threading.Event()
     with reaper.active():
         executor.start()
         summary.triton = executor.target.describe() if executor.target is not None else None
@@ -865,11 +744,7 @@ def run_local(
         for d in drivers:
             d.start()
         feeder = threading.Thread(target=feed, name="rtflow-feed", daemon=True)
-        ticker = threading.Thread(
-            target=_ticker, args=(summary, router.lock, total, started, stop_ticker), daemon=True
-        )
-        if progress:
-            ticker.start()
+        ticker = RunProgress(summary, router.lock, total).start() if progress else None
         aborted = False
         try:
             try:
@@ -893,9 +768,8 @@ def run_local(
                 executor.abort()
         finally:
             summary.elapsed_s = time.monotonic() - started
-            stop_ticker.set()
-            if progress:
-                ticker.join()
+            if ticker is not None:
+                ticker.stop()
             try:
                 if not crashed:
                     router.flush()
@@ -916,229 +790,11 @@ def run_local(
     return summary
 
 
-def _ticker(
-    summary: RunSummary,
-    lock: threading.Lock,
-    total: int | None,
-    started: float,
-    stop: threading.Event,
-) -> None:
-    """A one-line progress bar on stderr, redrawn a few times a second."""
-    while True:
-        stopped = stop.wait(0.25)
-        with lock:
-            done, ok, bad = summary.events, summary.succeeded, summary.failed
-        rate = done / max(time.monotonic() - started, 1e-9)
-        if total:
-            filled = int(30 * done / total)
-            bar = f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{total}"
-        else:
-            bar = f"{done} events"
-        sys.stderr.write(f"\r{bar}  {ok} ok  {bad} failed  {rate:,.0f}/s ")
-        sys.stderr.flush()
-        if stopped:
-            sys.stderr.write("\n")
-            return
-
-
-# -- the command line -----------------------------------------------------------------------------
-
-
-def _stand_in(spec: str) -> tuple[str, StandIn]:
-    name, sep, reference = spec.partition("=")
-    module, colon, attribute = reference.partition(":")
-    if not sep or not colon:
-        raise LocalRunError(f"--stand-in {spec!r} is not STAGE=MODULE:FUNCTION")
-    target: Any = importlib.import_module(module)
-    for part in attribute.split("."):
-        target = getattr(target, part)
-    return name, getattr(target, "function", None) or target
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rtflow run --local",
-        description="Run a pipeline on this machine over a stream of events.",
-    )
-    parser.add_argument("pipeline", metavar="PATH_OR_MODULE[:PIPELINE]")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--events", metavar="FILE|-", help="JSONL events (- for stdin)")
-    source.add_argument("--kafka-topic", help="consume events from this topic")
-    parser.add_argument("--kafka-brokers", default=os.environ.get("RTFLOW_KAFKA_BROKERS"))
-    parser.add_argument("--kafka-group", help="consumer group (default: the trigger's)")
-    parser.add_argument("--max-events", type=int, help="stop after this many events")
-    parser.add_argument(
-        "--idle-timeout", type=float, help="stop after this many seconds without a Kafka event"
-    )
-    out = parser.add_mutually_exclusive_group()
-    out.add_argument("--output", default="-", metavar="FILE|-", help="results as JSONL")
-    out.add_argument("--output-topic", help="results to this Kafka topic")
-    dead = parser.add_mutually_exclusive_group()
-    dead.add_argument("--dead-letter", metavar="FILE", help="failed events as JSONL")
-    dead.add_argument("--dead-letter-topic", metavar="TOPIC", help="failed events to a topic")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes per stage")
-    parser.add_argument("--max-in-flight", type=int, default=16, help="events run at once")
-    approve = parser.add_mutually_exclusive_group()
-    approve.add_argument("--auto-approve", action="store_true")
-    approve.add_argument("--auto-reject", action="store_true")
-    parser.add_argument(
-        "--stand-in",
-        action="append",
-        default=[],
-        metavar="STAGE=MODULE:FUNCTION",
-        help="a Python function standing in for a container stage",
-    )
-    parser.add_argument(
-        "--triton-url",
-        metavar="URL",
-        help="an existing Triton's HTTP URL for inference stages (default: start one here "
-        "from the pipeline's model declarations, stopped at the end)",
-    )
-    parser.add_argument(
-        "--triton-grpc-url",
-        metavar="HOST:PORT",
-        help="its gRPC address, for via='grpc' stages (default: port 8001 of --triton-url's host)",
-    )
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--log-dir", type=Path, help="worker logs (default: a temporary folder)")
-    parser.add_argument(
-        "--plane",
-        choices=("stream", "workflow"),
-        help="a pipeline with stream=rtflow.Stream(...) runs on the stream plane (long-running "
-        "Kafka workers, exactly once) unless --plane workflow; the workflow plane runs each "
-        "event as a workflow",
-    )
-    parser.add_argument(
-        "--duration", type=float, help="stream plane: run this many seconds (default: until "
-        "every event fed from --events is done)",
-    )  # fmt: skip
-    return parser
-
-
-def _select_pipeline(target: str) -> ir.Pipeline:
-    from rtflow.loader import load_pipelines
-
-    _, pipelines = load_pipelines(target)
-    if len(pipelines) > 1:
-        names = ", ".join(p.name for p in pipelines)
-        raise LocalRunError(f"{target} defines several pipelines ({names}); name one as PATH:ATTR")
-    return pipelines[0].build()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """``rtflow run --local ...``; 0 when every event succeeded, 1 when one failed, 2 on a
-    usage or set-up error (one line on stderr)."""
-    with Shutdown() as shutdown:  # first: a SIGTERM while loading must not kill it half-way
-        args = build_parser().parse_args(argv)
-        try:
-            return _main(args, shutdown)
-        except (LocalRunError, StreamRunError, OSError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        except Exception as exc:
-            from rtflow.errors import RtflowError
+    """``rtflow run --local ARGS...`` (kept for callers of this module's first version)."""
+    from rtflow.cli import main as cli_main
 
-            if isinstance(exc, RtflowError):
-                print(f"error: {exc}", file=sys.stderr)
-                return 2
-            raise
-
-
-def _main(args: argparse.Namespace, shutdown: Shutdown) -> int:
-    pipeline = _select_pipeline(args.pipeline)
-    if shutdown.exit_code is not None:  # stopped while loading: nothing started, nothing to do
-        return shutdown.exit_code
-    if pipeline.stream is not None and args.plane != "workflow":
-        from rtflow.stages.stream.launcher import run_stream_local
-
-        if args.kafka_topic and args.kafka_topic != pipeline.stream.source_topic:
-            raise LocalRunError(
-                f"the stream plane consumes the trigger's topic {pipeline.stream.source_topic!r}"
-            )
-        with reaper.active(mark=True):  # kill -9: its broker, Triton and workers go too
-            return run_stream_local(
-                args.pipeline,
-                pipeline,
-                events=args.events,
-                brokers=args.kafka_brokers,
-                triton_grpc=args.triton_grpc_url,
-                workers=args.workers if args.workers != 1 else None,
-                duration=args.duration,
-                progress=not args.no_progress and sys.stderr.isatty(),
-                log_dir=args.log_dir,
-            )
-    stand_ins = dict(_stand_in(s) for s in args.stand_in)
-    needs_kafka = args.kafka_topic or args.output_topic or args.dead_letter_topic
-    if needs_kafka and not args.kafka_brokers:
-        raise LocalRunError("a Kafka topic needs --kafka-brokers (or RTFLOW_KAFKA_BROKERS)")
-    events: Any
-    if args.kafka_topic:
-        from rtflow.stages.kafka_io import KafkaSource
-
-        group = args.kafka_group
-        if group is None:
-            kafka = [t.source for t in pipeline.triggers if isinstance(t.source, ir.KafkaSource)]
-            group = kafka[0].consumer_group if kafka else f"rtflow-local-{pipeline.name}"
-        events = KafkaSource(
-            args.kafka_topic,
-            args.kafka_brokers,
-            group=group,
-            max_events=args.max_events,
-            idle_timeout=args.idle_timeout,
-        )
-    else:
-        events = JsonlSource(args.events)
-    sinks: list[Sink] = []
-    output: Sink
-    dead_letter: Sink
-    if args.output_topic:
-        from rtflow.stages.kafka_io import KafkaSink
-
-        output = KafkaSink(args.output_topic, args.kafka_brokers)
-    else:
-        output = JsonlSink(args.output)
-    if args.dead_letter_topic:
-        from rtflow.stages.kafka_io import KafkaSink
-
-        dead_letter = KafkaSink(args.dead_letter_topic, args.kafka_brokers, letters=True)
-    else:
-        dead_letter = JsonlSink(args.dead_letter or "stderr")
-    sinks = [output, dead_letter]
-    approver: Approver
-    if args.auto_approve:
-        approver = auto_approve
-    elif args.auto_reject:
-        approver = auto_reject
-    else:
-        approver = terminal_approver()
-    # Results go to the real stdout through the sink; anything else printing (a stand-in, a
-    # library) goes to stderr so that stdout stays JSONL.
-    real_stdout, sys.stdout = sys.stdout, sys.stderr
-    try:  # SIGTERM / Ctrl-C: drain, commit, stop the children; kill -9: the reaper stops them
-        with reaper.active(mark=True):
-            summary = run_local(
-                pipeline,
-                events,
-                output=output,
-                dead_letter=dead_letter,
-                workers=args.workers,
-                max_in_flight=args.max_in_flight,
-                stand_ins=stand_ins,
-                approver=approver,
-                progress=not args.no_progress and sys.stderr.isatty(),
-                log_dir=args.log_dir,
-                triton=args.triton_url,
-                triton_grpc=args.triton_grpc_url,
-                shutdown=shutdown,
-            )
-    finally:
-        sys.stdout = real_stdout
-        for sink in sinks:
-            sink.close()
-    print(summary.render(), file=sys.stderr)
-    if summary.log_dir:
-        print(f"worker logs: {summary.log_dir}", file=sys.stderr)
-    return summary.exit_code
+    return cli_main(["run", "--local", *(argv or sys.argv[1:])])
 
 
 if __name__ == "__main__":

@@ -28,6 +28,11 @@ FRAUD_ARGS = [
     "--plane", "workflow", "--auto-approve", "--no-progress",
     "--stand-in", f"block-card={STAND}:block_card",
     "--stand-in", f"notify-on-call={STAND}:notify_on_call",
+    # publish-decision's own env= names the production brokers (SASL_SSL): here it publishes
+    # to the test broker, $KAFKA_BROKERS of cli_env, in plain text
+    "--stage-env", "publish-decision:KAFKA_BROKERS",
+    "--stage-env", "publish-decision:KAFKA_SECURITY_PROTOCOL",
+    "--stage-env", "publish-decision:KAFKA_SASL_MECHANISM",
 ]  # fmt: skip
 
 

@@ -184,10 +184,10 @@ def test_a_hop_cuts_the_fused_group_behind_a_topic() -> None:
 
 
 def test_run_local_help_names_the_stream_plane(capsys: pytest.CaptureFixture[str]) -> None:
-    from rtflow.stages.local import build_parser
+    from rtflow.cli import build_parser
 
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["--help"])
+        build_parser().parse_args(["run", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "--plane" in out and "exactly once" in out
 

@@ -2,6 +2,8 @@
 
     python examples/models/fraud_events.py --count 1000 --seed 7 > events.jsonl
 
+``examples/fraud_events.jsonl`` is ``--count 200 --valid-only`` (a test keeps it current).
+
 Most transactions are small domestic purchases (low risk); a few percent look like card fraud
 (large, foreign, at night, online, at a new merchant) and score above the review threshold;
 a few are invalid (no amount, an amount that is not a number, not JSON at all) and must end in
@@ -50,13 +52,14 @@ def transaction(rng: random.Random, index: int) -> dict[str, Any]:
     }
 
 
-def events(count: int, seed: int = 7) -> list[tuple[str, bytes]]:
-    """``count`` (key, message) pairs; the same seed gives the same bytes."""
+def events(count: int, seed: int = 7, *, valid_only: bool = False) -> list[tuple[str, bytes]]:
+    """``count`` (key, message) pairs; the same seed gives the same bytes. ``valid_only``: no
+    invalid transactions (the example's shipped events file, a run that exits 0)."""
     rng = random.Random(seed)
     out: list[tuple[str, bytes]] = []
     for index in range(count):
         key = f"tx-{index:06d}"
-        if rng.random() < INVALID_RATE:
+        if rng.random() < INVALID_RATE and not valid_only:
             kind = rng.choice(("no-amount", "bad-amount", "not-json"))
             if kind == "not-json":
                 out.append((key, f"{{id: {key}, amount: ".encode()))
@@ -76,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--valid-only", action="store_true", help="no invalid transactions (nothing to dead-letter)"
+    )
     args = parser.parse_args(argv)
-    for _, message in events(args.count, args.seed):
+    for _, message in events(args.count, args.seed, valid_only=args.valid_only):
         sys.stdout.write(message.decode() + "\n")
     return 0
 

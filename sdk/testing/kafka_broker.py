@@ -9,8 +9,10 @@ Where the pieces come from:
 
 * java 17+: the ``java`` argument, else ``$JAVA_HOME/bin/java`` (as Kafka's own scripts do),
   else ``java`` on PATH.
-* the jars: the ``lib_dir`` argument, else ``$RTFLOW_KAFKA_LIB``, else
-  ``<repo>/.tools/kafka/lib``, which ``tools/kafka/provision.sh`` fills.
+* the jars: the ``lib_dir`` argument, else ``$RTFLOW_KAFKA_LIB``, else ``kafka/lib`` of rtflow's
+  tools folder, found as ``rtflow lint`` finds its tools (:mod:`rtflow.verify.tools_home`:
+  ``$RTFLOW_TOOLS``, the checkout of an editable install or of the current folder, the user
+  cache), which ``tools/kafka/provision.sh`` fills.
 * confluent-kafka, to ask the broker whether it is ready and to create topics.
 
 If one is missing, :class:`KafkaUnavailable` says which, before any process starts. A broker that
@@ -51,6 +53,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Self
 
 from rtflow.stages.reaper import parent_death_signal
+from rtflow.testing.kraft_controller import CONTROLLER_ID, KraftController
 from rtflow.testing.kafka_security import (
     BrokerSecurity,
     properties_text,
@@ -74,8 +77,6 @@ ENV_LIB = "RTFLOW_KAFKA_LIB"
 MIN_JAVA = 17
 NODE_ID = 1
 
-# sdk/testing/kafka_broker.py -> the repository root, where provision.sh puts .tools/.
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 _PROVISION_HINT = f"run tools/kafka/provision.sh, or point {ENV_LIB} at a folder with the jars"
 _LOG_TAIL_LINES = 40
 
@@ -97,7 +98,11 @@ def default_lib_dir() -> Path:
     env = os.environ.get(ENV_LIB)
     if env:
         return Path(env)
-    return _REPO_ROOT / ".tools" / "kafka" / "lib"
+    # The same folder in both install modes: next to an editable install's package, or in the
+    # checkout the command runs from after `pip install .` (not site-packages/.tools).
+    from rtflow.verify import tools_home
+
+    return tools_home.find().path / "kafka" / "lib"
 
 
 def find_jars(lib_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -240,6 +245,12 @@ class KafkaBroker:
 
     ``production_jvm`` starts it with Kafka's own JVM flags (G1, C2) instead of the quicker
     starting test flags: for benchmarks, whose figures must hold for a real broker.
+
+    ``dedicated_controller`` runs the KRaft controller in a JVM of its own, as production
+    clusters do, and the broker as a broker only: :meth:`kill` and :meth:`restart` then act
+    on the broker alone, and :meth:`close` stops both. Broker failover tests need it; see
+    :mod:`rtflow.testing.kraft_controller` for what a ``kill -9`` of a combined node does to
+    transactions.
     """
 
     _finalizer: weakref.finalize[[subprocess.Popen[bytes], float], KafkaBroker] | None
@@ -257,9 +268,12 @@ class KafkaBroker:
         start_timeout: float = 60.0,
         security: BrokerSecurity | None = None,
         production_jvm: bool = False,
+        dedicated_controller: bool = False,
     ) -> None:
         self._lib_arg = lib_dir
         self._production_jvm = production_jvm
+        self._dedicated_controller = dedicated_controller
+        self._controller: KraftController | None = None
         self._java_arg = java
         self._work_dir = Path(work_dir) if work_dir is not None else None
         self._owns_work_dir = work_dir is None
@@ -356,8 +370,16 @@ class KafkaBroker:
         props.write_text(self._server_properties(), encoding="utf-8")
         log4j = self._work_dir / "log4j2.properties"
         log4j.write_text(_LOG4J2_PROPERTIES, encoding="utf-8")
+        if self._dedicated_controller and self._controller is None:
+            self._controller = KraftController(
+                self._work_dir / "controller", self._controller_port, self._jvm, properties_text
+            )
+        if self._controller is not None:
+            self._controller.write_config(_LOG4J2_PROPERTIES)
         if not (self._data_dir / "meta.properties").exists():
-            self._format_storage(props)
+            self._format_storage(props, _cluster_id())
+        if self._controller is not None:
+            self._controller.start(self.start_timeout)
 
         with self.log_path.open("ab") as log:
             log.write(f"---- rtflow: starting kafka.Kafka on {self.bootstrap_servers}\n".encode())
@@ -409,8 +431,11 @@ class KafkaBroker:
         self.start()
 
     def close(self) -> None:
-        """Stop the broker and delete the work folder if it is a temporary one."""
+        """Stop the broker (and its controller) and delete a temporary work folder."""
         self.stop()
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
         if self._owns_work_dir and self._work_dir is not None:
             shutil.rmtree(self._work_dir, ignore_errors=True)
             self._work_dir = None
@@ -547,6 +572,17 @@ class KafkaBroker:
         }
         if self.security is not None:
             settings.update(self._secure_listener_settings(self.security))
+        if self._dedicated_controller:
+            # A broker only: the controller is its own process (rtflow.testing.kraft_controller)
+            # and the single voter; this node keeps the CONTROLLER listener's name and protocol
+            # to reach it, not the listener.
+            settings["process.roles"] = "broker"
+            settings["controller.quorum.voters"] = f"{CONTROLLER_ID}@{controller}"
+            settings["listeners"] = ",".join(
+                listener
+                for listener in settings["listeners"].split(",")
+                if not listener.startswith("CONTROLLER://")
+            )
         settings.update(self._extra_config)
         return properties_text(settings)
 
@@ -564,24 +600,34 @@ class KafkaBroker:
             **sasl_ssl_listener_settings(security),
         }
 
-    def _format_storage(self, props: Path) -> None:
-        """Write meta.properties and the bootstrap metadata: KRaft will not start without them."""
+    def _format_storage(self, props: Path, cluster_id: str) -> None:
+        """Write meta.properties and the bootstrap metadata: KRaft will not start without them.
+
+        With a dedicated controller both nodes are formatted with the same cluster id, and the
+        bootstrap metadata (SCRAM users) goes to the controller, which owns the metadata log.
+        """
         log4j = self.work_dir / "log4j2.properties"
-        cmd = [
+        broker = [
             *self._jvm("256m", log4j),
             "kafka.tools.StorageTool",
             "format",
             "--cluster-id",
-            _cluster_id(),
+            cluster_id,
             "--config",
             str(props),
         ]
-        shown = " ".join(cmd[-6:])
+        commands = [broker]
+        if self._controller is not None and not self._controller.formatted:
+            commands.insert(0, self._controller.format_command(cluster_id))
         # SCRAM users go into the bootstrap metadata, so they exist before the first client
         # connects; the log names them but never shows a password.
         for user in self.security.users if self.security is not None else ():
-            cmd += ["--add-scram", user.storage_argument()]
-            shown += f" --add-scram {user.mechanism}=[name={user.user},password=***]"
+            commands[0] += ["--add-scram", user.storage_argument()]
+        for cmd in commands:
+            self._run_format(cmd)
+
+    def _run_format(self, cmd: list[str]) -> None:
+        shown = re.sub(r"password=[^\]]*", "password=***", " ".join(cmd[cmd.index("format") :]))
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         with self.log_path.open("a", encoding="utf-8") as log:
             log.write(f"---- rtflow: {shown}\n{out.stdout}{out.stderr}")

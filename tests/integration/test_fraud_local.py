@@ -105,7 +105,8 @@ def test_fraud_example_over_1000_events_with_real_kafka_and_triton(
     if "fraud-decisions" not in kafka_broker_topics(kafka_broker):
         kafka_broker.create_topics("fraud-decisions", partitions=2)
     # The example's publish-decision is the built-in Kafka publish stage: in the cluster its
-    # brokers and SASL/TLS come from env and Secrets; here the worker reads this broker.
+    # brokers and SASL/TLS come from its env= and Secrets; here --stage-env points it at this
+    # broker (this process's $KAFKA_BROKERS) without TLS or SASL.
     monkeypatch.setenv("KAFKA_BROKERS", kafka_broker.bootstrap_servers)
     samples = fraud_events.events(COUNT, seed=7)
     assert samples == fraud_events.events(COUNT, seed=7)  # deterministic
@@ -150,6 +151,13 @@ def test_fraud_example_over_1000_events_with_real_kafka_and_triton(
             f"block-card={stand}:block_card",
             "--stand-in",
             f"notify-on-call={stand}:notify_on_call",
+            # the stage's own env= names the production brokers (SASL_SSL); here: this broker
+            "--stage-env",
+            "publish-decision:KAFKA_BROKERS",
+            "--stage-env",
+            "publish-decision:KAFKA_SECURITY_PROTOCOL",
+            "--stage-env",
+            "publish-decision:KAFKA_SASL_MECHANISM",
         ]
     )
     elapsed = time.monotonic() - started
