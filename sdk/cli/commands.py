@@ -29,6 +29,11 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def _relative(path: Path, root: Path) -> str:
+    """A written file as a script would use it: relative to the output folder."""
+    return (path.relative_to(root) if path.is_relative_to(root) else path).as_posix()
+
+
 def build(targets: Sequence[str]) -> list[ir.Pipeline]:
     from rtflow.loader import load_pipelines
 
@@ -90,7 +95,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
                 "pipelines": list(bundle.pipelines()),
                 "folder": str(root),
                 **{
-                    what: [p.as_posix() for p in sorted(paths)]
+                    what: sorted(_relative(p, root) for p in paths)
                     for what, paths in (
                         ("created", changes.created),
                         ("updated", changes.updated),
