@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import logging
 import queue
 import shutil
 import signal
@@ -102,6 +103,7 @@ if TYPE_CHECKING:
     from rtflow.gpu.triton_server import TritonServer
 
 WorkflowStatus = Literal["Succeeded", "Failed"]
+_log = logging.getLogger("rtflow.local")
 
 
 class LocalRunError(RuntimeError):
@@ -386,6 +388,7 @@ class _Workflow:
         self.event_id = event_id
         self.inputs = inputs
         self.uid = str(uuid.uuid4())
+        self.trace_id = uuid.UUID(self.uid).hex  # the W3C trace id of this run, in every log line
         self.name = f"{self.p.name}-{self.uid[:5]}"
         self.namespace = self.p.namespace or "default"
 
@@ -564,7 +567,12 @@ class _Workflow:
         if stage.kind == "approval":
             return self._approval(task, stage, workflow)
         invoke = self.x._invokers[stage.name]
-        context = {"event_id": self.event_id, "workflow": self.name, "task": task.name}
+        context = {
+            "event_id": self.event_id,
+            "trace_id": self.trace_id,
+            "workflow": self.name,
+            "task": task.name,
+        }
         first = time.monotonic()
         attempts = 0
         while True:
@@ -605,6 +613,10 @@ class _Workflow:
             if time.monotonic() + wait >= deadline:
                 error += " (a retry would pass the pipeline deadline)"
                 return TaskResult("Failed", attempts=attempts, error=error)
+            _log.warning(
+                "event %s: task %s attempt %d failed (%s); retrying in %.3g s",
+                self.event_id, task.name, attempts, error, wait, extra=context,
+            )  # fmt: skip
             if wait > 0:
                 self.x.sleep(wait)
 

@@ -4,7 +4,9 @@
 the function, decode each input by the function's own annotation, call it, write each output
 to ``DIR/<name>`` (JSON, or the bare string for str) for Argo to read, and exit with a code the
 template's retry expression understands: 65 for a bad input (retrying cannot help), 1 for any
-other failure (retryable), 0 for success. One JSON log line per event on stderr.
+other failure (retryable), 0 for success. Logs are JSON lines on stderr through :mod:`logging`
+(:mod:`rtflow.stages.stage_logging`): the level, the event and trace ids of the call, and the
+traceback of a failure.
 
 The long-lived local workers (:mod:`rtflow.stages.workers`) use the same :class:`Prepared` and
 :func:`Prepared.invoke`, so decoding, calling, encoding and the classification of failures are
@@ -36,11 +38,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
-import os
+import logging
 import signal
-import sys
 import time
+import traceback
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ from types import FrameType
 from typing import Any, Literal
 
 from rtflow.param_types import ParamType, decode, encode, from_annotation
-from rtflow.stages import contract
+from rtflow.stages import contract, stage_logging
 
 
 class BadInput(Exception):
@@ -75,21 +76,36 @@ class Outcome:
     status: Status
     outputs: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    traceback: str | None = None  # of a failure: where the function raised
 
     @property
     def exit_code(self) -> int:
         return EXIT_CODES[self.status]
 
 
+_log = logging.getLogger("rtflow.stage")
+LEVELS = {
+    "succeeded": logging.INFO,
+    "bad_input": logging.WARNING,
+    "terminating": logging.WARNING,
+    "terminated": logging.WARNING,
+    "failed": logging.ERROR,
+}
+
+
 def log(event: str, **fields: object) -> None:
-    record = {
-        "ts": round(time.time(), 3),
-        "event": event,
-        "workflow": os.environ.get("ARGO_WORKFLOW_NAME"),
-        "node": os.environ.get("ARGO_NODE_ID"),
-        **fields,
-    }
-    print(json.dumps(record, sort_keys=True, default=str), file=sys.stderr, flush=True)
+    """One JSON line on stderr (:mod:`rtflow.stages.stage_logging`) at the event's level."""
+    if not logging.getLogger().handlers:
+        stage_logging.configure()
+    _log.log(LEVELS.get(event, logging.INFO), event, extra=fields)
+
+
+def log_outcome(stage: str, outcome: Outcome) -> None:
+    """A call that did not succeed: its status as the event, the error, the traceback."""
+    fields: dict[str, object] = {"stage": stage, "error": outcome.error}
+    if outcome.traceback:
+        fields["traceback"] = outcome.traceback
+    log(outcome.status, **fields)
 
 
 def load(reference: str) -> Callable[..., Any]:
@@ -177,7 +193,9 @@ class Prepared:
         except BadInput as exc:
             return Outcome("bad_input", error=str(exc))
         except Exception as exc:
-            return Outcome("failed", error=f"{type(exc).__name__}: {exc}")
+            return Outcome(
+                "failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
+            )
 
 
 def prepare(reference: str) -> Prepared | Outcome:
@@ -187,7 +205,9 @@ def prepare(reference: str) -> Prepared | Outcome:
     except BadInput as exc:
         return Outcome("bad_input", error=str(exc))
     except Exception as exc:
-        return Outcome("failed", error=f"{type(exc).__name__}: {exc}")
+        return Outcome(
+            "failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
+        )
 
 
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -249,6 +269,7 @@ def outputs_of(function: Callable[..., Any], result: Any) -> dict[str, str]:
 
 def run(reference: str, outputs_dir: Path, pairs: Sequence[str]) -> int:
     started = time.perf_counter()
+    stage_logging.configure()
     termination = Termination(reference).install()
     prepared = prepare(reference)
     if isinstance(prepared, Outcome):
@@ -261,7 +282,7 @@ def run(reference: str, outputs_dir: Path, pairs: Sequence[str]) -> int:
         else:
             outcome = termination.call(prepared, raw)
     if outcome.status != "ok":
-        log(outcome.status, stage=reference, error=outcome.error)
+        log_outcome(reference, outcome)
         termination.finished(outcome)
         return outcome.exit_code
     outputs_dir.mkdir(parents=True, exist_ok=True)

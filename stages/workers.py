@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from rtflow.stages import reaper, runtime
+from rtflow.stages import reaper, runtime, stage_logging
 
 #: ok / bad_input / failed come from the runtime; timeout and crashed from the parent side.
 InvocationStatus = Literal["ok", "bad_input", "failed", "timeout", "crashed"]
@@ -344,6 +344,7 @@ def serve(reference: str) -> int:
     os.dup2(2, 1)  # the function's prints (and anything writing fd 1) go to stderr
     sys.stdout = sys.stderr
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    stage_logging.configure()  # JSON lines on stderr: the stage's log file in a local run
     termination = runtime.Termination(reference).install()
 
     def send(message: dict[str, Any]) -> None:
@@ -358,11 +359,13 @@ def serve(reference: str) -> int:
         request = json.loads(line)
         context = request.get("context") or {}
         started = time.perf_counter()
-        outcome = termination.call(prepared, request["inputs"])
-        ms = (time.perf_counter() - started) * 1000
-        if outcome.status != "ok":
-            fields = {k: v for k, v in context.items() if k not in ("event", "stage", "error")}
-            runtime.log(outcome.status, stage=reference, error=outcome.error, **fields)
+        fields = {k: v for k, v in context.items() if k not in ("event", "stage", "error")}
+        # every line logged during the call (the function's own too) names its event and trace
+        with stage_logging.context(stage=reference, **fields):
+            outcome = termination.call(prepared, request["inputs"])
+            ms = (time.perf_counter() - started) * 1000
+            if outcome.status != "ok":
+                runtime.log_outcome(reference, outcome)
         send(
             {"status": outcome.status, "outputs": outcome.outputs, "error": outcome.error, "ms": ms}
         )

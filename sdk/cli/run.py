@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import Any
 
@@ -156,6 +157,13 @@ def _run(args: argparse.Namespace, shutdown: Shutdown) -> int:
         approver = auto_reject
     else:
         approver = terminal_approver()
+    # The run's own warnings (a task retried, and why) as they happen, not only in the summary.
+    say = logging.StreamHandler(sys.stderr)
+    say.setFormatter(logging.Formatter("rtflow: %(message)s"))
+    local_log = logging.getLogger("rtflow.local")
+    local_log.addHandler(say)
+    local_log.setLevel(logging.WARNING)
+    local_log.propagate = False
     # Results go to the real stdout through the sink; anything else printing (a stand-in, a
     # library) goes to stderr so that stdout stays JSONL.
     real_stdout, sys.stdout = sys.stdout, sys.stderr
