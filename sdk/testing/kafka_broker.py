@@ -53,12 +53,12 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Self
 
 from rtflow.stages.reaper import parent_death_signal
-from rtflow.testing.kraft_controller import CONTROLLER_ID, KraftController
 from rtflow.testing.kafka_security import (
     BrokerSecurity,
     properties_text,
     sasl_ssl_listener_settings,
 )
+from rtflow.testing.kraft_controller import CONTROLLER_ID, KraftController
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
@@ -318,6 +318,11 @@ class KafkaBroker:
     def pid(self) -> int | None:
         """The broker JVM's process id while it runs (benchmarks read its CPU time)."""
         return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    @property
+    def controller_pid(self) -> int | None:
+        """The dedicated controller's process id while it runs (None in combined mode)."""
+        return self._controller.pid if self._controller is not None else None
 
     @property
     def running(self) -> bool:

@@ -245,6 +245,41 @@ def test_nothing_is_lost_over_a_restart(kafka_broker: KafkaBroker, kill: bool) -
         assert values == [v for k, v in before + after if k == key]
 
 
+def test_a_dedicated_controller_outlives_a_broker_kill(tmp_path: Path) -> None:
+    """The production topology: kill -9 takes the broker only; the controller fences it and
+    takes it back, a committed transaction stays committed, and close() leaves no process."""
+    with KafkaBroker(work_dir=tmp_path, dedicated_controller=True) as broker:
+        topic = new_topic(broker, "dedicated", 2)
+        prod = producer(broker, **{"transactional.id": f"tx-{uuid.uuid4().hex[:8]}"})
+        prod.init_transactions(30)
+        prod.begin_transaction()
+        for i in range(50):
+            prod.produce(topic, key=b"k%d" % (i % 4), value=b"before-%d" % i)
+        prod.commit_transaction(30)
+        roles = (tmp_path / "server.properties").read_text()
+        assert (
+            "process.roles=broker\n" in roles
+            and "CONTROLLER://" not in roles.split("listeners=", 1)[1].split("\n", 1)[0]
+        )
+        controller_log = tmp_path / "controller" / "controller.log"
+        starts = controller_log.read_text().count("starting a KRaft controller")
+
+        broker.restart(kill=True)
+
+        assert controller_log.read_text().count("starting a KRaft controller") == starts
+        prod.begin_transaction()
+        for i in range(50):
+            prod.produce(topic, key=b"k%d" % (i % 4), value=b"after-%d" % i)
+        prod.commit_transaction(30)
+        got = read_all(broker, topic, 2, isolation="read_committed")
+        assert len(got) == 100
+        pids = [broker.pid, broker.controller_pid]
+        assert None not in pids and pids[0] != pids[1]
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid or 0, 0)
+
+
 def test_missing_jars_raise_kafka_unavailable_before_anything_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
