@@ -20,6 +20,7 @@ from typing import Any
 
 from rtflow import ir
 from rtflow.errors import DefinitionError
+from rtflow.image_digests import check_digests
 from rtflow.names import check_dns1123_label, check_label
 
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -201,27 +202,10 @@ class _Checker:
 
     def check_digests(self, overrides: Sequence[ir.ImageOverride]) -> None:
         """With ``require_digests``: every image this environment runs is pinned by digest."""
-        if not self._flag("require_digests"):
-            return
-        by_name = {o.name: o for o in overrides}
-        images = {s.image for s in self.stages if s.image}
-        images |= {server.image for server in self.servers.values()}
-        if self.stream is not None and self.stream.image:
-            images.add(self.stream.image)
-        loose = []
-        for image in sorted(images):
-            override = by_name.get(split_image(image)[0])
-            pinned = override.digest is not None if override else "@sha256:" in image
-            if not pinned:
-                loose.append(image)
-        if loose:
-            raise DefinitionError(
-                f"{len(loose)} image(s) are not pinned by digest: {', '.join(loose)}",
-                fix="pin each one, e.g. images={'"
-                + split_image(loose[0])[0]
-                + "': 'sha256:<64 hex>'}, or drop require_digests",
-                field=self.field("require_digests"),
-            )
+        if self._flag("require_digests"):
+            others = [server.image for server in self.servers.values()]
+            others += [self.stream.image] if self.stream is not None and self.stream.image else []
+            check_digests(self.stages, others, overrides, field=self.field("require_digests"))
 
     def _stage_images(self) -> list[str]:
         images = {

@@ -21,6 +21,8 @@ BUILTIN_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "python-function": (),
     "kafka-publish": ("confluent-kafka>=2.16,<3",),
     "http-callback": (),
+    # rtflow.infer(..., via="grpc"): the gRPC client stage (numpy<2: tritonclient's pin).
+    "triton-client": ("tritonclient[grpc]>=2.50", "numpy>=1.21,<2"),
 }
 
 # The stream plane's worker base: the runtime with rtflow's [stream] extra (librdkafka, gRPC
