@@ -25,11 +25,14 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+# A sibling module: this file runs as a script (and tests load it from its path).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from go_module import GoModuleError, pinned_module_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,27 +76,12 @@ def _parses(path: Path) -> bool:
 
 
 def write(schema: Schema, out: Path, go: str) -> str:
-    with tempfile.TemporaryDirectory() as scratch:
-        # Outside any module (a scratch working folder), so no go.mod or go.work applies.
-        done = subprocess.run(
-            [go, "mod", "download", "-json", f"{schema.module}@{schema.version}"],
-            capture_output=True,
-            text=True,
-            cwd=scratch,
-            env={**os.environ, "GOWORK": "off", "GOFLAGS": ""},
-            check=False,
-        )
-    try:
-        info = json.loads(done.stdout)
-    except json.JSONDecodeError:
-        info = {}
     module = f"{schema.module}@{schema.version}"
-    if done.returncode != 0 or "Error" in info or "Dir" not in info:
-        detail = info.get("Error") or done.stderr.strip() or f"exit status {done.returncode}"
-        raise RuntimeError(f"go mod download {module} failed: {detail}")
-    if info.get("Sum") != schema.sum:
-        raise RuntimeError(f"{module} has hash {info.get('Sum')}, but {schema.sum} is pinned")
-    source = Path(info["Dir"]) / "api" / "jsonschema" / "schema.json"
+    try:
+        folder = pinned_module_dir(go, schema.module, schema.version, schema.sum)
+    except GoModuleError as exc:
+        raise RuntimeError(str(exc)) from exc
+    source = folder / "api" / "jsonschema" / "schema.json"
     target = out / schema.file
     out.mkdir(parents=True, exist_ok=True)
     fd, scratch_file = tempfile.mkstemp(dir=out, prefix=f".{schema.file}.")

@@ -48,6 +48,10 @@ from typing import Any
 
 import yaml
 
+# A sibling module: this file runs as a script (and tests load it from its path).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from go_module import GoModuleError, pinned_module_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 # Where rtflow.verify.crd_schema looks: $RTFLOW_CRD_SCHEMAS, else the tools folder's schemas/
 # ($RTFLOW_TOOLS, else <repo>/.tools; rtflow.verify.tools_home).
@@ -301,28 +305,13 @@ def served_schema(text: str, group: str, kind: str, where: str) -> tuple[str, di
 def go_module_crds(source: GoModule) -> Iterator[tuple[str, str, str]]:
     """(kind, CRD text, where it came from) of each CRD, from the module in the module cache."""
     go = _tool("go", "/usr/local/go/bin/go")
-    with tempfile.TemporaryDirectory() as scratch:
-        # Outside any module (a scratch working folder), so no go.mod or go.work applies.
-        proc = subprocess.run(
-            [go, "mod", "download", "-json", f"{source.module}@{source.version}"],
-            cwd=scratch,
-            env={**os.environ, "GOWORK": "off", "GOFLAGS": ""},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    try:
-        info = json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        info = {}
     module = f"{source.module}@{source.version}"
-    if proc.returncode != 0 or "Error" in info or "Dir" not in info:
-        detail = info.get("Error") or proc.stderr.strip() or f"exit status {proc.returncode}"
-        raise ProvisionError(f"go mod download {module} failed: {detail}")
-    if info.get("Sum") != source.sum:
-        raise ProvisionError(f"{module} has hash {info.get('Sum')}, but {source.sum} is pinned")
+    try:
+        folder = pinned_module_dir(go, source.module, source.version, source.sum)
+    except GoModuleError as exc:
+        raise ProvisionError(str(exc)) from exc
     for kind, crd_file in source.crds.items():
-        path = Path(info["Dir"]) / crd_file
+        path = folder / crd_file
         yield kind, path.read_text(encoding="utf-8"), f"{module} {crd_file}"
 
 
