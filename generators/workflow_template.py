@@ -3,7 +3,9 @@
 One DAG template ``main`` holds the tasks; each distinct stage is one template; an exit handler,
 when declared, is the DAG ``exit-handler``. The production defaults a platform team expects are
 set here: pod GC, TTL, a workflow deadline, the restricted security context, resource limits on
-every container, and the standard labels on the template, the Workflows and their pods.
+every container, and the standard labels on the template, the Workflows and their pods. A
+stage's credentials are files in a read-only volume of its own template (``rtflow.Secret``;
+``as_env=True`` for a ``secretKeyRef`` variable instead).
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from __future__ import annotations
 from hera.workflows import models as m
 
 from rtflow import ir
-from rtflow.generators import argo_expressions, labels, security
+from rtflow.generators import argo_expressions, labels, secret_files, security
 from rtflow.gpu.kserve import SUCCESS_CONDITION
 from rtflow.stages import contract
 
 API_VERSION = "argoproj.io/v1alpha1"
 ENTRYPOINT = "main"
 EXIT_HANDLER = "exit-handler"
+CREDENTIALS_VOLUME = "credentials"
 
 
 def workflow_template(pipeline: ir.Pipeline) -> m.WorkflowTemplate:
@@ -121,6 +124,7 @@ def _template(pipeline: ir.Pipeline, stage: ir.Stage) -> m.Template:
         if stage.outputs
         else None,
         container=_container(stage),
+        volumes=[volume] if (volume := _credentials_volume(stage)) is not None else None,
         retry_strategy=_retry(stage),
         active_deadline_seconds=m.IntOrString(stage.deadline_seconds)
         if stage.deadline_seconds is not None
@@ -139,20 +143,39 @@ def _stage_annotations(stage: ir.Stage) -> dict[str, str]:
 def _container(stage: ir.Stage) -> m.Container:
     assert stage.image is not None and stage.resources is not None
     resources = stage.resources
+    mounts = [security.scratch_mount()]
+    if _files(stage):
+        mounts.append(secret_files.mount(CREDENTIALS_VOLUME, contract.SECRETS_DIR))
     return m.Container(
         name="main",
         image=stage.image,
-        image_pull_policy=security.pull_policy(stage.image),
+        image_pull_policy=security.PULL_POLICY,
         command=list(stage.command) or None,
         args=list(stage.args) or None,
-        env=[_env(e) for e in stage.env] or None,
+        env=sorted((_env(e) for e in stage.env), key=lambda e: e.name) or None,
         resources=security.resource_requirements(resources, "stage"),
         security_context=security.container_security_context(),
-        volume_mounts=[security.scratch_mount()],
+        volume_mounts=mounts,
     )
 
 
+def _files(stage: ir.Stage) -> list[tuple[str, ir.SecretKey]]:
+    """The stage's credentials given as files: (path under SECRETS_DIR, Secret key)."""
+    return [
+        (f"{e.secret.secret}/{e.secret.key}", e.secret) for e in stage.env if e.secret and e.file
+    ]
+
+
+def _credentials_volume(stage: ir.Stage) -> m.Volume | None:
+    """The template's own volume (only its pods mount it): the keys of its rtflow.Secrets."""
+    return secret_files.volume(CREDENTIALS_VOLUME, _files(stage))
+
+
 def _env(env: ir.EnvVar) -> m.EnvVar:
+    if env.secret is not None and env.file:
+        # The path, never the value (rtflow.stages.secret_files reads it for a function stage).
+        path = contract.secret_path(env.secret.secret, env.secret.key)
+        return m.EnvVar(name=contract.file_variable(env.name), value=path)
     if env.secret is not None:
         return m.EnvVar(
             name=env.name,

@@ -29,6 +29,8 @@ from typing import Any
 
 from hera.workflows import models as m
 
+from rtflow.generators import secret_files
+
 RESTRICTED = ("model-repository", "model-config", "shared-memory", "statistics", "trace", "logging")
 """What a pipeline never calls: everything but health, metadata and inference."""
 HEADER = "triton-admin-key"
@@ -56,21 +58,9 @@ def launch(admin_key: Any | None) -> list[str]:
 
 
 def volumes(admin_key: Any | None) -> list[m.Volume]:
-    if admin_key is None:
-        return []
-    return [
-        m.Volume(
-            name=VOLUME,
-            secret=m.SecretVolumeSource(
-                secret_name=admin_key.secret,
-                items=[m.KeyToPath(key=admin_key.key, path=admin_key.key)],
-                default_mode=0o440,
-            ),
-        )
-    ]
+    volume = secret_files.volume(VOLUME, [(admin_key.key, admin_key)] if admin_key else [])
+    return [volume] if volume is not None else []
 
 
 def mounts(admin_key: Any | None) -> Sequence[m.VolumeMount]:
-    if admin_key is None:
-        return []
-    return [m.VolumeMount(name=VOLUME, mount_path=KEY_DIR, read_only=True)]
+    return [secret_files.mount(VOLUME, KEY_DIR)] if admin_key is not None else []

@@ -30,7 +30,7 @@ from hera.workflows import models as m
 from rtflow import ir
 from rtflow.errors import DefinitionError
 from rtflow.generators import labels as label_keys
-from rtflow.generators import security
+from rtflow.generators import secret_files, security
 from rtflow.gpu import admin_api
 from rtflow.gpu.models import Repository, TritonModel
 from rtflow.gpu.pools import GpuPool, placement
@@ -680,21 +680,14 @@ def _credentials(
 def _mounted(
     secret: str, key: str, kind: str, volumes: list[m.Volume], mounts: list[m.VolumeMount]
 ) -> str:
-    """Mount one key of a Secret read-only (0440) and return the file's path."""
-    volume = _volume_name(kind, secret)
-    folder = f"{SECRETS_MOUNT}/{volume}"
-    if all(v.name != volume for v in volumes):
-        volumes.append(
-            m.Volume(
-                name=volume,
-                secret=m.SecretVolumeSource(
-                    secret_name=secret,
-                    items=[m.KeyToPath(key=key, path=key)],
-                    default_mode=0o440,
-                ),
-            )
-        )
-        mounts.append(m.VolumeMount(name=volume, mount_path=folder, read_only=True))
+    """Mount one key of a Secret as a file (rtflow.generators.secret_files) and return its path."""
+    name = _volume_name(kind, secret)
+    folder = f"{SECRETS_MOUNT}/{name}"
+    if all(v.name != name for v in volumes):
+        volume = secret_files.volume(name, [(key, SecretKey(secret, key))])
+        assert volume is not None
+        volumes.append(volume)
+        mounts.append(secret_files.mount(name, folder))
     return f"{folder}/{key}"
 
 
@@ -735,7 +728,7 @@ def container(serving: TritonServing) -> m.Container:
     return m.Container(
         name=CONTAINER,
         image=serving.image,
-        image_pull_policy=security.pull_policy(serving.image),
+        image_pull_policy=security.PULL_POLICY,
         command=admin_api.launch(serving.admin_key),
         args=triton_args(serving, storage.repositories),
         ports=[

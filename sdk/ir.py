@@ -63,11 +63,13 @@ class SecretKey:
 
 @dataclass(frozen=True)
 class EnvVar:
-    """A literal value or a Secret reference, never both: credentials come only from Secrets."""
+    """A literal value or a Secret reference, never both: credentials come only from Secrets.
+    ``file``: the Secret's key is mounted as a file whose path is in ``<name>_FILE``."""
 
     name: str
     value: str | None = None
     secret: SecretKey | None = None
+    file: bool = False
 
 
 # Values a task argument or a condition can read.

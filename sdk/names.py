@@ -18,6 +18,9 @@ _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _PARAMETER = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]*$")
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A Secret's data key: letters, digits, '-', '_', '.'; not '.', '..' or '..x' (Kubernetes
+# refuses those, and none could be a file of a mounted volume).
+_SECRET_KEY = re.compile(r"^(?!\.\.)(?!\.$)[-._a-zA-Z0-9]{1,253}$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 
@@ -91,6 +94,16 @@ def check_env_name(name: str, *, field: str) -> str:
         fix=f"use {fixed!r}",
         field=field,
     )
+
+
+def check_secret_key(key: object, *, field: str) -> str:
+    if not isinstance(key, str) or not _SECRET_KEY.match(key):
+        raise DefinitionError(
+            f"secret key {key!r} is not a valid Secret data key",
+            fix="use letters, digits, '-', '_' and '.' (not '.' or '..' first)",
+            field=field,
+        )
+    return key
 
 
 def check_label(key: str, value: str, *, field: str) -> None:

@@ -30,11 +30,18 @@ class Retry:
 
 @dataclass(frozen=True)
 class Secret:
-    """An environment variable read from a Kubernetes Secret: the only way to pass credentials."""
+    """A credential from a key of a Kubernetes Secret: the only way to pass one to a stage.
+
+    By default the key is mounted as a read-only file (``/var/run/secrets/rtflow/<secret>/<key>``,
+    mode 0440) and ``<env>_FILE`` holds its path; a Python-function stage also finds the value
+    in ``<env>`` (rtflow's runtime reads the file before the stage's module is imported); a
+    container stage reads the file itself. ``as_env=True`` puts the value in ``<env>`` instead
+    (a ``secretKeyRef``), for an image that only reads the environment."""
 
     env: str
     secret: str
     key: str
+    as_env: bool = False
 
 
 class _NoDefault:

@@ -8,7 +8,6 @@ an error can point at the exact field.
 from __future__ import annotations
 
 import inspect
-import re
 import string
 import typing
 from collections.abc import Callable, Mapping
@@ -22,16 +21,16 @@ from rtflow.names import (
     check_annotation_key,
     check_dns1123_label,
     check_dns1123_subdomain,
-    check_env_name,
     check_label,
     check_parameter_name,
     from_identifier,
 )
-from rtflow.options import NO_DEFAULT, Backoff, Output, Param, Retry, Secret
+from rtflow.options import NO_DEFAULT, Backoff, Output, Param, Retry
 from rtflow.param_types import SUPPORTED, ParamType, encode, from_annotation, mismatch
 from rtflow.quantity import check_go_duration, check_quantity, check_seconds, parse_quantity
 from rtflow.recording import ApprovalDef, InferenceDef
 from rtflow.stage import StageDef
+from rtflow.stage_env import stage_env
 from rtflow.stages import contract
 
 RESERVED_TEMPLATE_NAMES = frozenset({"main", "exit-handler"})
@@ -39,7 +38,6 @@ RETRY_POLICIES = ("Always", "OnError", "OnFailure", "OnTransientError")
 DEFAULT_CPU = "250m"
 DEFAULT_MEMORY = "256Mi"
 MIN_CPU_LIMIT = Decimal(1)
-_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 
 def function_inputs(function: Callable[..., Any], *, what: str) -> list[ir.Param]:
@@ -198,7 +196,7 @@ def _stage_unlocated(definition: StageDef, pipeline: Any, name: str) -> ir.Stage
         deadline_seconds=check_seconds(options.timeout, field="timeout")
         if options.timeout is not None
         else None,
-        env=_env(options.env, options.secrets),
+        env=stage_env(options.env, options.secrets),
         labels=label_pairs(options.labels),
         annotations=annotation_pairs(options.annotations),
         service_account=service_account(options.service_account),
@@ -406,52 +404,6 @@ def _retry(retry: object) -> ir.Retry:
             else None,
         )
     return ir.Retry(limit=retry.limit, policy=cast(ir.RetryPolicyName, policy), backoff=backoff)
-
-
-def _env(env: Mapping[str, str], secrets: Any) -> tuple[ir.EnvVar, ...]:
-    result: dict[str, ir.EnvVar] = {}
-    for name, value in env.items():
-        check_env_name(name, field=f"env.{name}")
-        if not isinstance(value, str):
-            raise DefinitionError(
-                f"env {name}={value!r} is not a string",
-                fix=f"write env={{{name!r}: {str(value)!r}}}",
-                field=f"env.{name}",
-            )
-        reason = credentials.env_credential(name, value)
-        if reason:
-            raise DefinitionError(
-                f"env {reason} and is given inline",
-                fix=f"take it from a Secret: secrets=[rtflow.Secret(env={name!r}, "
-                "secret='<secret-name>', key='<key>')]",
-                field=f"env.{name}",
-            )
-        result[name] = ir.EnvVar(name=name, value=value)
-    for secret in secrets:
-        if not isinstance(secret, Secret):
-            raise DefinitionError(
-                f"secrets must hold rtflow.Secret, got {type(secret).__name__}",
-                fix="use rtflow.Secret(env='DB_PASSWORD', secret='db-creds', key='password')",
-                field="secrets",
-            )
-        check_env_name(secret.env, field=f"secrets.{secret.env}")
-        check_dns1123_subdomain(secret.secret, field=f"secrets.{secret.env}", what="secret name")
-        if not isinstance(secret.key, str) or not _SECRET_KEY.match(secret.key):
-            raise DefinitionError(
-                f"secret key {secret.key!r} is not a valid Secret data key",
-                fix="use letters, digits, '-', '_' and '.'",
-                field=f"secrets.{secret.env}",
-            )
-        if secret.env in result:
-            raise DefinitionError(
-                f"{secret.env} is set twice (env and secrets)",
-                fix="set it in one place",
-                field=f"secrets.{secret.env}",
-            )
-        result[secret.env] = ir.EnvVar(
-            name=secret.env, secret=ir.SecretKey(secret.secret, secret.key)
-        )
-    return tuple(result[n] for n in sorted(result))
 
 
 def label_pairs(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:

@@ -15,7 +15,12 @@ from typing import Any, cast
 from rtflow import ir
 from rtflow.cron import check_cron, check_timezone
 from rtflow.errors import DefinitionError
-from rtflow.names import check_dns1123_label, check_dns1123_subdomain, suggest_dns1123_label
+from rtflow.names import (
+    check_dns1123_label,
+    check_dns1123_subdomain,
+    check_secret_key,
+    suggest_dns1123_label,
+)
 from rtflow.options import NO_DEFAULT
 from rtflow.param_types import ParamType, encode, from_annotation
 from rtflow.quantity import check_go_duration
@@ -38,7 +43,6 @@ from rtflow.triggers import (
 _TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
 _BROKER = re.compile(r"^[A-Za-z0-9.-]+:([0-9]{1,5})$")
 _PATH = re.compile(r"^[A-Za-z0-9_\-.#@*?|\\\[\]]+$")
-_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _REGEX_SPECIAL = set("\\.+*?()|[]{}^$")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -258,12 +262,7 @@ class _TriggerBuilder:
                 field=self.field(name),
             )
         check_dns1123_subdomain(value.secret, field=self.field(name), what="secret name")
-        if not _SECRET_KEY.match(value.key):
-            raise DefinitionError(
-                f"secret key {value.key!r} is not a valid Secret data key",
-                fix="use letters, digits, '-', '_' and '.'",
-                field=self.field(name),
-            )
+        check_secret_key(value.key, field=self.field(name))
         return ir.SecretKey(value.secret, value.key)
 
     def _tls(self, tls: Tls | None, name: str) -> ir.Tls | None:

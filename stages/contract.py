@@ -14,6 +14,10 @@ COMMAND: tuple[str, ...] = ("python", "-m", "rtflow.stages")
 SCRATCH_DIR = "/tmp"
 #: Where a stage writes output ``<name>`` for Argo to read as an output parameter.
 OUTPUTS_DIR = "/tmp/rtflow/outputs"
+#: Where a stage's credentials (``rtflow.Secret``) are mounted, read-only: one file per Secret
+#: key, ``<SECRETS_DIR>/<secret>/<key>``, its path in the variable ``<ENV>`` + ``FILE_SUFFIX``.
+SECRETS_DIR = "/var/run/secrets/rtflow"
+FILE_SUFFIX = "_FILE"
 
 #: Exit codes. Argo's retry expression retries everything except a bad input: the same input
 #: would fail the same way again.
@@ -25,6 +29,16 @@ RETRY_EXPRESSION = f"asInt(lastRetry.exitCode) != {EXIT_BAD_INPUT}"
 
 def output_path(name: str) -> str:
     return f"{OUTPUTS_DIR}/{name}"
+
+
+def secret_path(secret: str, key: str) -> str:
+    """The file a stage reads the Secret's key from (its folder is mounted at SECRETS_DIR)."""
+    return f"{SECRETS_DIR}/{secret}/{key}"
+
+
+def file_variable(name: str) -> str:
+    """The variable holding the path of credential ``name`` given as a file."""
+    return f"{name}{FILE_SUFFIX}"
 
 
 def run_args(function: str, inputs: Sequence[str]) -> list[str]:

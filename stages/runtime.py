@@ -50,7 +50,7 @@ from types import FrameType
 from typing import Any, Literal
 
 from rtflow.param_types import ParamType, decode, encode, from_annotation
-from rtflow.stages import contract, stage_logging
+from rtflow.stages import contract, secret_files, stage_logging
 
 
 class BadInput(Exception):
@@ -271,7 +271,13 @@ def run(reference: str, outputs_dir: Path, pairs: Sequence[str]) -> int:
     started = time.perf_counter()
     stage_logging.configure()
     termination = Termination(reference).install()
-    prepared = prepare(reference)
+    try:
+        # Before the import: a module may read its credentials when it loads.
+        secret_files.load()
+    except OSError as exc:
+        prepared: Prepared | Outcome = Outcome("failed", error=f"a mounted credential: {exc}")
+    else:
+        prepared = prepare(reference)
     if isinstance(prepared, Outcome):
         outcome = prepared
     else:

@@ -208,8 +208,15 @@ def test_cloud_credentials_come_only_from_secret_references() -> None:
     mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
     assert mount["readOnly"] is True
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
-    assert volume["secret"]["secretName"] == "fraud-models-s3"
-    assert volume["secret"]["defaultMode"] == 0o440
+    assert volume["projected"]["defaultMode"] == 0o440
+    assert volume["projected"]["sources"] == [
+        {
+            "secret": {
+                "name": "fraud-models-s3",
+                "items": [{"key": "credentials.json", "path": "credentials.json"}],
+            }
+        }
+    ]
     assert path.endswith("/credentials.json")
     assert env["AWS_DEFAULT_REGION"]["value"] == "eu-west-1"
     # Environment variables stay available when asked for by name.
@@ -235,7 +242,9 @@ def test_gcs_credentials_are_a_mounted_secret_file() -> None:
     mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
     assert mount["readOnly"] is True
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
-    assert volume["secret"]["secretName"] == "gcs-reader"
+    ((source,),) = [volume["projected"]["sources"]]
+    assert source["secret"]["name"] == "gcs-reader"
+    assert path == f"{mount['mountPath']}/{source['secret']['items'][0]['path']}"
     assert "--model-repository=gs://bucket/models" in container["args"]
 
 
@@ -487,10 +496,9 @@ def test_the_admin_key_is_mounted_as_a_file() -> None:
     )
     pod = deployment(server)["spec"]["template"]["spec"]
     (volume,) = [v for v in pod["volumes"] if v["name"] == admin_api.VOLUME]
-    assert volume["secret"] == {
-        "secretName": "scorer-admin",
-        "items": [{"key": "key", "path": "key"}],
+    assert volume["projected"] == {
         "defaultMode": 0o440,
+        "sources": [{"secret": {"name": "scorer-admin", "items": [{"key": "key", "path": "key"}]}}],
     }
     (container,) = pod["containers"]
     assert {

@@ -146,10 +146,8 @@ def test_retry_deadline_resources_env_and_metadata(sink_doc: dict[str, Any]) -> 
         "requests": {"cpu": "2", "ephemeral-storage": "256Mi", "memory": "1Gi"},
     }
     assert stats["container"]["env"] == [
-        {
-            "name": "API_TOKEN",
-            "valueFrom": {"secretKeyRef": {"name": "kitchen-api", "key": "token"}},
-        },
+        # A credential is a file by default: the variable holds its path, not its value.
+        {"name": "API_TOKEN_FILE", "value": "/var/run/secrets/rtflow/kitchen-api/token"},
         {"name": "LOG_LEVEL", "value": "debug"},
         {"name": "MODE", "value": "fast"},
     ]
@@ -198,7 +196,9 @@ def test_every_container_is_locked_down_and_limited(sink_doc: dict[str, Any]) ->
         assert security["capabilities"] == {"drop": ["ALL"]}
         assert security["seccompProfile"] == {"type": "RuntimeDefault"}
         assert set(container["resources"]["limits"]) == {"cpu", "ephemeral-storage", "memory"}
-        assert container["volumeMounts"] == [{"name": "scratch", "mountPath": "/tmp"}]
+        scratch = {"name": "scratch", "mountPath": "/tmp"}
+        credentials = {"name": "credentials", "mountPath": contract.SECRETS_DIR, "readOnly": True}
+        assert container["volumeMounts"] in ([scratch], [scratch, credentials])
 
 
 def test_labels_and_annotations(sink_doc: dict[str, Any]) -> None:
@@ -279,9 +279,13 @@ def test_configure_gives_a_builtin_its_own_name_and_secrets() -> None:
         "name": "KAFKA_SECURITY_PROTOCOL",
         "value": "SASL_SSL",
     }
-    assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "kafka",
-        "key": "password",
+    assert env["KAFKA_SASL_PASSWORD_FILE"] == {
+        "name": "KAFKA_SASL_PASSWORD_FILE",
+        "value": "/var/run/secrets/rtflow/kafka/password",
+    }
+    (source,) = template["volumes"][0]["projected"]["sources"]
+    assert source == {
+        "secret": {"name": "kafka", "items": [{"key": "password", "path": "kafka/password"}]}
     }
     assert template["retryStrategy"]["limit"] == 5  # the built-in's own options are kept
     assert kafka_publish.name == "kafka-publish"  # type: ignore[attr-defined]  # unchanged

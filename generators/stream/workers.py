@@ -5,7 +5,8 @@ The container runs ``python -m rtflow.stages stream <module>:<pipeline> --group 
 command ``rtflow run --local`` starts on one machine, loading the pipeline's own definition.
 Only addresses and credentials come from the cluster: the brokers in ``KAFKA_BROKERS`` (an
 environment's overlay replaces them), Triton by its Service name (same namespace), and Kafka's
-TLS and SASL from Secrets mounted as files, never as environment values.
+TLS and SASL from Secrets mounted as files (:mod:`rtflow.generators.secret_files`), never as
+environment values.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from hera.workflows import models as m
 
 from rtflow import ir
 from rtflow.errors import DefinitionError
-from rtflow.generators import security
+from rtflow.generators import secret_files, security
 from rtflow.generators.stream.common import (
     METRICS_PORT_NAME,
     SECRETS_DIR,
@@ -84,25 +85,6 @@ def _env(pipeline: ir.Pipeline, kafka: Kafka) -> list[m.EnvVar]:
     return sorted(env, key=lambda e: e.name)
 
 
-def _secrets_volume(kafka: Kafka) -> m.Volume | None:
-    """One projected volume of every credential file, readable by the worker's group only."""
-    by_secret: dict[str, list[m.KeyToPath]] = {}
-    for file, key in kafka.secret_files():
-        by_secret.setdefault(key.secret, []).append(m.KeyToPath(key=key.key, path=file))
-    if not by_secret:
-        return None
-    return m.Volume(
-        name=SECRETS_VOLUME,
-        projected=m.ProjectedVolumeSource(
-            default_mode=0o440,
-            sources=[
-                m.VolumeProjection(secret=m.SecretProjection(name=name, items=items))
-                for name, items in sorted(by_secret.items())
-            ],
-        ),
-    )
-
-
 def command(pipeline: ir.Pipeline, group: Group) -> list[str]:
     """The worker's command and arguments: what a test runs against the real broker."""
     plane = stream(pipeline)
@@ -160,11 +142,11 @@ def container(
     full = command(pipeline, group)
     mounts = [security.scratch_mount()]
     if kafka.secret_files():
-        mounts.append(m.VolumeMount(name=SECRETS_VOLUME, mount_path=SECRETS_DIR, read_only=True))
+        mounts.append(secret_files.mount(SECRETS_VOLUME, SECRETS_DIR))
     return m.Container(
         name=CONTAINER,
         image=plane.image,
-        image_pull_policy=security.pull_policy(plane.image),
+        image_pull_policy=security.PULL_POLICY,
         command=full[:3],
         args=full[3:],
         env=_env(pipeline, kafka),
@@ -191,7 +173,7 @@ def deployment(
     plane = stream(pipeline)
     name = worker_name(pipeline, group)
     volumes = [security.scratch_volume()]
-    secrets = _secrets_volume(kafka)
+    secrets = secret_files.volume(SECRETS_VOLUME, kafka.secret_files())
     if secrets is not None:
         volumes.append(secrets)
     pod_labels = {**metadata(pipeline, name)["labels"], **selector(pipeline, group)}
