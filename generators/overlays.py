@@ -363,8 +363,10 @@ def retag(reference: str, overrides: Sequence[ir.ImageOverride]) -> str:
         if override.name != base:
             continue
         base = override.new_name or base
-        if override.digest:
-            return f"{base}@{override.digest}"
+        if override.digest:  # with a new tag too, kustomize keeps both: name:tag@digest
+            return (
+                base + (f":{override.new_tag}" if override.new_tag else "") + f"@{override.digest}"
+            )
         if override.new_tag:
             return f"{base}:{override.new_tag}"
         break

@@ -199,6 +199,19 @@ def test_json_patch_turns_one_document_into_the_other() -> None:
         ("a/b:1", ImageOverride("a/b", new_name="m/b"), "m/b:1"),
         ("a/b:1", ImageOverride("a/b", new_name="m/c", new_tag="3"), "m/c:3"),
         ("a/b:1", ImageOverride("a/b", digest="sha256:" + "0" * 64), "a/b@sha256:" + "0" * 64),
+        # As kustomize 5 builds them (checked with .tools/bin/kustomize): a new tag with a
+        # digest keeps both; a new tag alone drops the old digest; a new name alone keeps it.
+        (
+            "a/b:1",
+            ImageOverride("a/b", new_tag="2", digest="sha256:" + "0" * 64),
+            "a/b:2@sha256:" + "0" * 64,
+        ),
+        ("a/b:1@sha256:" + "1" * 64, ImageOverride("a/b", new_tag="2"), "a/b:2"),
+        (
+            "a/b:1@sha256:" + "1" * 64,
+            ImageOverride("a/b", new_name="m/b"),
+            "m/b:1@sha256:" + "1" * 64,
+        ),
         ("host:5000/a/b:1", ImageOverride("host:5000/a/b", new_tag="2"), "host:5000/a/b:2"),
         ("a/bc:1", ImageOverride("a/b", new_tag="2"), "a/bc:1"),
     ],
