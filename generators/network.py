@@ -252,23 +252,42 @@ class Component:
     name: str  # the NetworkPolicy's
     selector: Peer
     controller_pods: bool = True  # made by a controller at run time, not a Deployment here
+    namespace: str | None = None  # its object's (a Triton server's may be another)
 
 
 def components(documents: Sequence[Document]) -> list[Component]:
     found = []
     for document in documents:
         kind, name = document["kind"], document["metadata"]["name"]
+        namespace = document["metadata"].get("namespace")
         if kind == "WorkflowTemplate":
-            found.append(Component(f"{name}-workflow", Peer.pods(workflow_pods(document))))
+            pods = Peer.pods(workflow_pods(document))
+            found.append(Component(f"{name}-workflow", pods, namespace=namespace))
         elif kind == "Sensor":
-            found.append(Component(f"{name}-sensor", Peer.pods({"sensor-name": name})))
+            pods = Peer.pods({"sensor-name": name})
+            found.append(Component(f"{name}-sensor", pods, namespace=namespace))
         elif kind == "EventSource":
-            found.append(Component(f"{name}-eventsource", Peer.pods({"eventsource-name": name})))
+            pods = Peer.pods({"eventsource-name": name})
+            found.append(Component(f"{name}-eventsource", pods, namespace=namespace))
         elif kind == "Deployment":
             selector = document["spec"]["selector"]["matchLabels"]
             if selector.get(labels.COMPONENT) != STREAM_COMPONENT:
-                found.append(Component(name, Peer.pods(selector), controller_pods=False))
+                found.append(Component(name, Peer.pods(selector), False, namespace))
     return found
+
+
+def absolute(peer: Peer, namespace: str | None) -> Peer:
+    """Pods "in the namespace of the object that needs the flow", said with that namespace."""
+    if peer.labels is not None and peer.namespace is None and peer.cidr is None:
+        return replace(peer, namespace=namespace)
+    return peer
+
+
+def relative(peer: Peer, namespace: str | None) -> Peer:
+    """The peer as a policy in ``namespace`` writes it: pods there need no namespaceSelector."""
+    if peer.labels is not None and peer.namespace == namespace:
+        return replace(peer, namespace=None)
+    return peer
 
 
 def _peer(peer: Peer) -> list[Document]:
@@ -356,20 +375,23 @@ def documents(
     )  # fmt: skip
     deny["metadata"]["annotations"][PROMETHEUS_ANNOTATION] = prometheus_namespace
     found = [deny]
+    # Each flow's ends with their namespaces said: a component in another namespace (a Triton
+    # server's own) gets its policy there, its peers from the pipeline's namespace by name.
+    ends = [
+        (absolute(f.source, f.namespace), absolute(f.destination, f.namespace), f) for f in needed
+    ]
     for component in components(objects):
+        here = component.namespace or namespace
+        pods = absolute(component.selector, here)
         out = [(DNS, 53, "UDP"), (DNS, 53, "TCP")]
-        out += [
-            (f.destination, f.port, f.protocol) for f in needed if f.source == component.selector
-        ]
+        out += [(relative(to, here), f.port, f.protocol) for src, to, f in ends if src == pods]
         if component.name.endswith("-workflow"):
             out += list(extra_egress)
-        into = [
-            (f.source, f.port, f.protocol) for f in needed if f.destination == component.selector
-        ]
+        into = [(relative(src, here), f.port, f.protocol) for src, to, f in ends if to == pods]
         found.append(
             policy(
                 component.name, component.selector, _rules(out, "to"), _rules(into, "from"),
-                namespace=namespace, pipeline=pipeline, controller_pods=component.controller_pods,
+                namespace=here, pipeline=pipeline, controller_pods=component.controller_pods,
             )
         )  # fmt: skip
     return found

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rtflow.generators.network import NAMESPACE_LABEL, Flow, Peer, flows
+from rtflow.generators.network import NAMESPACE_LABEL, Flow, Peer, absolute, flows, relative
 
 Document = dict[str, Any]
 
@@ -95,12 +95,14 @@ def blocked(documents: Sequence[Document], prometheus_namespace: str = "monitori
     problems = []
     for flow in flows(documents, prometheus_namespace):
         source = policies.selecting(flow.namespace, flow.source, "Egress")
-        destination = policies.selecting(
-            flow.destination.namespace or flow.namespace, flow.destination, "Ingress"
-        )
+        there = flow.destination.namespace or flow.namespace
+        destination = policies.selecting(there, flow.destination, "Ingress")
+        # The source as a policy in the destination's namespace names it (by its namespace
+        # when that is another: a Triton server of its own namespace).
+        origin = relative(absolute(flow.source, flow.namespace), there)
         if not _open(source, "Egress", flow.destination, flow):
             problems.append(f"{flow.why}: egress to {_show(flow.destination)}:{flow.port}")
-        elif not _open(destination, "Ingress", flow.source, flow):
+        elif not _open(destination, "Ingress", origin, flow):
             problems.append(
                 f"{flow.why}: ingress from {_show(flow.source)} to {_show(flow.destination)}"
                 f":{flow.port}"

@@ -103,7 +103,11 @@ def test_prod_overlay_builds_with_kustomize(out: Path) -> None:
     assert deployment["spec"]["selector"]["matchLabels"].get("env") is None  # selectors untouched
     pod = deployment["spec"]["template"]["spec"]
     assert pod["nodeSelector"]["pool"] == "prod"
-    assert pod["containers"][0]["image"] == "nvcr.io/nvidia/tritonserver:25.01-py3"
+    # Retagged and pinned (kustomize keeps a new tag and a digest both): no tag alone reaches prod.
+    assert pod["containers"][0]["image"] == (
+        "nvcr.io/nvidia/tritonserver:25.01-py3@sha256:"
+        "483ebd4e35a26af67a93727f6e0077135e96223e9fc51c210e9c37877d312cd8"
+    )
     hpa = objects[("HorizontalPodAutoscaler", "scorer-triton")]["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (6, 6)
     brokers = "kafka-0.prod:9092,kafka-1.prod:9092"
@@ -127,7 +131,10 @@ def test_dev_overlay_retags_own_images_only(out: Path) -> None:
     images = {t["container"]["image"] for t in template["spec"]["templates"] if "container" in t}
     assert {"ghcr.io/acme/shop/features:1.5.0-rc1", "ghcr.io/acme/shop/publish:1.5.0-rc1"} <= images
     triton = next(d for d in objects if d["kind"] == "Deployment")
-    assert triton["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":24.10-py3")
+    # Not retagged by image_tag: Triton keeps its own, pinned, reference.
+    assert triton["spec"]["template"]["spec"]["containers"][0]["image"].endswith(
+        ":24.10-py3@sha256:6f7899db5e3e582628d1dcca45f90f36291163095cd8166bb7ab6f59d50a43d5"
+    )
     assert kustomize(out)  # the top-level kustomization over the bases builds too
 
 

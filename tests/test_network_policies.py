@@ -227,3 +227,39 @@ def test_a_wrong_egress_rule_names_its_field(rule: tuple[str, list[int]], field:
     with pytest.raises(DefinitionError) as caught:
         reporting.build()
     assert caught.value.field == field
+
+
+def test_a_server_in_its_own_namespace_gets_its_policy_there() -> None:
+    """A Triton server with ``namespace=`` of its own (tests/local_pipelines/scoring.py: "risk")
+    is closed by a policy in that namespace, open to the pipeline's workflow pods by their
+    namespace; a policy in the pipeline's namespace would select none of its pods and leave it
+    open to every pod of the cluster."""
+    from local_pipelines import scoring
+
+    bundle = compile_pipelines([scoring.scoring_grpc.build()])
+    documents = [m.body for m in bundle.manifests]
+    (server,) = [p for p in policies(documents) if p["metadata"]["name"] == "scoring-triton"]
+    assert server["metadata"]["namespace"] == "risk"
+    assert {p["metadata"]["namespace"] for p in policies(documents) if p is not server} == {
+        "scoring"
+    }
+    froms = [peer for rule in server["spec"]["ingress"] for peer in rule.get("from", [])]
+    stage = {"app.kubernetes.io/component": "stage", "rtflow.dev/pipeline": "scoring-grpc"}
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "scoring"}},
+        "podSelector": {"matchLabels": stage},
+    } in froms
+    workflow = next(p for p in policies(documents) if p["metadata"]["name"].endswith("-workflow"))
+    tos = [peer for rule in workflow["spec"]["egress"] for peer in rule.get("to", [])]
+    assert any(
+        peer.get("namespaceSelector", {}).get("matchLabels")
+        == {"kubernetes.io/metadata.name": "risk"}
+        for peer in tos
+    )
+    # The check reads it the same way: without that ingress rule the gRPC step is blocked.
+    changed = copy.deepcopy(server)
+    changed["spec"]["ingress"] = [
+        r for r in changed["spec"]["ingress"] if 8001 not in [p["port"] for p in r["ports"]]
+    ]
+    problems = blocked([changed if d is server else d for d in documents])
+    assert any("ingress" in p and "8001" in p for p in problems), problems

@@ -31,11 +31,11 @@ expr_filtered = rtflow.kafka(
 )
 
 
-@rtflow.pipeline(name="data-filtered", triggers=[data_filtered])
+@rtflow.pipeline(name="data-filtered", namespace="filters", triggers=[data_filtered])
 def with_data_filters(order: dict[str, Any]) -> None:
     amount_of(order)
 
 
-@rtflow.pipeline(name="expr-filtered", triggers=[expr_filtered])
+@rtflow.pipeline(name="expr-filtered", namespace="filters", triggers=[expr_filtered])
 def with_expr_filter(order: dict[str, Any]) -> None:
     amount_of(order)

@@ -9,6 +9,6 @@ import rtflow
 from rtflow.stages.builtin.kafka_publish import kafka_publish
 
 
-@rtflow.pipeline(name="relay")
+@rtflow.pipeline(name="relay", namespace="relay")
 def relay(order: dict[str, Any], topic: str) -> None:
     kafka_publish(topic=topic, payload=order, key_field="id")

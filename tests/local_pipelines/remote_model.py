@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import rtflow
 from rtflow.gpu.models import Tensor, model_repository, triton_model
-from rtflow.gpu.serving import triton_serving
+from rtflow.gpu.serving import triton_image, triton_serving
 
 EDGE_RISK = triton_model(
     "edge-risk",
@@ -14,9 +14,16 @@ EDGE_RISK = triton_model(
     repository=model_repository("s3://acme-models/triton", secret="models-s3"),
     versions=[3],
 )
-SERVER = triton_serving("edge-triton", [EDGE_RISK], cpu="1", memory="1Gi")
+SERVER = triton_serving(
+    "edge-triton",
+    [EDGE_RISK],
+    cpu="1",
+    memory="1Gi",
+    # Pinned, as a cluster should run it (a fictional digest: no registry is reached).
+    image=f"{triton_image('24.10')}@sha256:6f7899db5e3e582628d1dcca45f90f36291163095cd8166bb7ab6f59d50a43d5",
+)
 
 
-@rtflow.pipeline(name="remote-model")
+@rtflow.pipeline(name="remote-model", namespace="edge")
 def remote_model(edges: list[int]) -> None:
     rtflow.infer(SERVER, EDGE_RISK, {"edges": edges}, name="score")

@@ -62,7 +62,7 @@ def audit(status: str, name: str, uid: str, took: float) -> str:
     return status
 
 
-@rtflow.pipeline(name="shop")
+@rtflow.pipeline(name="shop", namespace="shop")
 def shop(order: dict[str, Any], threshold: float = 0.5) -> None:
     parsed = parse(order)
     risk = score(amount=parsed.amount, kind=parsed.kind)
@@ -115,7 +115,7 @@ def sleepy(seconds: float, key: str) -> str:
     return "awake"
 
 
-@rtflow.pipeline(name="retrying")
+@rtflow.pipeline(name="retrying", namespace="shop")
 def retrying(key: str, failures: int = 0, nap: float = 0.0) -> None:
     n = flaky(key=key, failures=failures)
     sleepy(seconds=nap, key=key).after(n)
@@ -132,7 +132,7 @@ publish = rtflow.container(
 )
 
 
-@rtflow.pipeline(name="with-container")
+@rtflow.pipeline(name="with-container", namespace="shop")
 def with_container(amount: float) -> None:
     risk = score(amount=amount, kind="normal")
     publish(value=risk)

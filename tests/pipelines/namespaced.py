@@ -1,6 +1,8 @@
 """A pipeline in its own namespace ("rag") with a Triton server declared without one, called
 over HTTP and gRPC, started by a webhook and a Kafka topic; its staging environment moves it
-to "rag-staging", prod keeps the pipeline's namespace (tests/test_namespaces.py)."""
+to "rag-staging", prod keeps the pipeline's namespace (tests/test_namespaces.py). Images are
+pinned by digest as production wants them: Triton's in its definition (every environment), the
+stages' by prod's images= under require_digests (fictional digests: no registry is reached)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any
 
 import rtflow
 from rtflow.gpu.models import InstanceGroup, Tensor, triton_model
-from rtflow.gpu.serving import triton_serving
+from rtflow.gpu.serving import triton_image, triton_serving
 
 RANKER = triton_model(
     "ranker",
@@ -20,7 +22,12 @@ RANKER = triton_model(
     repository="pvc://models/ranker",
     versions=[1],
 )
-SERVER = triton_serving("rag-triton", [RANKER])
+TRITON = triton_image("24.10")
+SERVER = triton_serving(
+    "rag-triton",
+    [RANKER],
+    image=f"{TRITON}@sha256:6f7899db5e3e582628d1dcca45f90f36291163095cd8166bb7ab6f59d50a43d5",
+)
 
 questions = rtflow.webhook(
     "/ask", auth_secret=rtflow.SecretKey("rag-webhook", "token"), inputs={"question": "body"}
@@ -48,7 +55,24 @@ def answer(ranked: dict[str, Any], again: dict[str, Any]) -> None: ...
     triggers=[questions, documents],
     environments=[
         rtflow.Environment("staging", namespace="rag-staging"),
-        rtflow.Environment("prod", labels={"env": "prod"}),
+        rtflow.Environment(
+            "prod",
+            labels={"env": "prod"},
+            require_digests=True,
+            images={
+                "ghcr.io/acme/rag/embed": (
+                    "sha256:4f9402ef44566f2edc0cf6fd94ee72591b468f1b0061b15d99a67c95b39caab6"
+                ),
+                "ghcr.io/acme/rag/answer": (
+                    "sha256:e790bab4e98b6bb0161a10436e3540efec2ada070db56d226a0e49269d05e50e"
+                ),
+                # rtflow publishes no digest for its own images: built and pushed to a mirror.
+                "ghcr.io/rtflow/triton-client": (
+                    "ghcr.io/acme/mirror/triton-client@"
+                    "sha256:43c0112d3e4d04e396736e8625aeb2d7058f7469aa4a41405f077bf251eefb90"
+                ),
+            },
+        ),
     ],
 )
 def rag(question: dict[str, Any]) -> None:

@@ -19,6 +19,6 @@ def also_explode(y: int) -> None:
     raise RuntimeError("stage bodies must never run at compile time")
 
 
-@rtflow.pipeline(name="side-effects")
+@rtflow.pipeline(name="side-effects", namespace="side-effects")
 def side_effects(x: int = 1) -> None:
     also_explode(explode(x))

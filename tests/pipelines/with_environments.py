@@ -1,5 +1,6 @@
 """A pipeline with dev and prod environments: Triton on a GPU pool with an HPA, a Kafka trigger
-with a dead-letter topic, and two stage images (tests/test_gitops.py)."""
+with a dead-letter topic, and two stage images (tests/test_gitops.py). Triton's image is pinned by
+digest (its definition; prod's retag keeps a digest): fictional digests, no registry is reached."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import rtflow
 from rtflow.gpu.models import InstanceGroup, Tensor, triton_model
 from rtflow.gpu.pools import gpu_pool
-from rtflow.gpu.serving import Autoscaling, triton_serving
+from rtflow.gpu.serving import Autoscaling, triton_image, triton_serving
 
 L4 = gpu_pool("l4", product="NVIDIA-L4", cloud="gke", accelerator="nvidia-l4")
 A10 = gpu_pool("a10", product="NVIDIA-A10G", cloud="eks", accelerator="a10g")
@@ -26,6 +27,8 @@ SERVER = triton_serving(
     "scorer-triton",
     [SCORER],
     pool=L4,
+    image=f"{triton_image('24.10')}@sha256:"
+    "6f7899db5e3e582628d1dcca45f90f36291163095cd8166bb7ab6f59d50a43d5",
     autoscaling=Autoscaling(metric="queue_time", target=2000, min_replicas=1, max_replicas=4),
 )
 
@@ -55,7 +58,8 @@ def publish(result: dict[str, Any]) -> None: ...
             namespace="scoring-prod",
             images={
                 "ghcr.io/acme/shop/features": "1.4.0",
-                "nvcr.io/nvidia/tritonserver": "25.01-py3",
+                "nvcr.io/nvidia/tritonserver": "nvcr.io/nvidia/tritonserver:25.01-py3@sha256:"
+                "483ebd4e35a26af67a93727f6e0077135e96223e9fc51c210e9c37877d312cd8",
             },
             replicas={"scorer-triton": 6},
             gpu_pool=gpu_pool(

@@ -9,6 +9,6 @@ def y(n: str, on: str) -> str:
     return n + on
 
 
-@rtflow.pipeline(name="yes-no")
+@rtflow.pipeline(name="yes-no", namespace="yes-no")
 def yes_no(n: str = "no", on: str = "off") -> None:
     y(n, on)

@@ -9,6 +9,7 @@ hand off to a manual-review container on the workflow plane.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ if str(EXAMPLES) not in sys.path:
     sys.path.insert(0, str(EXAMPLES))
 
 from fraud_detection import compute_features, decide, publish  # noqa: E402
-from models.fraud_scorer import FRAUD_SCORER, SERVER  # noqa: E402
+from models.fraud_scorer import FRAUD_SCORER  # noqa: E402
+from models.fraud_scorer import SERVER as EXAMPLE_SERVER  # noqa: E402
 
 import rtflow  # noqa: E402
 from rtflow.stages.runtime import BadInput  # noqa: E402
@@ -30,6 +32,12 @@ SOURCE = f"transactions{SUFFIX}"
 DECISIONS = f"decisions{SUFFIX}"
 DEAD_LETTER = f"dead-letter{SUFFIX}"
 HANDOFF = f"handoff{SUFFIX}"
+# The example's server, its image pinned as a cluster should run it (a fictional digest: no
+# registry is reached; the example pins it in its prod environment instead).
+SERVER = dataclasses.replace(
+    EXAMPLE_SERVER,
+    image=f"{EXAMPLE_SERVER.image}@sha256:6f7899db5e3e582628d1dcca45f90f36291163095cd8166bb7ab6f59d50a43d5",
+)
 
 
 @rtflow.stage(image="ghcr.io/acme/fraud/guard:1.0.0")
@@ -90,13 +98,15 @@ transactions = rtflow.kafka(
 
 @rtflow.pipeline(
     name="fraud-stream",
+    namespace="fraud-stream",
     latency_budget_ms=35,
     triggers=[transactions],
     stream=rtflow.Stream(
         guarantee=GUARANTEE,
         handoff_topic=HANDOFF,
         partitions=4,
-        image="ghcr.io/acme/fraud/stream:test",
+        # Pinned, as a cluster should run it (a fictional digest: no registry is reached).
+        image="ghcr.io/acme/fraud/stream:test@sha256:c01144f49a36aa24115b0f3445dc819043b69e4f1eb3ebee62414688401256af",
     ),
 )
 def fraud_stream(transaction: dict[str, Any], review_threshold: float = 0.9) -> None:
