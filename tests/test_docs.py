@@ -19,28 +19,11 @@ from pathlib import Path
 import pytest
 from components import component_missing
 from docs_blocks import ROOT, RUN, SHOWN, Block, all_blocks, blocks
+from repo_copy import copy_of_repository
 
 BLOCKS = all_blocks()
 RUNNABLE = [b for b in BLOCKS if b.kind != "shown"]
 BIN = str(Path(sys.executable).parent)
-
-
-def copy_of_repository(destination: Path) -> Path:
-    """The files a fresh clone has (tracked, plus new files not yet ignored), nothing built."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        source = ROOT / name
-        if not source.is_file():  # deleted in the work tree, not yet committed
-            continue
-        target = destination / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
-    return destination
 
 
 def environment(fresh: bool) -> dict[str, str]:
