@@ -216,3 +216,18 @@ def test_shell_completion(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert sorted(out.read_text().split()) == ["compile", "completion"]
+
+
+def test_stage_dockerfile_names_the_local_imports_it_would_leave_out() -> None:
+    """The fraud example imports its models/ package: a Dockerfile of the module alone would
+    build an image that fails with ModuleNotFoundError in the cluster."""
+    examples = ROOT / "examples"
+    alone = rtflow("stage-dockerfile", "fraud_detection.py", cwd=examples)
+    assert alone.returncode == 2
+    assert alone.stderr == (
+        "rtflow: error: fraud_detection.py imports 'models' from the build context, which the "
+        "image would not have; add it: rtflow stage-dockerfile fraud_detection.py models\n"
+    )
+    whole = rtflow("stage-dockerfile", "fraud_detection.py", "models", cwd=examples)
+    assert whole.returncode == 0, whole.stderr
+    assert "COPY --chown=0:0 models /app/models" in whole.stdout

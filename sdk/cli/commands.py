@@ -249,6 +249,14 @@ def cmd_stage_dockerfile(args: argparse.Namespace) -> int:
         elif not args.source:
             raise RtflowError("give the stage code (SOURCE...) or --builtin NAME")
         else:
+            missing = local_imports_left_out(args.source, Path.cwd())
+            if missing:
+                names = ", ".join(repr(Path(m).stem) for m in missing)
+                raise RtflowError(
+                    f"{args.source[0]} imports {names} from the build context, which the image "
+                    "would not have; add it: rtflow "
+                    f"stage-dockerfile {shlex.join([*args.source, *missing])}"
+                )
             text = render_stage_dockerfile(
                 args.source,
                 requirements=args.requirements,
@@ -258,6 +266,36 @@ def cmd_stage_dockerfile(args: argparse.Namespace) -> int:
         raise RtflowError(str(error)) from None
     sys.stdout.write(text)
     return EXIT_OK
+
+
+def local_imports_left_out(sources: Sequence[str], context: Path) -> list[str]:
+    """Modules and packages of the build context that the stage module imports but the
+    Dockerfile would not copy (``fraud_detection.py`` without ``models``): the stage would fail
+    with ModuleNotFoundError in the cluster. Only a module that is there to read is checked."""
+    import ast
+
+    module = context / sources[0]
+    if module.suffix != ".py" or not module.is_file():
+        return []
+    try:
+        tree = ast.parse(module.read_text(encoding="utf-8"))
+    except (SyntaxError, UnicodeDecodeError, OSError):
+        return []  # not ours to report: loading the pipeline says what is wrong with it
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            imported.add(node.module.split(".")[0])
+    given = {Path(s).name for s in sources} | {Path(s).stem for s in sources}
+    folder = module.parent
+    found = []
+    for name in sorted(imported - given):
+        if (folder / f"{name}.py").is_file():
+            found.append((Path(sources[0]).parent / f"{name}.py").as_posix())
+        elif (folder / name).is_dir() and any((folder / name).glob("*.py")):
+            found.append((Path(sources[0]).parent / name).as_posix())
+    return found
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
