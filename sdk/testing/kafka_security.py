@@ -7,20 +7,19 @@ up as a stage that hangs. :class:`BrokerSecurity` gives
 :class:`~rtflow.testing.kafka_broker.KafkaBroker` what it needs for a second, secure listener,
 and gives clients the matching settings.
 
-The certificates are made here, in memory, for the run: a CA that exists for a few days and a
-server certificate it signed, so nothing secret is checked in and nothing expires in the repo.
-Needs the ``cryptography`` package (in the ``test`` extra); it is imported when used, so
-importing this module to name its types costs nothing.
+The certificates are made here, in memory, for the run, by trustme: a CA and a server
+certificate it signed, valid for a few days, so nothing secret is checked in and nothing expires
+in the repo. Needs ``trustme`` and ``cryptography`` (in the ``test`` extra); they are imported
+when used, so importing this module to name its types costs nothing.
 """
 
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 __all__ = ["BrokerSecurity", "Scram", "ScramMechanism", "TlsMaterial", "tls_material"]
 
@@ -55,92 +54,37 @@ def tls_material(
 ) -> TlsMaterial:
     """Make a CA and a server certificate for ``hosts``, valid from an hour ago for ``days``.
 
-    Each host becomes a DNS name in the certificate's subjectAltName, and an IP address entry
-    too if it is an IP literal (``127.0.0.1``): clients check the address they dialled against
-    the IP entries, so a DNS entry alone would fail hostname verification for an address.
-    The start is back-dated an hour so a clock a little behind does not see a future
-    certificate. Keys are EC P-256: quick to make and accepted by Kafka and librdkafka alike.
+    trustme makes them (a CA, and a leaf it signed for the hosts: a DNS name each, an IP address
+    entry for an IP literal such as ``127.0.0.1``, which clients check the address they dialled
+    against). The start is back-dated an hour so a clock a little behind does not see a future
+    certificate. Keys are EC P-256: quick to make and accepted by Kafka and librdkafka alike;
+    the server key is re-encoded as PKCS#8, the one form Kafka's PEM key store reads.
     """
     if not hosts:
         raise ValueError("tls_material needs at least one host name or address")
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    import trustme
+    from cryptography.hazmat.primitives import serialization
 
     now = datetime.datetime.now(datetime.UTC)
-    not_before, not_after = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=days)
-
-    def name(common_name: str) -> x509.Name:
-        return x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
-                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-            ]
-        )
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = name(f"{organization} CA")
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            _key_usage("key_cert_sign", "crl_sign"),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
+    ca = trustme.CA(organization_name=organization, key_type=trustme.KeyType.ECDSA)
+    leaf = ca.issue_cert(
+        *dict.fromkeys(hosts),  # keep order, drop repeats
+        common_name=hosts[0],
+        organization_name=organization,
+        not_before=now - datetime.timedelta(hours=1),
+        not_after=now + datetime.timedelta(days=days),
+        key_type=trustme.KeyType.ECDSA,
     )
-
-    alt_names: list[x509.GeneralName] = []
-    for host in dict.fromkeys(hosts):  # keep order, drop repeats
-        alt_names.append(x509.DNSName(host))
-        address = _ip_address(host)
-        if address is not None:
-            alt_names.append(x509.IPAddress(address))
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(name(hosts[0]))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            _key_usage("digital_signature", "key_agreement"),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    pem = serialization.Encoding.PEM
+    key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
     return TlsMaterial(
-        ca_pem=ca_cert.public_bytes(pem).decode(),
-        server_cert_pem=server_cert.public_bytes(pem).decode(),
-        server_key_pem=server_key.private_bytes(
-            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ca_pem=ca.cert_pem.bytes().decode(),
+        server_cert_pem=leaf.cert_chain_pems[0].bytes().decode(),
+        server_key_pem=key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         ).decode(),
     )
-
-
-def _ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None  # a name, not an address
 
 
 @dataclass(frozen=True)
@@ -223,24 +167,6 @@ class BrokerSecurity:
             "KAFKA_SASL_PASSWORD": who.password,
             "KAFKA_SSL_CA_PEM": self.tls.ca_pem,
         }
-
-
-def _key_usage(*allowed: str) -> Any:
-    """An x509 KeyUsage allowing only ``allowed`` (its constructor wants all nine flags)."""
-    from cryptography import x509
-
-    flags = (
-        "digital_signature",
-        "content_commitment",
-        "key_encipherment",
-        "data_encipherment",
-        "key_agreement",
-        "key_cert_sign",
-        "crl_sign",
-        "encipher_only",
-        "decipher_only",
-    )
-    return x509.KeyUsage(**{flag: flag in allowed for flag in flags})
 
 
 def sasl_ssl_listener_settings(

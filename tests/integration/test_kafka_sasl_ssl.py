@@ -198,7 +198,7 @@ def test_tls_material_is_a_ca_and_a_server_certificate_it_signed() -> None:
     server.verify_directly_issued_by(ca)  # raises if the CA did not sign it
     assert not server.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.DNSName) == ["127.0.0.1", "kafka-0.kafka.svc"]
+    assert san.get_values_for_type(x509.DNSName) == ["kafka-0.kafka.svc"]
     assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
     lifetime = server.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
     assert datetime.timedelta(days=2) < lifetime <= datetime.timedelta(days=3)
