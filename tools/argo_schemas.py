@@ -43,6 +43,11 @@ class Schema:
     version: str
     sum: str  # `go mod download -json` "Sum", as in the linters' go.sum
     file: str  # written as
+    crds: str  # the module's folder of CRD manifests, copied to <root>/crds/<file stem>/
+
+    @property
+    def crd_folder(self) -> str:
+        return self.file.removesuffix(".schema.json")
 
 
 # Keep in step with tools/argo-lint/go.mod, tools/argo-events-lint/go.mod and
@@ -53,12 +58,14 @@ SCHEMAS = (
         "v4.1.4",
         "h1:/+7ZnKumIwBmS6z+3zeWvTnhW8c6nun0dLrtcBBRz0A=",
         "argo-workflows-v4.1.4.schema.json",
+        "manifests/base/crds/full",
     ),
     Schema(
         "github.com/argoproj/argo-events",
         "v1.9.11",
         "h1:lDRu5E8ReFN1RJxGIibNOHuNEIPwzGleEkP3DZDNN2s=",
         "argo-events-v1.9.11.schema.json",
+        "manifests/base/crds",
     ),
 )
 
@@ -81,6 +88,7 @@ def write(schema: Schema, out: Path, go: str) -> str:
         folder = pinned_module_dir(go, schema.module, schema.version, schema.sum)
     except GoModuleError as exc:
         raise RuntimeError(str(exc)) from exc
+    _copy_crds(folder / schema.crds, out / "crds" / schema.crd_folder)
     source = folder / "api" / "jsonschema" / "schema.json"
     target = out / schema.file
     out.mkdir(parents=True, exist_ok=True)
@@ -97,6 +105,27 @@ def write(schema: Schema, out: Path, go: str) -> str:
     return f"wrote {target} from {module}"
 
 
+def _copy_crds(source: Path, target: Path) -> None:
+    """The CustomResourceDefinitions themselves, for a real API server to install
+    (rtflow.testing.control_plane); a folder written whole, so a partial copy never stays."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        for crd in sorted(source.glob("argoproj.io_*.yaml")):
+            shutil.copyfile(crd, scratch / crd.name)
+            os.chmod(scratch / crd.name, 0o644)
+        if not any(scratch.iterdir()):
+            raise RuntimeError(f"no argoproj.io_*.yaml CRD in {source}")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(scratch, target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _complete(out: Path, schema: Schema) -> bool:
+    return _parses(out / schema.file) and any((out / "crds" / schema.crd_folder).glob("*.yaml"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--force", action="store_true", help="rewrite even when present")
@@ -106,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     go = shutil.which("go") or "/usr/local/go/bin/go"
     status = 0
     for schema in SCHEMAS:
-        if not args.force and _parses(out / schema.file):
+        if not args.force and _complete(out, schema):
             print(f"argo-schemas: {schema.file} up to date in {out}")
             continue
         try:

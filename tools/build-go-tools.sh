@@ -10,6 +10,12 @@
 #   kube-score        zegl/kube-score, the Kubernetes object scorer the security tests run on
 #                     every built overlay (tools/kube-score: upstream's main package, named in
 #                     tools/kube-score/package, built from the pinned module)
+#   etcd              etcd's server (tools/etcd, a tiny main over etcdmain: the root module's
+#                     replace directives keep `go install` from building it)
+#   kube-apiserver    the Kubernetes API server (tools/kube-apiserver: upstream's main package
+#                     from k8s.io/kubernetes, its staging modules replaced by their releases,
+#                     the version stamped by tools/kube-apiserver/ldflags); with etcd, the
+#                     real control plane of rtflow.testing.control_plane
 #
 # Usage: tools/build-go-tools.sh [--force] [TOOL...]   (no TOOL: all of them)
 #
@@ -28,7 +34,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 bin_dir="$root/.tools/bin"
-all_tools=(argo-lint argo-events-lint kustomize kube-score)
+all_tools=(argo-lint argo-events-lint kustomize kube-score etcd kube-apiserver)
 force=0
 tools=()
 
@@ -36,7 +42,7 @@ for arg in "$@"; do
     case "$arg" in
         --force) force=1 ;;
         -h | --help)
-            sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         -*)
@@ -97,12 +103,17 @@ build() {
     # binary; -s -w: no symbol table or DWARF (a third smaller, a faster link; panics still
     # name their functions). -mod=readonly: go.mod/go.sum are the pins, never rewritten here.
     # A tool folder's `package` file names an upstream main package to build instead of ".".
+    # A tool folder's `ldflags` file adds linker flags (a version stamp, -X ...).
     local target="."
     if [[ -f "$src/package" ]]; then
         target="$(cat "$src/package")"
     fi
+    local ldflags="-s -w"
+    if [[ -f "$src/ldflags" ]]; then
+        ldflags="$ldflags $(cat "$src/ldflags")"
+    fi
     if ! (cd "$src" && CGO_ENABLED=0 go build -mod=readonly -trimpath -buildvcs=false \
-        -ldflags="-s -w" -o "$scratch" "$target"); then
+        -ldflags="$ldflags" -o "$scratch" "$target"); then
         rm -f "$scratch"
         echo "$name: build failed after $(since "$start") s" >&2
         return 1

@@ -62,7 +62,7 @@ DEFAULT_ROOT = (
 )
 PROVENANCE = "provenance.json"
 # Bump when what is written for the same pins changes: older folders are then rewritten.
-FORMAT = 2
+FORMAT = 3  # 3: the CRD itself beside its schema (<kind>.crd.yaml)
 # OpenAPI 3.0's Schema Object is JSON Schema draft Wright-00 (draft 4/5) with extensions; the
 # keywords the CRDs use (type, properties, items, required, additionalProperties, anyOf, enum,
 # format, pattern, minimum, minLength, ...) mean the same in draft 4, and the x-kubernetes-*
@@ -223,6 +223,10 @@ MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.
 
 def folder_name(source: Source) -> str:
     return f"{source.name}-{source.version}"
+
+
+def crd_file(kind: str) -> str:
+    return f"{kind.lower()}.crd.yaml"
 
 
 def schema_file(kind: str) -> str:
@@ -399,6 +403,7 @@ def up_to_date(source: Source, out: Path) -> bool:
         and provenance.get("format") == FORMAT
         and provenance.get("source") == source.pins()
         and all((out / schema_file(kind)).is_file() for kind in source.crds)
+        and all((out / crd_file(kind)).is_file() for kind in source.crds)
     )
 
 
@@ -421,6 +426,8 @@ def provision(source: Source, root: Path, *, force: bool = False) -> str:
         }
         name = schema_file(kind)
         write_whole(out / name, json.dumps(document, indent=1, sort_keys=True) + "\n")
+        # The CRD itself too, for a real API server to install (rtflow.testing.control_plane).
+        write_whole(out / crd_file(kind), text)
         kinds[kind] = {"apiVersion": api_version, "from": where, "file": name}
     provenance = {"format": FORMAT, "source": source.pins(), "kinds": kinds}
     # Written last: its presence, naming these pins, marks a complete folder.
