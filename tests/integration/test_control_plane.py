@@ -90,6 +90,118 @@ def _namespace(name: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
 
 
+# What no rtflow ServiceAccount may do unless its own Role says so: read credentials, start
+# pods or shell into them, change what runs, grant itself more.
+FORBIDDEN = (
+    ("", "secrets", "get"),
+    ("", "secrets", "list"),
+    ("", "pods", "create"),
+    ("", "pods/exec", "create"),
+    ("", "configmaps", "update"),
+    ("apps", "deployments", "patch"),
+    ("argoproj.io", "workflows", "create"),
+    ("argoproj.io", "workflows", "delete"),
+    ("argoproj.io", "workflowtemplates", "update"),
+    ("argoproj.io", "sensors", "update"),
+    ("rbac.authorization.k8s.io", "rolebindings", "create"),
+    ("rbac.authorization.k8s.io", "roles", "escalate"),
+)
+
+
+Access = tuple[str, str, str]  # (API group, resource, verb)
+
+
+def _granted(documents: list[dict[str, Any]], namespace: str, account: str) -> set[Access]:
+    """(group, resource, verb) that the Roles bound to this ServiceAccount grant."""
+    roles = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Role"}
+    granted = set()
+    for binding in (d for d in documents if d["kind"] == "RoleBinding"):
+        if binding["metadata"].get("namespace", DESTINATION) != namespace:
+            continue
+        if not any(
+            s["kind"] == "ServiceAccount" and s["name"] == account
+            and s.get("namespace", namespace) == namespace
+            for s in binding.get("subjects", [])
+        ):  # fmt: skip
+            continue
+        role = roles[binding["roleRef"]["name"]]
+        for rule in role.get("rules", []):
+            for group in rule.get("apiGroups", []):
+                for resource in rule.get("resources", []):
+                    granted.update((group, resource, verb) for verb in rule.get("verbs", []))
+    return granted
+
+
+def _allowed(plane: ControlPlane, namespace: str, account: str, what: Access) -> bool:
+    """`kubectl auth can-i VERB RESOURCE --as system:serviceaccount:NS:NAME -n NS`."""
+    from kubernetes import client
+
+    group, resource, verb = what
+    subresource = ""
+    if "/" in resource:
+        resource, subresource = resource.split("/", 1)
+    review = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(
+            user=f"system:serviceaccount:{namespace}:{account}",
+            groups=["system:serviceaccounts", f"system:serviceaccounts:{namespace}",
+                    "system:authenticated"],
+            resource_attributes=client.V1ResourceAttributes(
+                namespace=namespace, group=group, resource=resource, subresource=subresource,
+                verb=verb,
+            ),
+        )
+    )  # fmt: skip
+    api = client.AuthorizationV1Api(plane.api_client())
+    return bool(api.create_subject_access_review(review).status.allowed)
+
+
+def test_the_rbac_check_sees_a_grant(control_plane: ControlPlane) -> None:
+    """The check above is not vacuous: a Role that grants reading Secrets is seen to."""
+    ns, sa = "rbac-probe", "leaky"
+    control_plane.apply([_namespace(ns)])
+    meta = {"name": sa, "namespace": ns}
+    control_plane.apply([
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
+         "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
+         "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]},
+    ])  # fmt: skip
+    assert _allowed(control_plane, ns, sa, ("", "secrets", "get"))
+    assert not _allowed(control_plane, ns, sa, ("", "secrets", "list"))
+    assert not _allowed(control_plane, "default", sa, ("", "secrets", "get"))
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=lambda p: p.stem)
+def test_each_service_account_may_do_what_it_needs_and_nothing_else(
+    control_plane: ControlPlane, target: Path, tmp_path: Path
+) -> None:
+    """The Roles are applied for real and the server's RBAC answers, as `kubectl auth can-i
+    --as` asks it: every verb a Role grants is allowed in its namespace and nowhere else, and
+    the FORBIDDEN list is refused to every account whose Role does not name it."""
+    checked = roles = 0
+    for name, documents in built_documents(target, tmp_path).items():
+        namespaces = {d["metadata"].get("namespace") or DESTINATION for d in documents}
+        control_plane.apply([_namespace(ns) for ns in sorted(namespaces)])
+        rbac = [d for d in documents if d["kind"] in {"ServiceAccount", "Role", "RoleBinding"}]
+        roles += sum(d["kind"] == "Role" for d in rbac)
+        control_plane.apply(rbac, namespace=DESTINATION)
+        for account in (d for d in rbac if d["kind"] == "ServiceAccount"):
+            namespace = account["metadata"].get("namespace") or DESTINATION
+            sa = account["metadata"]["name"]
+            granted = _granted(documents, namespace, sa)
+            for what in sorted(granted):
+                assert _allowed(control_plane, namespace, sa, what), (name, sa, what)
+                assert not _allowed(control_plane, "kube-system", sa, what), (name, sa, what)
+            for what in FORBIDDEN:
+                if what not in granted:
+                    assert not _allowed(control_plane, namespace, sa, what), (name, sa, what)
+            checked += 1
+    # A pipeline that runs as the user's own ServiceAccount gets no Role from rtflow.
+    assert checked or not roles, f"{target.name}: Roles but no ServiceAccount of rtflow's"
+
+
 def test_close_leaves_no_process() -> None:
     try:
         plane = ControlPlane().start()
