@@ -30,6 +30,14 @@ import urllib3
 from rtflow.errors import RtflowError
 
 FIELD_MANAGER = "rtflow"
+# The API groups of the custom resources rtflow compiles, and what installs their CRDs. A real
+# API server answers an unknown group with a bare "404 page not found".
+CRD_PROVIDERS = {
+    "argoproj.io": "Argo Workflows, Argo Events and Argo CD",
+    "kafka.strimzi.io": "Strimzi",
+    "keda.sh": "KEDA",
+    "monitoring.coreos.com": "the Prometheus Operator",
+}
 DONE_PHASES = ("Succeeded", "Failed", "Error")
 # kind -> (API path prefix, plural) for every kind rtflow compiles to.
 RESOURCES: dict[str, tuple[str, str]] = {
@@ -157,17 +165,17 @@ class Http:
                 f"{_message(text)}; check the credentials and their RBAC"
             )
         details = _decoded(text).get("details") or {}
+        group = path.split("/")[2] if path.startswith("/apis/") else ""
         if (
             response.status == 404
-            and path.startswith("/apis/argoproj.io/")
+            and group in CRD_PROVIDERS
             and method in ("PATCH", "POST")
             and details.get("kind") != "namespaces"
         ):
             plural = path.split("/")[-2 if method == "PATCH" else -1]
             raise SubmitError(
                 f"{self.what} {self.endpoint.base} has no {plural} "
-                "resource (404 on argoproj.io): install Argo Workflows and Argo Events "
-                "(their CRDs) first"
+                f"resource (404 on {group}): install {CRD_PROVIDERS[group]} (their CRDs) first"
             )
         if response.status >= 400:
             raise SubmitError(

@@ -40,3 +40,27 @@ def stream_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[Any]:
+    """The real API server (etcd + kube-apiserver from .tools/bin) with every upstream CRD of
+    the pinned releases installed, once a session: installing them costs about 40 s here."""
+    from rtflow.testing.control_plane import (
+        ControlPlane,
+        ControlPlaneUnavailable,
+        default_crd_files,
+    )
+
+    plane = ControlPlane()
+    try:
+        try:
+            plane.start()
+        except ControlPlaneUnavailable as exc:
+            component_missing(str(exc))
+        if not default_crd_files():
+            component_missing("no CRDs under .tools/schemas: run tools/provision.sh")
+        plane.install_crds()
+        yield plane
+    finally:
+        plane.close()

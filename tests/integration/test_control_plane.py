@@ -7,7 +7,6 @@ says whether it is valid; a test first shows that it does reject what is invalid
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,25 +14,9 @@ import pytest
 from components import component_missing
 from deployables import TARGETS, built_documents
 
-from rtflow.testing.control_plane import ControlPlane, ControlPlaneUnavailable, default_crd_files
+from rtflow.testing.control_plane import ControlPlane, ControlPlaneUnavailable
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def control_plane() -> Iterator[ControlPlane]:
-    plane = ControlPlane()
-    try:
-        plane.start()
-    except ControlPlaneUnavailable as exc:
-        component_missing(str(exc))
-    try:
-        if not default_crd_files():
-            component_missing("no CRDs under .tools/schemas: run tools/provision.sh")
-        plane.install_crds()
-        yield plane
-    finally:
-        plane.close()
 
 
 def _template(**spec: Any) -> dict[str, Any]:
