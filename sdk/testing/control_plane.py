@@ -247,7 +247,10 @@ class ControlPlane:
         api = client.ApiextensionsV1Api(self.api_client())
         names = []
         for path in default_crd_files() if files is None else files:
-            for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            # The libyaml loader: the full Argo CRDs are megabytes, and pure Python takes
+            # seconds for each.
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            for doc in yaml.load_all(path.read_text(encoding="utf-8"), Loader=loader):
                 if doc and doc.get("kind") == "CustomResourceDefinition":
                     api.create_custom_resource_definition(doc)
                     names.append(doc["metadata"]["name"])
