@@ -1,9 +1,11 @@
-"""``rtflow submit`` against a stub: request construction and error handling.
+"""``rtflow submit`` where no real peer runs yet: a Workflow's phases under ``--wait`` (no Argo
+controller runs beside the real API server yet) and the Argo Server path; and the errors that
+need no server (no kubeconfig, nothing listening).
 
-No cluster runs here. ``StubServer`` is a stub, not a Kubernetes API server or Argo Server: it
-listens on loopback only, answers each request from a fixed route table (just enough of the
-Kubernetes API and the Argo Server API for submit), records what it was sent, and is shut down
-after each test.
+What the real API server answers (apply, the Workflow created, 401, 403, missing CRDs) is tested
+against it in tests/integration/test_submit_real.py. ``StubServer`` here is a mock, not a
+Kubernetes API server or Argo Server: it listens on loopback only, answers each request from a
+fixed route table, records what it was sent, and is shut down after each test.
 """
 
 from __future__ import annotations
@@ -200,31 +202,6 @@ def test_unreachable_server(tmp_path: Path) -> None:
     one_line_error(
         submit("--kubeconfig", str(config), "-p", "url=u"), "cannot reach the Kubernetes API"
     )
-
-
-@pytest.mark.parametrize(
-    ("status", "word"), [(401, "unauthorized (401)"), (403, "forbidden (403)")]
-)
-def test_unauthorized_and_forbidden(
-    tmp_path: Path, stub_factory: Any, status: int, word: str
-) -> None:
-    stub = stub_factory(lambda m, p, b: (status, {"kind": "Status", "message": "denied"}))
-    one_line_error(submit("--kubeconfig", str(kubeconfig(tmp_path, stub.url)), "-p", "url=u"), word)
-
-
-def test_missing_argo_crd(tmp_path: Path, stub_factory: Any) -> None:
-    def route(method: str, path: str, body: Any) -> tuple[int, Any]:
-        if path.startswith("/apis/argoproj.io/"):
-            return 404, {
-                "kind": "Status",
-                "reason": "NotFound",
-                "message": "the server could not find the requested resource",
-            }
-        return 200, body
-
-    stub = stub_factory(route)
-    result = submit("--kubeconfig", str(kubeconfig(tmp_path, stub.url)), "-p", "url=u")
-    one_line_error(result, "has no workflowtemplates resource (404 on argoproj.io)")
 
 
 def test_argo_server_path(stub_factory: Any) -> None:

@@ -97,6 +97,8 @@ class ControlPlane:
         self.work_dir: Path | None = None
         self.port: int | None = None
         self.token = secrets.token_urlsafe(24)
+        # An authenticated user that no RBAC rule names: every request of it is forbidden.
+        self.unprivileged_token = secrets.token_urlsafe(24)
         self._procs: list[subprocess.Popen[bytes]] = []
         self._finalizers: list[weakref.finalize[Any, Any]] = []
         self._ca_file: Path | None = None
@@ -138,7 +140,10 @@ class ControlPlane:
         )
         # A static token for the test's admin: system:masters passes RBAC; other identities
         # (ServiceAccounts) are checked by RBAC as a cluster checks them.
-        (certs / "tokens.csv").write_text(f'{self.token},rtflow-admin,1,"system:masters"\n')
+        (certs / "tokens.csv").write_text(
+            f'{self.token},rtflow-admin,1,"system:masters"\n'
+            f"{self.unprivileged_token},rtflow-nobody,2\n"
+        )
 
         etcd_client, etcd_peer = _free_port(), _free_port()
         self.port = _free_port()
@@ -221,8 +226,8 @@ class ControlPlane:
         config.api_key = {"authorization": f"Bearer {token or self.token}"}
         return client.ApiClient(config)
 
-    def kubeconfig(self, path: Path) -> Path:
-        """A kubeconfig file for this server and the admin token (for `rtflow submit`)."""
+    def kubeconfig(self, path: Path, token: str | None = None) -> Path:
+        """A kubeconfig file for this server and the admin token, or ``token``."""
         import yaml
 
         config = {
@@ -232,7 +237,7 @@ class ControlPlane:
                 {"name": "rtflow", "cluster": {"server": self.server,
                                                "certificate-authority": str(self._ca_file)}}
             ],
-            "users": [{"name": "admin", "user": {"token": self.token}}],
+            "users": [{"name": "admin", "user": {"token": token or self.token}}],
             "contexts": [{"name": "rtflow", "context": {"cluster": "rtflow", "user": "admin"}}],
             "current-context": "rtflow",
         }  # fmt: skip

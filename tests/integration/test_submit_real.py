@@ -66,12 +66,18 @@ def test_submit_applies_the_overlay_and_creates_a_workflow(
     assert {m["manager"] for m in template["metadata"]["managedFields"]} == {"rtflow"}
 
 
-def test_a_wrong_token_is_refused_in_one_line(control_plane: ControlPlane, tmp_path: Path) -> None:
-    config = control_plane.kubeconfig(tmp_path / "kubeconfig")
-    config.write_text(config.read_text().replace(control_plane.token, "not-the-token"))
+@pytest.mark.parametrize(
+    ("who", "word"), [("stranger", "unauthorized (401)"), ("nobody", "forbidden (403)")]
+)
+def test_refusals_are_one_line(
+    control_plane: ControlPlane, tmp_path: Path, who: str, word: str
+) -> None:
+    """A token the server does not know (401), and a user it knows whom no RBAC rule names."""
+    token = "not-a-token" if who == "stranger" else control_plane.unprivileged_token
+    config = control_plane.kubeconfig(tmp_path / "kubeconfig", token)
     result = submit(FRAUD, "--env", "kind", "--kubeconfig", str(config), *PARAMS)
     assert result.returncode == 2
-    assert "unauthorized (401)" in result.stderr
+    assert word in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
