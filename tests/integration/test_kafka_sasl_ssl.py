@@ -145,23 +145,45 @@ def run_container_command(
     """Run a compiled template's container as Argo and the kubelet would set it up.
 
     Argo substitutes ``{{inputs.parameters.x}}``; the kubelet sets each env entry from its
-    value or its secretKeyRef (from ``secret_values``, keyed by Secret name and key).
+    value or its secretKeyRef, and writes each projected Secret volume's files (values from
+    ``secret_values``, keyed by Secret name and key). The volume is written to a folder of
+    the test's instead of its mount path, and the runtime told where (its SECRETS_DIR).
     ``env_values`` stands in for values that only make sense in the cluster (the brokers).
     """
     container = template["container"]
+    mounted: dict[str, str] = {}  # mount path -> the folder standing in for it
+    for volume in template.get("volumes") or []:
+        folder = outputs.with_name(f"{outputs.name}-{volume['name']}")
+        for source in volume["projected"]["sources"]:
+            for item in source["secret"]["items"]:
+                path = folder / item["path"]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(secret_values[(source["secret"]["name"], item["key"])])
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+        mounted[mount["mountPath"]] = str(folder)
     argv = []
     for arg in [*container["command"], *container["args"]]:
         for name, value in inputs.items():
             arg = arg.replace(f"{{{{inputs.parameters.{name}}}}}", value)
         argv.append(arg.replace(contract.OUTPUTS_DIR, str(outputs)))
     argv = [sys.executable if a == "python" else a for a in argv]
+    if contract.SECRETS_DIR in mounted and argv[1:3] == ["-m", "rtflow.stages"]:
+        patch = (
+            "import sys; from rtflow.stages import contract; "
+            f"contract.SECRETS_DIR = {mounted[contract.SECRETS_DIR]!r}; "
+            "from rtflow.stages.__main__ import main; sys.exit(main(sys.argv[1:]))"
+        )
+        argv = [argv[0], "-c", patch, *argv[3:]]
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
     for entry in container["env"]:
         if "valueFrom" in entry:
             ref = entry["valueFrom"]["secretKeyRef"]
             env[entry["name"]] = secret_values[(ref["name"], ref["key"])]
         else:
-            env[entry["name"]] = env_values.get(entry["name"], entry["value"])
+            value = env_values.get(entry["name"], entry["value"])
+            for path, folder in mounted.items():
+                value = value.replace(f"{path}/", f"{folder}/")
+            env[entry["name"]] = value
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
 
 
@@ -227,7 +249,10 @@ def test_the_fraud_examples_publish_stage_delivers_over_sasl_ssl(
     tmp_path: Path,
 ) -> None:
     env = {e["name"] for e in publish_decision["container"]["env"]}
-    assert set(publish_module.SECURITY_ENV) <= env  # all five come from the template
+    # All five come from the template: the credentials as files (<NAME>_FILE, read into <NAME>
+    # by the stage runtime), the rest as values.
+    assert all(n in env or f"{n}_FILE" in env for n in publish_module.SECURITY_ENV), env
+    assert not any("valueFrom" in e for e in publish_decision["container"]["env"])
     topic = new_topic(secure_broker, "decisions")
     payload = {"transaction_id": "tx-0042", "decision": "block", "risk": 0.97}
     parent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"

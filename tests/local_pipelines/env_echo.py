@@ -17,7 +17,7 @@ def greet(name: str) -> str:
 greet_configured = rtflow.configure(greet, name="greet-configured", env={"GREETING": "hi"})
 
 
-@rtflow.pipeline(name="env-echo")
+@rtflow.pipeline(name="env-echo", namespace="env-echo")
 def env_echo(name: str) -> None:
     greet(name)
     greet_configured(name)

@@ -17,6 +17,6 @@ def lookup(order: dict[str, Any]) -> str:
     return str(order["missing"])
 
 
-@rtflow.pipeline(name="lookup")
+@rtflow.pipeline(name="lookup", namespace="lookup")
 def lookup_pipeline(order: dict[str, Any]) -> None:
     lookup(order)
