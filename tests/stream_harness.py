@@ -15,13 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rtflow.gpu.triton_server import TritonServer
 from rtflow.stages.stream.launcher import (
     WorkerProcess,
     free_port,
+    load_stream_pipeline,
     scrape,
     worker_command,
 )
 from rtflow.stages.stream.worker import EXIT_FATAL
+from rtflow.stream_layout import stream_topics
+from rtflow.testing.kafka_broker import KafkaBroker
 
 HERE = Path(__file__).resolve().parent
 FRAUD_STREAM = str(HERE / "stream_pipelines" / "fraud_stream.py")
@@ -153,19 +157,22 @@ class Workers:
     env: dict[str, str]
     children: list[WorkerProcess] = field(default_factory=list)
 
-    def start(self, index: int, group: int = 0) -> WorkerProcess:
+    def start(self, index: int, group: int = 0, extra: Sequence[str] = ()) -> WorkerProcess:
         port = free_port()
         child = WorkerProcess(
             group,
             index,
-            worker_command(
-                self.target,
-                group=group,
-                worker_id=f"w{group}-{index}",
-                brokers=self.brokers,
-                triton=self.triton,
-                metrics_port=port,
-            ),
+            [
+                *worker_command(
+                    self.target,
+                    group=group,
+                    worker_id=f"w{group}-{index}",
+                    brokers=self.brokers,
+                    triton=self.triton,
+                    metrics_port=port,
+                ),
+                *extra,
+            ],
             port,
             self.log_dir / f"worker-{group}-{index}.log",
             self.env,
@@ -279,3 +286,52 @@ def fraud_stream_triton(work_dir: Path) -> Any:
         component_missing(str(exc))
     pipeline = load_stream_pipeline(FRAUD_STREAM)
     return local_triton_server(pipeline, needs_triton(pipeline), work_dir=work_dir)
+
+
+EVENTS = 100_000
+
+
+class Plane:
+    """One test's topics, events and workers on a broker and a Triton."""
+
+    def __init__(self, broker: KafkaBroker, triton: TritonServer, tmp: Path, **env: str):
+        self.suffix = f"-{secrets.token_hex(4)}"
+        self.env = {**os.environ, "RTFLOW_TEST_TOPICS": self.suffix, "PYTHONUNBUFFERED": "1", **env}
+        os.environ["RTFLOW_TEST_TOPICS"] = self.suffix  # for the topic names read below
+        try:
+            pipeline = load_stream_pipeline(FRAUD_STREAM)
+        finally:
+            del os.environ["RTFLOW_TEST_TOPICS"]
+        assert pipeline.stream is not None
+        self.stream = pipeline.stream
+        self.broker = broker
+        broker.create_topics(*stream_topics(pipeline), partitions=4)
+        self.decisions = next(t for t in stream_topics(pipeline) if t.startswith("decisions"))
+        self.workers = Workers(
+            FRAUD_STREAM,
+            broker.bootstrap_servers,
+            {"fraud-triton": f"127.0.0.1:{triton.grpc_port}"},
+            tmp,
+            self.env,
+        )
+
+    def feed(self, count: int, seed: int = 11) -> list[str]:
+        events = fraud_events(count, seed)
+        produce(self.broker.bootstrap_servers, self.stream.source_topic, events)
+        return expected_decisions(events)
+
+    def check(self, expected: list[str], timeout: float = 240.0) -> None:
+        found = read_committed(
+            self.broker.bootstrap_servers,
+            self.decisions,
+            expected=len(expected),
+            timeout=timeout,
+            stop=self.workers.supervise,
+        )
+        problem = exactly_once(found, expected)
+        assert problem is None, f"{problem}\n{self.workers.logs()}"
+        for record in found[:50]:
+            decision = json.loads(record.value)
+            assert decision["transaction_id"] == record.key
+            assert decision["action"] in ("allow", "review")
+            assert record.headers["traceparent"].startswith(b"00-")

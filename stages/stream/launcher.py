@@ -81,6 +81,14 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics-port", type=int, default=None, help="Prometheus port (default: the plane's)"
     )
     parser.add_argument("--metrics-address", default=os.environ.get("RTFLOW_METRICS_ADDRESS"))
+    parser.add_argument(
+        "--unreadable-offsets-after",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="check the committed offsets of a partition still without a position after this "
+        "long, and report them if the group cannot read them (default: 30)",
+    )
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -94,6 +102,19 @@ def serve(args: argparse.Namespace) -> int:
         WorkerSettings,
     )
 
+    # SIGTERM can come while the pipeline still loads (a scale-down right after a scale-up):
+    # it is a clean stop before anything was consumed, not a death by signal.
+    worker: StreamWorker | None = None
+    stop_requested = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+        if worker is not None:
+            worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=os.environ.get("RTFLOW_LOG_LEVEL", "INFO"), handlers=[handler])
@@ -110,14 +131,11 @@ def serve(args: argparse.Namespace) -> int:
         if args.metrics_port is not None
         else pipeline.stream.metrics_port,
         metrics_address=args.metrics_address or "0.0.0.0",
+        unreadable_offsets_after_seconds=args.unreadable_offsets_after,
     )
     worker = StreamWorker(plan, settings)
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        worker.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    if stop_requested:
+        return 0
     code = worker.run()
     if code == EXIT_FATAL:
         logging.shutdown()

@@ -73,6 +73,12 @@ class StreamMetrics:
             "rtflow_stream_consumer_lag", "Messages behind the high watermark", ["partition"],
             registry=r,
         )  # fmt: skip
+        self.unreadable_offsets = Gauge(
+            "rtflow_stream_unreadable_offset_partitions",
+            "Assigned partitions whose committed offsets the group cannot read (an open "
+            "transaction holds them)",
+            registry=r,
+        )
         self.info = Gauge("rtflow_stream_worker", "This worker", list(labels), registry=r)
         self.info.labels(**labels).set(1)
 

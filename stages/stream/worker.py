@@ -50,6 +50,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rtflow.stages.stream.lag import LagWatch
 from rtflow.stages.stream.metrics import StreamMetrics
 from rtflow.stages.stream.plan import BatchResult, DependencyError, Message, Plan, Record
 from rtflow.stream_layout import COMMIT_DEADLINE_SECONDS
@@ -84,6 +85,10 @@ class WorkerSettings:
     confluentinc/librdkafka#5456, #5511): the worker exits with EXIT_FATAL so that a fresh
     process, with the same transactional id, aborts the transaction and redoes it. As long as
     the transaction timeout: past it the coordinator aborts the transaction anyway."""
+    unreadable_offsets_after_seconds: float = 30.0
+    """An assigned partition still without a position after this long has its committed
+    offsets checked (rtflow.stages.stream.lag): three transaction timeouts by default, so a
+    predecessor's open transaction has been aborted by then."""
 
 
 TopicPartition = tuple[str, int]
@@ -96,6 +101,9 @@ class StreamWorker:
         self.stream = plan.stream
         self.exactly_once = plan.stream.guarantee == "exactly_once"
         self.metrics = StreamMetrics(plan.pipeline.name, settings.worker_id)
+        self._lag = LagWatch(
+            self.metrics, plan.consumer_group, settings.unreadable_offsets_after_seconds
+        )
         self._stopping = False
         self._committer = cf.ThreadPoolExecutor(1, thread_name_prefix="rtflow-commit")
         # Flushes the committing producer while the committer sends its offsets (see
@@ -112,7 +120,6 @@ class StreamWorker:
         self._partial = False
         self._fatal = False
         self._delivery_errors: list[str] = []
-        self._last_lag = 0.0
         self.consumer: Any = None
         # Exactly-once alternates two transactional producers (see the module's docstring);
         # at-least-once has one. ``producer`` is the one batches go into now.
@@ -231,7 +238,7 @@ class StreamWorker:
                     self._rewind_after(messages)
                     self._sleep(backoff)
                     backoff = min(backoff * 2, self.settings.max_backoff_seconds)
-                self._observe_lag()
+                self._lag.observe(self.consumer)
             try:
                 self._finish()
             except DependencyError as exc:
@@ -589,16 +596,3 @@ class StreamWorker:
         if self.exactly_once and self._open:
             self._abort()
         self._next, self._first = {}, {}
-
-    def _observe_lag(self) -> None:
-        now = time.monotonic()
-        if now - self._last_lag < 1.0:
-            return
-        self._last_lag = now
-        lags = {}
-        for tp in self.consumer.assignment():
-            _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
-            (position,) = self.consumer.position([tp])
-            if high >= 0 and position.offset >= 0:
-                lags[tp.partition] = max(0, high - position.offset)
-        self.metrics.observe_lag(lags)

@@ -20,29 +20,13 @@ from pathlib import Path
 import pytest
 from compiled import ROOT
 from components import component_missing
-
-from rtflow.generators.compiler import compile_pipelines
-from rtflow.generators.writers import write_folder
-from rtflow.loader import load_pipelines
+from deployables import TARGETS, built
 
 pytestmark = pytest.mark.integration
 
 TOOLS = ROOT / ".tools"
 KUBE_SCORE = TOOLS / "bin" / "kube-score"
 CHECKOV = TOOLS / "checkov-venv" / "bin" / "checkov"
-TESTS = ROOT / "tests"
-# Files that hold no deployable pipeline on purpose: one the compiler must refuse.
-NOT_DEPLOYABLE = {"bad_quantity.py"}
-TARGETS = [
-    ROOT / "examples/fraud_detection.py",
-    ROOT / "examples/support_triage.py",
-    *sorted(
-        path
-        for folder in ("pipelines", "local_pipelines", "stream_pipelines")
-        for path in (TESTS / folder).glob("*.py")
-        if "@rtflow.pipeline" in path.read_text() and path.name not in NOT_DEPLOYABLE
-    ),
-]
 # Examples and test pipelines alike: no failed check is allowed. The only skips are the
 # annotations the compiler writes where a check cannot apply (counted below): an image loaded
 # into kind's nodes is never pulled and has no registry digest (CKV_K8S_15, CKV_K8S_43).
@@ -52,31 +36,6 @@ def _require() -> None:
     for tool, how in ((KUBE_SCORE, "tools/build-go-tools.sh"), (CHECKOV, "tools/checkov.sh")):
         if not tool.exists():
             component_missing(f"{tool} is missing; run {how} (or tools/provision.sh)")
-
-
-def built(target: Path, out: Path) -> dict[str, Path]:
-    """Each deployable folder as kustomize builds it: name -> the built YAML."""
-    from rtflow.verify.kustomize import kustomize_build
-
-    pipelines = [p.build() for p in load_pipelines(str(target))[1]]
-    folders = {}
-    for pipeline in pipelines:
-        # Each pipeline as `rtflow compile FILE:PIPELINE` writes it (two pipelines of a file
-        # may share a Triton server, which one folder would hold twice).
-        write_folder(compile_pipelines([pipeline]), out / "src" / pipeline.name)
-        root = out / "src" / pipeline.name / pipeline.name
-        if pipeline.environments:
-            for env in pipeline.environments:
-                folders[f"{pipeline.name}/{env.name}"] = root / "overlays" / env.name
-        else:
-            folders[pipeline.name] = root
-    result = {}
-    for name, folder in folders.items():
-        documents = kustomize_build(folder)
-        path = out / f"{name.replace('/', '-')}.yaml"
-        path.write_text("".join(f"---\n{json.dumps(d)}\n" for d in documents))
-        result[name] = path
-    return result
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=lambda p: p.stem)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import time
 from collections.abc import Iterator
@@ -19,9 +18,8 @@ from pathlib import Path
 
 import pytest
 from stream_harness import (
-    FRAUD_STREAM,
-    Workers,
-    exactly_once,
+    EVENTS,
+    Plane,
     expected_decisions,
     fraud_events,
     fraud_stream_triton,
@@ -30,59 +28,9 @@ from stream_harness import (
 )
 
 from rtflow.gpu.triton_server import TritonServer
-from rtflow.stages.stream.launcher import load_stream_pipeline
-from rtflow.stream_layout import stream_topics
 from rtflow.testing.kafka_broker import KafkaBroker
 
 pytestmark = pytest.mark.integration
-
-EVENTS = 100_000
-
-
-class Plane:
-    """One test's topics, events and workers on a broker and a Triton."""
-
-    def __init__(self, broker: KafkaBroker, triton: TritonServer, tmp: Path, **env: str):
-        self.suffix = f"-{secrets.token_hex(4)}"
-        self.env = {**os.environ, "RTFLOW_TEST_TOPICS": self.suffix, "PYTHONUNBUFFERED": "1", **env}
-        os.environ["RTFLOW_TEST_TOPICS"] = self.suffix  # for the topic names read below
-        try:
-            pipeline = load_stream_pipeline(FRAUD_STREAM)
-        finally:
-            del os.environ["RTFLOW_TEST_TOPICS"]
-        assert pipeline.stream is not None
-        self.stream = pipeline.stream
-        self.broker = broker
-        broker.create_topics(*stream_topics(pipeline), partitions=4)
-        self.decisions = next(t for t in stream_topics(pipeline) if t.startswith("decisions"))
-        self.workers = Workers(
-            FRAUD_STREAM,
-            broker.bootstrap_servers,
-            {"fraud-triton": f"127.0.0.1:{triton.grpc_port}"},
-            tmp,
-            self.env,
-        )
-
-    def feed(self, count: int, seed: int = 11) -> list[str]:
-        events = fraud_events(count, seed)
-        produce(self.broker.bootstrap_servers, self.stream.source_topic, events)
-        return expected_decisions(events)
-
-    def check(self, expected: list[str], timeout: float = 240.0) -> None:
-        found = read_committed(
-            self.broker.bootstrap_servers,
-            self.decisions,
-            expected=len(expected),
-            timeout=timeout,
-            stop=self.workers.supervise,
-        )
-        problem = exactly_once(found, expected)
-        assert problem is None, f"{problem}\n{self.workers.logs()}"
-        for record in found[:50]:
-            decision = json.loads(record.value)
-            assert decision["transaction_id"] == record.key
-            assert decision["action"] in ("allow", "review")
-            assert record.headers["traceparent"].startswith(b"00-")
 
 
 @pytest.fixture
