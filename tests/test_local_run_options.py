@@ -48,7 +48,7 @@ def events(*bodies: dict[str, Any]) -> list[Event]:
 
 
 def test_the_shipped_fraud_events_are_what_the_generator_makes() -> None:
-    shipped = (ROOT / "examples" / "fraud_events.jsonl").read_bytes().splitlines()
+    shipped = (ROOT / "examples" / "local" / "fraud_events.jsonl").read_bytes().splitlines()
     made = [message for _, message in fraud_events.events(200, seed=7, valid_only=True)]
     assert shipped == made
     assert all(isinstance(json.loads(m)["amount"], float) for m in shipped)  # all valid

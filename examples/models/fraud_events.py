@@ -2,7 +2,7 @@
 
     python examples/models/fraud_events.py --count 1000 --seed 7 > events.jsonl
 
-``examples/fraud_events.jsonl`` is ``--count 200 --valid-only`` (a test keeps it current).
+``examples/local/fraud_events.jsonl`` is ``--count 200 --valid-only`` (a test keeps it current).
 
 Most transactions are small domestic purchases (low risk); a few percent look like card fraud
 (large, foreign, at night, online, at a new merchant) and score above the review threshold;

@@ -1,7 +1,7 @@
 """Stand-ins for the fraud example's stages that cannot run on a laptop as they do in a cluster.
 
 ``rtflow run --local examples/fraud_detection.py --plane workflow --stand-ins
-examples/fraud_stand_ins.py ...`` uses every function here named after a stage (``block_card``
+examples/local/fraud_stand_ins.py ...`` uses every function here named after a stage (``block_card``
 stands in for ``block-card``): the two container stages need Docker, and ``publish-decision``
 publishes to the production Kafka cluster (SASL_SSL, credentials from Secrets). Each is called
 with the stage's inputs as keyword arguments and returns its outputs; a stand-in whose
