@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from rtflow.errors import DefinitionError, RtflowError
 
@@ -459,7 +459,7 @@ def infer(
     timeout: int | str = "10s",
     retry: Any = None,
     via: str = "http",
-) -> Any:
+) -> dict[str, Any]:
     """Call ``model`` on the Triton ``server`` with ``inputs`` (tensor name -> flat list).
 
     Compiles to an Argo ``http`` step against Triton's KServe v2 REST endpoint: no pod per call.
@@ -470,4 +470,6 @@ def infer(
     """
     recorder = _require_recorder("infer()")
     definition = InferenceDef(server, model, name, dict(shapes or {}), timeout, retry, via)
-    return recorder.inference(definition, dict(inputs))
+    # Typed as what it stands for, the KServe v2 response, so a stage that reads it is checked
+    # against dict[str, Any] by mypy (at record time it is a handle to the step's output).
+    return cast(dict[str, Any], recorder.inference(definition, dict(inputs)))
