@@ -186,3 +186,21 @@ def test_the_progress_rate_stays_meaningful_while_idle() -> None:
     )
     summary.events, summary.succeeded, summary.failed = 12, 11, 1
     assert progress.line(now=110.0) == "progress: 12/50 events  11 ok  1 failed  1.2/s average"
+
+
+def test_a_missing_extra_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """confluent-kafka comes with rtflow[stream]: a run that reads a topic without it says what
+    to install instead of a traceback."""
+    from rtflow.cli import main
+
+    monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # import fails as if not installed
+    code = main(["run", "--local", str(ROOT / "tests/local_pipelines/shop.py") + ":shop",
+                 "--kafka-topic", "orders", "--kafka-brokers", "127.0.0.1:9"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == (
+        "rtflow: error: this run needs confluent_kafka, which is not installed: "
+        "pip install 'rtflow[stream]'\n"
+    )

@@ -20,7 +20,16 @@ from rtflow.stages.shutdown import Shutdown, StopNow
 from rtflow.stages.stand_ins import StandIn, StandInError, from_module, from_spec
 from rtflow.stages.stream.launcher import StreamRunError
 
-__all__ = ["cmd_run", "parse_stage_env"]
+__all__ = ["EXTRAS", "cmd_run", "parse_stage_env"]
+
+# What a local run may import only when it needs it, and the extra that installs it.
+EXTRAS = {
+    "confluent_kafka": "stream",
+    "prometheus_client": "stream",
+    "tritonclient": "triton",
+    "pytriton": "triton",
+    "numpy": "triton",
+}
 
 
 def parse_stage_env(specs: list[str]) -> dict[str, dict[str, str | None]]:
@@ -54,6 +63,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             return _run(args, shutdown)
         except (LocalRunError, StreamRunError, StandInError, OSError) as exc:
             raise RtflowError(str(exc)) from exc
+        except ModuleNotFoundError as exc:
+            extra = EXTRAS.get((exc.name or "").partition(".")[0])
+            if extra is None:
+                raise
+            raise RtflowError(
+                f"this run needs {exc.name}, which is not installed: pip install 'rtflow[{extra}]'"
+            ) from exc
         except StopNow:
             # A second signal where the run could not drain (loading, starting, closing): the
             # exit code is still the signal's (0 SIGTERM, 130 Ctrl-C).
