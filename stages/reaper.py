@@ -78,6 +78,20 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
+def terminate_then_kill(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM (a server shuts down in order: flushes, closes its logs), then SIGKILL after
+    ``timeout``; returns once the process is gone. Module level, so a ``weakref.finalize``
+    that calls it holds no reference to the object that owns the process."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def parent_death_signal(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
     """A ``preexec_fn`` that has the kernel send ``sig`` to the child when its parent thread ends,
     or None where that cannot work (not Linux, not the main thread: see the module docstring)."""

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
-from rtflow.stages.reaper import parent_death_signal
+from rtflow.stages.reaper import parent_death_signal, terminate_then_kill
 
 CONTROL_PLANE_BINARIES = ("etcd", "kube-apiserver")
 
@@ -68,17 +68,6 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 class ControlPlane:
@@ -190,7 +179,7 @@ class ControlPlane:
 
     def close(self) -> None:
         for proc in reversed(self._procs):
-            _stop(proc)
+            terminate_then_kill(proc, 15.0)
         for finalizer in self._finalizers:
             finalizer.detach()
         self._procs, self._finalizers = [], []
@@ -316,7 +305,7 @@ class ControlPlane:
                 preexec_fn=parent_death_signal(),
             )
         self._procs.append(proc)
-        self._finalizers.append(weakref.finalize(self, _stop, proc))
+        self._finalizers.append(weakref.finalize(self, terminate_then_kill, proc, 15.0))
 
     def _wait_ready(self) -> None:
         import urllib3

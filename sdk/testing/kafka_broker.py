@@ -52,7 +52,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Self
 
-from rtflow.stages.reaper import parent_death_signal
+from rtflow.stages.reaper import parent_death_signal, terminate_then_kill
 from rtflow.testing.kafka_prerequisites import (
     ENV_LIB,
     KafkaUnavailable,
@@ -121,22 +121,6 @@ def _cluster_id() -> str:
         text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         if not text.startswith("-"):
             return text
-
-
-def _end_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM (the broker shuts down in order: flushes logs, closes the metadata log), then kill.
-
-    Module level, not a method, so the interpreter-exit finalizer holds no reference to the
-    broker object.
-    """
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -325,7 +309,7 @@ class KafkaBroker:
             )
         # Stops a broker left running when the interpreter exits without close() (a test
         # session that errors out): an orphaned JVM would hold its ports and 512 MiB.
-        self._finalizer = weakref.finalize(self, _end_process, self._proc, 10.0)
+        self._finalizer = weakref.finalize(self, terminate_then_kill, self._proc, 10.0)
         try:
             self._wait_until_ready()
         except BaseException:
@@ -336,7 +320,7 @@ class KafkaBroker:
     def stop(self, timeout: float = 30.0) -> None:
         """Shut down cleanly (SIGTERM), killing after ``timeout`` s; data and ports are kept."""
         if self._proc is not None:
-            _end_process(self._proc, timeout)
+            terminate_then_kill(self._proc, timeout)
         self._forget_process()
 
     def kill(self) -> None:

@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from rtflow.stages.reaper import parent_death_signal
+from rtflow.stages.reaper import parent_death_signal, terminate_then_kill
 
 CONTROLLER_ID = 2
 CONTROLLER_LISTENER = "CONTROLLER"
@@ -73,7 +73,9 @@ class KraftController:
         self._jvm = jvm
         self._properties_text = properties
         self._proc: subprocess.Popen[bytes] | None = None
-        self._finalizer: weakref.finalize[[subprocess.Popen[bytes]], KraftController] | None = None
+        self._finalizer: (
+            weakref.finalize[[subprocess.Popen[bytes], float], KraftController] | None
+        ) = None
 
     @property
     def address(self) -> str:
@@ -142,7 +144,7 @@ class KraftController:
                 cwd=self.work_dir,
                 preexec_fn=parent_death_signal(),
             )
-        self._finalizer = weakref.finalize(self, _terminate, self._proc)
+        self._finalizer = weakref.finalize(self, terminate_then_kill, self._proc, 30.0)
         deadline = time.monotonic() + timeout
         while not _accepts(self.port):
             if self._proc.poll() is not None or time.monotonic() > deadline:
@@ -155,7 +157,7 @@ class KraftController:
 
     def stop(self) -> None:
         if self._proc is not None:
-            _terminate(self._proc)
+            terminate_then_kill(self._proc, 30.0)
         self._proc = None
         if self._finalizer is not None:
             self._finalizer.detach()
@@ -166,15 +168,3 @@ def _accepts(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _terminate(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """SIGTERM, then SIGKILL after ``timeout``. Module level: the finalizer holds no object."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
