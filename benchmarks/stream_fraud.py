@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rtflow.stages.reaper import parent_death_signal
+
 ROOT = Path(__file__).resolve().parents[1]
 HOT_PATH = str(ROOT / "benchmarks" / "stream" / "fraud_hot_path.py")
 HANDWRITTEN = str(ROOT / "benchmarks" / "stream" / "handwritten.py")
@@ -292,7 +294,13 @@ class Bench:
         self.logs = [Path(tempfile.mkstemp(prefix="rtflow-bench-", suffix=".log")[1])
                      for _ in commands]  # fmt: skip
         return [
-            subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+            subprocess.Popen(
+                c,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log.open("wb"),
+                preexec_fn=parent_death_signal(),  # none outlives a killed benchmark
+            )
             for c, log in zip(commands, self.logs, strict=True)
         ]
 
@@ -337,10 +345,12 @@ class Bench:
             reader = subprocess.Popen(
                 [*here, "read", brokers, topics[1], str(self.seconds), str(self.warmup), "1"],
                 stdout=subprocess.PIPE,
+                preexec_fn=parent_death_signal(),
             )
             generator = subprocess.Popen(
                 [*here, "generate", brokers, topics[0], str(offered), str(self.seconds)],
                 stdout=subprocess.PIPE,
+                preexec_fn=parent_death_signal(),
             )
             time.sleep(self.warmup)
             groups = {
@@ -497,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
         "loop, this many times each, interleaved (their own section)",
     )
     options = parser.parse_args(args)
+    # SIGTERM (a timeout, a kill) unwinds like Ctrl-C, so the broker, Triton and the workers
+    # are stopped by the `finally` below rather than left running.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     bench = Bench(options.seconds, options.warmup)
     points: list[Point] = []
     eos = "exactly_once"
