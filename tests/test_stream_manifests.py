@@ -245,6 +245,9 @@ def test_monitoring_selects_the_workers_and_alerts_on_the_budget(
     lag = alerts["FraudDetectionStreamLagGrowing"]["expr"]
     assert "rtflow_stream_consumer_lag" in lag and "deriv(" in lag
     assert 'rtflow_dev_pipeline="fraud-detection"' in lag
+    stuck = alerts["FraudDetectionStreamOffsetsUnreadable"]
+    assert stuck["expr"].startswith("max(rtflow_stream_unreadable_offset_partitions{")
+    assert stuck["labels"]["severity"] == "critical"
 
 
 def test_an_environment_moves_brokers_and_namespace_into_every_stream_object(

@@ -3,7 +3,8 @@ their Triton servers, and alerts when the plane breaks its promise.
 
 The alerts: p99 of the workers' event latency (an input's producer timestamp to its results
 produced) above the pipeline's latency budget; consumer lag above what the workers clear in
-the budget and still growing; events going to the dead-letter topic. Each PodMonitor copies
+the budget and still growing; a worker whose group cannot read its committed offsets (a
+transaction holds them: rtflow.stages.stream.lag); events going to the dead-letter topic. Each PodMonitor copies
 the ``rtflow.dev/pipeline`` pod label onto the series (``rtflow_dev_pipeline``), which the
 alert expressions select on.
 """
@@ -87,6 +88,19 @@ def prometheus_rule(pipeline: ir.Pipeline) -> Document:
                 "description": "Consumer lag is {{ $value }} events and still growing after "
                 "10 minutes: the workers (KEDA's maximum is the topic's partitions) or their "
                 "Triton cannot keep up.",
+            },
+        },
+        {
+            "alert": f"{title}StreamOffsetsUnreadable",
+            "expr": f"max(rtflow_stream_unreadable_offset_partitions{{{where}}}) > 0",
+            "for": "2m",
+            "labels": {"severity": "critical", labels.PIPELINE.replace("/", "_"): pipeline.name},
+            "annotations": {
+                "summary": f"{pipeline.name}: a stream worker cannot read its committed offsets",
+                "description": "{{ $value }} partitions consume nothing: an open transaction "
+                "holds their group's offsets past the transaction timeout (a hanging "
+                "transaction). Find it with kafka-transactions.sh find-hanging and abort it; "
+                "the worker's log names the partitions.",
             },
         },
         {
