@@ -4,9 +4,9 @@ their Triton servers, and alerts when the plane breaks its promise.
 The alerts: p99 of the workers' event latency (an input's producer timestamp to its results
 produced) above the pipeline's latency budget; consumer lag above what the workers clear in
 the budget and still growing; a worker whose group cannot read its committed offsets (a
-transaction holds them: rtflow.stages.stream.lag); events going to the dead-letter topic. Each PodMonitor copies
-the ``rtflow.dev/pipeline`` pod label onto the series (``rtflow_dev_pipeline``), which the
-alert expressions select on.
+transaction holds them: rtflow.stages.stream.lag); events going to the dead-letter topic.
+Each PodMonitor copies the ``rtflow.dev/pipeline`` pod label onto the series
+(``rtflow_dev_pipeline``), which the alert expressions select on.
 """
 
 from __future__ import annotations
