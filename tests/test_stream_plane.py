@@ -194,3 +194,12 @@ def test_run_local_help_names_the_stream_plane(capsys: pytest.CaptureFixture[str
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__]))
+
+
+def test_the_progress_line_says_when_latency_is_past_the_last_bucket() -> None:
+    """A quantile in the histogram's +Inf bucket is 'more than the last bound', not 'inf'."""
+    from rtflow.stages.stream.launcher import Totals
+
+    seen = Totals(latency_buckets={0.005: 10.0, 0.01: 20.0, float("inf"): 100.0})
+    assert seen.bound(seen.quantile(0.1) or 0.0) == "<=5 ms"
+    assert seen.bound(seen.quantile(0.99) or 0.0) == ">10 ms"

@@ -256,6 +256,13 @@ class Totals:
     def done(self) -> float:
         return self.processed + self.filtered + self.dead_lettered
 
+    def bound(self, quantile_ms: float) -> str:
+        """``<=N ms``, or ``>N ms`` past the histogram's last finite bucket."""
+        if quantile_ms != float("inf"):
+            return f"<={quantile_ms:.0f} ms"
+        finite = [b for b in self.latency_buckets if b != float("inf")]
+        return f">{max(finite, default=0.0) * 1000.0:.0f} ms"
+
     def quantile(self, q: float) -> float | None:
         """The latency quantile in ms, read off the histogram's buckets (upper bound)."""
         if not self.latency_buckets:
@@ -314,7 +321,7 @@ class Progress:
         self._previous = (now, seen.done)
         self._last = now
         p50, p99 = seen.quantile(0.5), seen.quantile(0.99)
-        latency = f"p50<={p50:.0f} ms p99<={p99:.0f} ms" if p50 and p99 else "latency -"
+        latency = f"p50{seen.bound(p50)} p99{seen.bound(p99)}" if p50 and p99 else "latency -"
         line = (
             f"stream: fed {fed}  processed {seen.processed:.0f}  filtered {seen.filtered:.0f}  "
             f"dead-lettered {seen.dead_lettered:.0f}  handed off {seen.handed_off:.0f}  "
@@ -525,10 +532,11 @@ def run_stream_local(
             codes = [child.wait(30.0) for child in children]
             summary = {
                 "fed": fed,
-                "processed": seen.processed,
-                "filtered": seen.filtered,
-                "dead_lettered": seen.dead_lettered,
-                "handed_off": seen.handed_off,
+                # Counters are floats in Prometheus' text format; events are whole.
+                "processed": int(seen.processed),
+                "filtered": int(seen.filtered),
+                "dead_lettered": int(seen.dead_lettered),
+                "handed_off": int(seen.handed_off),
                 "worker_exit_codes": codes,
                 "seconds": round(time.monotonic() - started, 2),
             }
