@@ -94,7 +94,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
 def serve(args: argparse.Namespace) -> int:
     """The worker process: build the plan from the pipeline's own definition and run it."""
     from rtflow.stages.builtin.kafka_publish import security_from_env
-    from rtflow.stages.stream.logs import JsonFormatter
+    from rtflow.stages.stage_logging import configure as configure_logging
     from rtflow.stages.stream.plan import Plan
     from rtflow.stages.stream.worker import (
         EXIT_FATAL,
@@ -115,9 +115,9 @@ def serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    logging.basicConfig(level=os.environ.get("RTFLOW_LOG_LEVEL", "INFO"), handlers=[handler])
+    # One log format for both planes (rtflow.stages.stage_logging): JSON lines with the level,
+    # the logger, the message as "event" and, for failures, the traceback.
+    configure_logging()
     pipeline = load_stream_pipeline(args.pipeline)
     assert pipeline.stream is not None
     plan = Plan(pipeline, group=args.group)

@@ -218,8 +218,8 @@ class StreamWorker:
         )
         log.info(
             "worker started",
-            extra={"fields": {"topic": self.plan.input_topic, "group": self.plan.consumer_group,
-                              "guarantee": self.stream.guarantee, "id": self.transactional_id}},
+            extra={"topic": self.plan.input_topic, "group": self.plan.consumer_group,
+                   "guarantee": self.stream.guarantee, "transactional_id": self.transactional_id},
         )  # fmt: skip
         backoff = 0.1
         wait = self.stream.max_wait_ms / 1000.0
