@@ -17,6 +17,7 @@ import pytest
 from compiled import ROOT
 from components import component_missing
 from local_pipelines import env_echo, shop
+from memory_sink import MemorySink
 
 from rtflow.stages.events import Event
 from rtflow.stages.local import LocalRunError, run_local
@@ -27,20 +28,6 @@ sys.path.insert(0, str(ROOT / "examples"))
 from models import fraud_events
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), *sys.path])}
-
-
-class MemorySink:
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-
-    def write(self, record: dict[str, Any], event: Event | None = None) -> None:
-        self.records.append(record)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def events(*bodies: dict[str, Any]) -> list[Event]:

@@ -9,28 +9,14 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 from local_pipelines import lookup
+from memory_sink import MemorySink
 
 from rtflow.stages import stage_logging
 from rtflow.stages.events import Event
 from rtflow.stages.local import run_local
-
-
-class MemorySink:
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-
-    def write(self, record: dict[str, Any], event: Event | None = None) -> None:
-        self.records.append(record)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def test_a_failing_stage_logs_level_ids_and_traceback(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from rtflow.stages.reaper import parent_death_signal, terminate_then_kill
+from rtflow.stages.stream.launcher import free_port
 
 CONTROL_PLANE_BINARIES = ("etcd", "kube-apiserver")
 
@@ -61,13 +61,6 @@ def find_binaries(bin_dir: Path | None = None) -> dict[str, Path]:
             "(or tools/provision.sh)"
         )
     return found
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ControlPlane:
@@ -134,8 +127,8 @@ class ControlPlane:
             f"{self.unprivileged_token},rtflow-nobody,2\n"
         )
 
-        etcd_client, etcd_peer = _free_port(), _free_port()
-        self.port = _free_port()
+        etcd_client, etcd_peer = free_port(), free_port()
+        self.port = free_port()
         self._spawn(
             "etcd",
             [

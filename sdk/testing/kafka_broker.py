@@ -66,7 +66,7 @@ from rtflow.testing.kafka_security import (
     properties_text,
     sasl_ssl_listener_settings,
 )
-from rtflow.testing.kraft_controller import CONTROLLER_ID, KraftController
+from rtflow.testing.kraft_controller import CONTROLLER_ID, KraftController, accepts_connections
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
@@ -102,12 +102,6 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _cluster_id() -> str:
@@ -575,7 +569,7 @@ class KafkaBroker:
                 )
             # Create the client only once the port accepts connections: before that it would
             # log connection-refused errors and back off for longer than the broker needs.
-            if admin is None and _port_open(self._port):
+            if admin is None and accepts_connections(self._port):
                 admin = _admin_client(self.bootstrap_servers)
             if admin is not None:
                 from confluent_kafka import KafkaException

@@ -146,7 +146,7 @@ class KraftController:
             )
         self._finalizer = weakref.finalize(self, terminate_then_kill, self._proc, 30.0)
         deadline = time.monotonic() + timeout
-        while not _accepts(self.port):
+        while not accepts_connections(self.port):
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(
@@ -164,7 +164,8 @@ class KraftController:
             self._finalizer = None
 
 
-def _accepts(port: int) -> bool:
+def accepts_connections(port: int) -> bool:
+    """Something listens on 127.0.0.1:``port`` (a server's readiness before its protocol)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
