@@ -137,7 +137,7 @@ def read(brokers: str, topic: str, seconds: float, warmup: float, tail: float) -
     consumer.close()
     stalls = {s: round(v) for s, v in sorted(worst.items()) if v > STALL_MS}
     print(json.dumps({"total": total, "duplicates": duplicates, "latencies": latencies,
-                      "drained": drained, "stalls": stalls,
+                      "drained": drained, "stalls": stalls, "started_us": started_us,
                       "window_seconds": (window[1] - window[0]) / 1e6}))  # fmt: skip
     return 0
 
@@ -227,8 +227,10 @@ class Point:
 
 
 class Bench:
-    def __init__(self, seconds: float, warmup: float) -> None:
+    def __init__(self, seconds: float, warmup: float, keep_logs: Path | None = None) -> None:
         self.logs: list[Path] = []
+        self.keep_logs = keep_logs  # where each point's process logs go, instead of deleted
+        self.points_run = 0
         from rtflow.stages.inference import local_triton_server, needs_triton
         from rtflow.stages.stream.launcher import load_stream_pipeline
         from rtflow.testing.kafka_broker import KafkaBroker
@@ -342,9 +344,11 @@ class Bench:
             self._wait_ready(topics[0], topics[1], procs)
             here = [sys.executable, __file__]
             brokers = self.broker.bootstrap_servers
+            reader_log = self._kept(system, guarantee, offered, "reader")
             reader = subprocess.Popen(
                 [*here, "read", brokers, topics[1], str(self.seconds), str(self.warmup), "1"],
                 stdout=subprocess.PIPE,
+                stderr=reader_log.open("wb") if reader_log else None,
                 preexec_fn=parent_death_signal(),
             )
             generator = subprocess.Popen(
@@ -375,8 +379,13 @@ class Bench:
                     proc.wait(30)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-            for log in self.logs:
-                log.unlink(missing_ok=True)
+            for index, log in enumerate(self.logs):
+                kept = self._kept(system, guarantee, offered, f"system-{index}")
+                if kept is None:
+                    log.unlink(missing_ok=True)
+                else:
+                    log.replace(kept)
+            self.points_run += 1
         report = json.loads(out)
         latencies = report["latencies"]
         result.achieved = len(latencies) / report["window_seconds"]
@@ -397,9 +406,22 @@ class Bench:
         if result.profile:
             print("   " + "  ".join(f"{k}={v:.2f}" for k, v in sorted(result.profile.items())))
         if report.get("stalls"):
-            # Second of sending (from the reader's start) -> worst latency in ms.
-            print(f"   stalls over {STALL_MS:g} ms: {report['stalls']}", flush=True)
+            # Second of sending (from the reader's start, and its wall-clock time, UTC, to
+            # find it in the kept logs) -> worst latency in ms.
+            started = report["started_us"] / 1e6
+            stalls = ", ".join(
+                f"s{s} ({time.strftime('%H:%M:%S', time.gmtime(started + int(s)))}): {ms} ms"
+                for s, ms in report["stalls"].items()
+            )
+            print(f"   stalls over {STALL_MS:g} ms: {stalls}", flush=True)
         return result
+
+    def _kept(self, system: str, guarantee: str, offered: int, role: str) -> Path | None:
+        """Where a process's log of this point is kept (``--keep-logs``), or None."""
+        if self.keep_logs is None:
+            return None
+        name = f"{self.points_run:02d}-{system.replace(' ', '-')}-{guarantee}-{offered}-{role}.log"
+        return self.keep_logs / name
 
 
 def plan(quick: bool) -> list[tuple[str, str, int, int, int]]:
@@ -506,11 +528,20 @@ def main(argv: list[str] | None = None) -> int:
         help="only the exactly-once 20,000 events/s points of rtflow and the hand-written "
         "loop, this many times each, interleaved (their own section)",
     )
+    parser.add_argument(
+        "--keep-logs",
+        type=Path,
+        metavar="DIR",
+        help="keep every process's log (stderr) of every point in DIR, named by point: to "
+        "match a stall's second with, say, librdkafka's debug lines",
+    )
     options = parser.parse_args(args)
+    if options.keep_logs:
+        options.keep_logs.mkdir(parents=True, exist_ok=True)
     # SIGTERM (a timeout, a kill) unwinds like Ctrl-C, so the broker, Triton and the workers
     # are stopped by the `finally` below rather than left running.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    bench = Bench(options.seconds, options.warmup)
+    bench = Bench(options.seconds, options.warmup, options.keep_logs)
     points: list[Point] = []
     eos = "exactly_once"
     chosen = (

@@ -23,7 +23,7 @@ from rtflow.stages.stream.launcher import (
     scrape,
     worker_command,
 )
-from rtflow.stages.stream.worker import EXIT_FATAL
+from rtflow.stages.stream.settings import EXIT_FATAL
 from rtflow.stream_layout import stream_topics
 from rtflow.testing.kafka_broker import KafkaBroker
 

@@ -203,3 +203,33 @@ def test_the_progress_line_says_when_latency_is_past_the_last_bucket() -> None:
     seen = Totals(latency_buckets={0.005: 10.0, 0.01: 20.0, float("inf"): 100.0})
     assert seen.bound(seen.quantile(0.1) or 0.0) == "<=5 ms"
     assert seen.bound(seen.quantile(0.99) or 0.0) == ">10 ms"
+
+
+def test_a_slow_commit_is_logged_with_its_phases_at_most_once_a_second(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rtflow.stages.stream import metrics as metrics_module
+
+    now = [100.0]
+    monkeypatch.setattr(metrics_module.time, "monotonic", lambda: now[0])
+    metrics = metrics_module.StreamMetrics("fraud", "w-0")
+    phases = {"offsets": 0.002, "flush": 0.48, "end": 0.001}
+    with caplog.at_level("WARNING", logger="rtflow.stream"):
+        metrics.observe_commit(0.004, {"offsets": 0.002, "flush": 0.001, "end": 0.001}, 0.1)
+        metrics.observe_commit(0.483, phases, 0.1)
+        now[0] += 0.5
+        metrics.observe_commit(0.2, phases, 0.1)  # within the second: counted, not logged
+        now[0] += 0.6
+        metrics.observe_commit(0.3, phases, 0.1)
+    slow = [r for r in caplog.records if r.getMessage() == "slow commit"]
+    assert [(r.commit_ms, r.flush_ms, r.slow_commits_not_logged) for r in slow] == [  # type: ignore[attr-defined]
+        (483.0, 480.0, 0),
+        (300.0, 480.0, 1),
+    ]
+    registry = metrics.registry
+    assert registry.get_sample_value("rtflow_stream_commit_seconds_count") == 4
+    for phase in phases:
+        count = registry.get_sample_value(
+            "rtflow_stream_commit_phase_seconds_count", {"phase": phase}
+        )
+        assert count == 4

@@ -96,11 +96,8 @@ def serve(args: argparse.Namespace) -> int:
     from rtflow.stages.builtin.kafka_publish import security_from_env
     from rtflow.stages.stage_logging import configure as configure_logging
     from rtflow.stages.stream.plan import Plan
-    from rtflow.stages.stream.worker import (
-        EXIT_FATAL,
-        StreamWorker,
-        WorkerSettings,
-    )
+    from rtflow.stages.stream.settings import EXIT_FATAL, WorkerSettings
+    from rtflow.stages.stream.worker import StreamWorker
 
     # SIGTERM can come while the pipeline still loads (a scale-down right after a scale-up):
     # it is a clean stop before anything was consumed, not a death by signal.

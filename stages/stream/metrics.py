@@ -9,6 +9,8 @@ latency budget is about.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -17,6 +19,7 @@ LATENCY_BUCKETS = (
     0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
     2.5,
 )  # fmt: skip
+log = logging.getLogger("rtflow.stream")
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
 
@@ -61,6 +64,14 @@ class StreamMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.commit_phase = Histogram(
+            "rtflow_stream_commit_phase_seconds",
+            "A commit's phases: offsets (to the group/transaction coordinators), flush (the "
+            "records acknowledged), end (EndTxn)",
+            ["phase"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.aborts = Counter(
             "rtflow_stream_aborted_transactions", "Transactions aborted, by cause", ["cause"],
             registry=r,
@@ -79,6 +90,8 @@ class StreamMetrics:
             "transaction holds them)",
             registry=r,
         )
+        self._slow_logged_at = float("-inf")  # the last "slow commit" warning
+        self._slow_unlogged = 0  # slow commits since then, not logged (one line a second)
         self.info = Gauge("rtflow_stream_worker", "This worker", list(labels), registry=r)
         self.info.labels(**labels).set(1)
 
@@ -88,3 +101,26 @@ class StreamMetrics:
     def observe_lag(self, lags: Mapping[int, int]) -> None:
         for partition, lag in lags.items():
             self.lag.labels(partition=str(partition)).set(lag)
+
+    def observe_commit(
+        self, seconds: float, phases: Mapping[str, float], slow_after: float
+    ) -> None:
+        """A commit's time and its phases' (offsets to the coordinators, flush of the records,
+        EndTxn). A slow one is logged with them, at most once a second, so that a latency
+        spike in a reader's figures can be traced to the round trip that took it."""
+        self.commit.observe(seconds)
+        for phase, taken in phases.items():
+            self.commit_phase.labels(phase=phase).observe(taken)
+        if seconds < slow_after:
+            return
+        now = time.monotonic()
+        if now - self._slow_logged_at < 1.0:
+            self._slow_unlogged += 1
+            return
+        log.warning(
+            "slow commit",
+            extra={"commit_ms": round(seconds * 1000, 1),
+                   **{f"{k}_ms": round(v * 1000, 1) for k, v in phases.items()},
+                   "slow_commits_not_logged": self._slow_unlogged},
+        )  # fmt: skip
+        self._slow_logged_at, self._slow_unlogged = now, 0

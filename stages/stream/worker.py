@@ -43,52 +43,25 @@ import concurrent.futures as cf
 import contextlib
 import gc
 import logging
-import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from rtflow.stages.stream.lag import LagWatch
 from rtflow.stages.stream.metrics import StreamMetrics
 from rtflow.stages.stream.plan import BatchResult, DependencyError, Message, Plan, Record
-from rtflow.stream_layout import COMMIT_DEADLINE_SECONDS
+from rtflow.stages.stream.settings import (
+    EXIT_FATAL,
+    EXIT_OK,
+    EXIT_UNCOMMITTED,
+    FatalKafkaError,
+    WorkerSettings,
+)
 
 log = logging.getLogger("rtflow.stream")
 
-EXIT_OK = 0
 LATENCY_SAMPLE = 32
-EXIT_UNCOMMITTED = 1  # stopped, but the last commit failed (its events are redone, not lost)
-EXIT_FATAL = 3  # fenced or another fatal Kafka error: start a fresh process
-
-
-class FatalKafkaError(RuntimeError):
-    """The producer cannot go on (fenced by a newer instance, or a fatal librdkafka error)."""
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """Where a worker connects and who it is; the plan says what it does."""
-
-    brokers: str
-    worker_id: str = field(default_factory=socket.gethostname)
-    triton: Mapping[str, str] = field(default_factory=dict)  # server -> gRPC host:port
-    client_config: Mapping[str, str] = field(default_factory=dict)  # TLS/SASL from Secrets
-    metrics_port: int | None = None
-    metrics_address: str = "127.0.0.1"
-    transaction_timeout_ms: int = 10_000
-    max_backoff_seconds: float = 5.0
-    commit_deadline_seconds: float = COMMIT_DEADLINE_SECONDS
-    """A commit still running after this is stuck, not slow (librdkafka's
-    ``send_offsets_to_transaction`` can wait forever after its coordinator went away:
-    confluentinc/librdkafka#5456, #5511): the worker exits with EXIT_FATAL so that a fresh
-    process, with the same transactional id, aborts the transaction and redoes it. As long as
-    the transaction timeout: past it the coordinator aborts the transaction anyway."""
-    unreadable_offsets_after_seconds: float = 30.0
-    """An assigned partition still without a position after this long has its committed
-    offsets checked (rtflow.stages.stream.lag): three transaction timeouts by default, so a
-    predecessor's open transaction has been aborted by then."""
 
 
 TopicPartition = tuple[str, int]
@@ -420,18 +393,19 @@ class StreamWorker:
         self._opened_at = time.monotonic()
 
     @staticmethod
-    def _flush(producer: Any, flushed: threading.Event) -> int:
+    def _flush(producer: Any, flushed: threading.Event) -> tuple[int, float]:
         """flush() sends at once, whatever linger.ms says; the other producer may write as
-        soon as these records have their place in the log."""
+        soon as these records have their place in the log. (Records left, seconds taken.)"""
+        started = time.perf_counter()
         try:
-            return int(producer.flush(30))
+            return int(producer.flush(30)), time.perf_counter() - started
         finally:
             flushed.set()
 
     def _commit_transaction(
         self,
         producer: Any,
-        flush: cf.Future[int],
+        flush: cf.Future[tuple[int, float]],
         offsets: Mapping[TopicPartition, int],
         metadata: Any,
     ) -> None:
@@ -440,12 +414,19 @@ class StreamWorker:
         # thread: a commit is then the longer of the two plus EndTxn, not their sum.
         try:
             producer.send_offsets_to_transaction(self._offsets(offsets), metadata, 30)
+            offsets_done = time.perf_counter()
         finally:
-            remaining = flush.result()
+            remaining, flush_seconds = flush.result()
         if remaining:
             raise DependencyError(f"{remaining} records not acknowledged in 30 s")
+        ending = time.perf_counter()
         self._retrying(lambda: producer.commit_transaction(30))
-        self.metrics.commit.observe(time.perf_counter() - started)
+        ended = time.perf_counter()
+        self.metrics.observe_commit(
+            ended - started,
+            {"offsets": offsets_done - started, "flush": flush_seconds, "end": ended - ending},
+            self.settings.slow_commit_seconds,
+        )
 
     def _commit_offsets(self, offsets: Mapping[TopicPartition, int]) -> None:
         started = time.perf_counter()
@@ -453,8 +434,14 @@ class StreamWorker:
         if remaining or self._delivery_errors:
             errors, self._delivery_errors = self._delivery_errors, []
             raise DependencyError(f"{remaining} undelivered; {'; '.join(errors[:3])}")
+        flushed = time.perf_counter()
         self.consumer.commit(offsets=self._offsets(offsets), asynchronous=False)
-        self.metrics.commit.observe(time.perf_counter() - started)
+        ended = time.perf_counter()
+        self.metrics.observe_commit(
+            ended - started,
+            {"flush": flushed - started, "offsets": ended - flushed},
+            self.settings.slow_commit_seconds,
+        )
 
     def _retrying(self, call: Any) -> None:
         from confluent_kafka import KafkaException

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 from components import component_missing
+from prometheus_client.parser import text_string_to_metric_families
 from stream_harness import (
     FRAUD_STREAM,
     exactly_once,
@@ -193,6 +194,18 @@ def test_the_compiled_deployment_processes_events_exactly_once_over_sasl_ssl(
         )
         problem = exactly_once(found, expected)
         assert problem is None, f"{problem}\n{(tmp_path / 'worker.log').read_text()[-3000:]}"
+        # Every transaction's commit is timed, and so is each of its three phases.
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as page:
+            samples = {
+                (sample.name, sample.labels.get("phase")): sample.value
+                for family in text_string_to_metric_families(page.read().decode())
+                for sample in family.samples
+                if sample.name.endswith("_count")
+            }
+        commits = samples[("rtflow_stream_commit_seconds_count", None)]
+        assert commits > 0
+        for phase in ("offsets", "flush", "end"):
+            assert samples[("rtflow_stream_commit_phase_seconds_count", phase)] == commits
         # SIGTERM, as a rollout sends it: out within the grace period the Deployment gives.
         grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         worker.send_signal(signal.SIGTERM)
