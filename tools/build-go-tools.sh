@@ -16,6 +16,14 @@
 #                     from k8s.io/kubernetes, its staging modules replaced by their releases,
 #                     the version stamped by tools/kube-apiserver/ldflags); with etcd, the
 #                     real control plane of rtflow.testing.control_plane
+#   argo-workflow-controller
+#                     Argo Workflows' workflow-controller (tools/argo-workflow-controller:
+#                     upstream's cmd/workflow-controller, named in its `package` file, from the
+#                     same v4.1.4 release as argo-lint); the execution tier runs it in a network
+#                     namespace of its own (rtflow.testing.workflow_controller)
+#   argoexec          Argo Workflows' executor (tools/argoexec: upstream's cmd/argoexec, same
+#                     release): the init, wait, emissary and agent commands of the workflow
+#                     pods, which rtflow.testing.pod_runner runs as processes
 #
 # Usage: tools/build-go-tools.sh [--force] [TOOL...]   (no TOOL: all of them)
 #
@@ -34,7 +42,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 bin_dir="$root/.tools/bin"
-all_tools=(argo-lint argo-events-lint kustomize kube-score etcd kube-apiserver)
+all_tools=(argo-lint argo-events-lint kustomize kube-score etcd kube-apiserver argo-workflow-controller argoexec)
 force=0
 tools=()
 
@@ -42,7 +50,7 @@ for arg in "$@"; do
     case "$arg" in
         --force) force=1 ;;
         -h | --help)
-            sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         -*)
@@ -78,7 +86,7 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 # The command that makes a built tool say which upstream release it is.
 version_of() {
     case "$1" in
-        kustomize | kube-score) "$2" version ;;
+        kustomize | kube-score | argo-workflow-controller | argoexec) "$2" version ;;
         *) "$2" --version ;;
     esac
 }
@@ -112,12 +120,30 @@ build() {
     if [[ -f "$src/ldflags" ]]; then
         ldflags="$ldflags $(cat "$src/ldflags")"
     fi
-    if ! (cd "$src" && CGO_ENABLED=0 go build -mod=readonly -trimpath -buildvcs=false \
+    # A tool folder's `symlinks` file restores upstream symlinks that module zips leave out
+    # (lines "MODULE@VERSION LINK TARGET"). Go refuses to overlay files of the module cache,
+    # so such a tool builds from a vendored copy of its module in a scratch folder, where
+    # LINK is written as a copy of TARGET.
+    local build_dir="$src" mod_flag="-mod=readonly"
+    if [[ -f "$src/symlinks" ]]; then
+        build_dir="$(mktemp -d "$bin_dir/.$name.src.XXXXXX")"
+        cp -R "$src/." "$build_dir/"
+        (cd "$build_dir" && go mod vendor)
+        local module link link_target
+        while read -r module link link_target; do
+            [[ -z "$module" || "$module" == \#* ]] && continue
+            cp "$build_dir/vendor/${module%@*}/$link_target" "$build_dir/vendor/${module%@*}/$link"
+        done <"$src/symlinks"
+        mod_flag="-mod=vendor"
+    fi
+    if ! (cd "$build_dir" && CGO_ENABLED=0 go build "$mod_flag" -trimpath -buildvcs=false \
         -ldflags="$ldflags" -o "$scratch" "$target"); then
         rm -f "$scratch"
+        [[ "$build_dir" == "$src" ]] || rm -rf "$build_dir"
         echo "$name: build failed after $(since "$start") s" >&2
         return 1
     fi
+    [[ "$build_dir" == "$src" ]] || rm -rf "$build_dir"
     mv -f "$scratch" "$out"
     echo "$name: built $out in $(since "$start") s ($(version_of "$name" "$out"))"
 }
