@@ -1,11 +1,12 @@
-"""``rtflow submit`` where no real peer runs yet: a Workflow's phases under ``--wait`` (no Argo
-controller runs beside the real API server yet) and the Argo Server path; and the errors that
-need no server (no kubeconfig, nothing listening).
+"""``rtflow submit`` where no real peer can run: the Argo Server path (against a mock), and what
+needs no server at all (parameters, the environment, no kubeconfig, nothing listening).
 
-What the real API server answers (apply, the Workflow created, 401, 403, missing CRDs) is tested
-against it in tests/integration/test_submit_real.py. ``StubServer`` here is a mock, not a
-Kubernetes API server or Argo Server: it listens on loopback only, answers each request from a
-fixed route table, records what it was sent, and is shut down after each test.
+The Kubernetes path is tested against the real API server in
+tests/integration/test_submit_real.py. No real Argo Server runs here: ``argo server`` embeds
+the UI's build (``ui/dist/app``), which the Go module does not ship, so it cannot be built from
+the module as tools/argo-lint is. ``MockArgoServer`` stands in for it: a loopback HTTP server
+that answers the two calls rtflow makes (submit, get a Workflow) from a fixed table, records
+what it was sent, and is shut down after each test.
 """
 
 from __future__ import annotations
@@ -24,48 +25,54 @@ from typing import Any
 import pytest
 from compiled import PIPELINES, ROOT
 
+from rtflow.submit import SubmitError, installer, parse_params, workflow
+
 TARGET = f"{PIPELINES / 'two_pipelines.py'}:ingest"
-Route = Callable[[str, str, Any], tuple[int, Any]]
 
 
-class StubServer:
-    """A stub HTTP server on 127.0.0.1 that answers from ``route`` and records requests."""
+class MockArgoServer:
+    """A mock of the Argo Server's two endpoints rtflow calls, on 127.0.0.1."""
 
-    def __init__(self, route: Route) -> None:
+    def __init__(self, phases: list[str], *, status: int = 200) -> None:
         self.requests: list[dict[str, Any]] = []
-        stub = self
+        mock = self
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                body = json.loads(raw) if raw else None
-                stub.requests.append(
-                    {
-                        "method": self.command,
-                        "path": self.path,
-                        "body": body,
-                        "headers": dict(self.headers),
-                    }
-                )
-                status, answer = route(self.command, self.path, body)
+                body = json.loads(self.rfile.read(length)) if length else None
+                mock.requests.append(
+                    {"method": self.command, "path": self.path, "body": body,
+                     "headers": dict(self.headers)}
+                )  # fmt: skip
+                code, answer = mock.route(self.command, self.path)
                 data = json.dumps(answer).encode()
-                self.send_response(status)
+                self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = do_PATCH = _answer
+            do_GET = do_POST = _answer
 
             def log_message(self, *args: Any) -> None:
                 pass
 
+        self.phases, self.status = phases, status
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.timeout = 5
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def route(self, method: str, path: str) -> tuple[int, Any]:
+        if self.status != 200:
+            return self.status, {"code": 16, "message": "token not valid"}
+        if method == "POST" and path == "/api/v1/workflows/ml/submit":
+            return 200, {"metadata": {"name": "ingest-xyz", "namespace": "ml"}}
+        if method == "GET" and path == "/api/v1/workflows/ml/ingest-xyz":
+            phase = self.phases.pop(0) if len(self.phases) > 1 else self.phases[0]
+            return 200, {"metadata": {"name": "ingest-xyz"}, "status": {"phase": phase}}
+        return 404, {"code": 5, "message": "no route"}
 
     def close(self) -> None:
         self.server.shutdown()
@@ -74,33 +81,16 @@ class StubServer:
 
 
 @pytest.fixture
-def stub_factory() -> Iterator[Callable[[Route], StubServer]]:
-    servers: list[StubServer] = []
+def argo_server() -> Iterator[Callable[..., MockArgoServer]]:
+    servers: list[MockArgoServer] = []
 
-    def make(route: Route) -> StubServer:
-        servers.append(StubServer(route))
+    def make(phases: list[str], **kwargs: Any) -> MockArgoServer:
+        servers.append(MockArgoServer(phases, **kwargs))
         return servers[-1]
 
     yield make
     for server in servers:
         server.close()
-
-
-def kubeconfig(tmp_path: Path, server: str) -> Path:
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "stub",
-                "clusters": [{"name": "stub", "cluster": {"server": server}}],
-                "users": [{"name": "stub", "user": {"token": "kube-token"}}],
-                "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "stub"}}],
-            }
-        )
-    )
-    return path
 
 
 def submit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -114,119 +104,29 @@ def submit(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
     )
 
 
-def cluster(phases: list[str]) -> Route:
-    def route(method: str, path: str, body: Any) -> tuple[int, Any]:
-        if method == "PATCH":
-            return 200, body
-        if method == "POST" and path.endswith("/workflows"):
-            return 201, {**body, "metadata": {"name": "ingest-abc12", "namespace": "ml"}}
-        if method == "GET" and path.endswith("/workflows/ingest-abc12"):
-            phase = phases.pop(0) if len(phases) > 1 else phases[0]
-            return 200, {"metadata": {"name": "ingest-abc12"}, "status": {"phase": phase}}
-        return 404, {"kind": "Status", "reason": "NotFound", "message": "no route"}
-
-    return route
-
-
-def test_apply_then_create_and_wait(tmp_path: Path, stub_factory: Any) -> None:
-    stub = stub_factory(cluster(["Running", "Succeeded"]))
-    config = kubeconfig(tmp_path, stub.url)
-    result = submit(
-        "--kubeconfig",
-        str(config),
-        "-n",
-        "ml",
-        "-p",
-        "url=https://x",
-        "--wait",
-        env={"RTFLOW_SUBMIT_POLL": "0"},
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == "ingest-abc12\n"
-    patches = [r for r in stub.requests if r["method"] == "PATCH"]
-    assert [r["path"].split("?")[0] for r in patches] == [
-        "/api/v1/namespaces/ml/serviceaccounts/ingest-workflow",
-        "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/roles/ingest-workflow",
-        "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/rolebindings/ingest-workflow",
-        "/apis/networking.k8s.io/v1/namespaces/ml/networkpolicies/ingest-default-deny",
-        "/apis/networking.k8s.io/v1/namespaces/ml/networkpolicies/ingest-workflow",
-        "/apis/argoproj.io/v1alpha1/namespaces/ml/workflowtemplates/ingest",
-    ]
-    for request in patches:
-        assert request["path"].endswith("?fieldManager=rtflow&force=true")
-        assert request["headers"]["Content-Type"] == "application/apply-patch+yaml"
-        assert request["headers"]["Authorization"] == "Bearer kube-token"
-        assert request["body"]["metadata"]["namespace"] == "ml"
-    (create,) = [r for r in stub.requests if r["method"] == "POST"]
-    assert create["path"] == "/apis/argoproj.io/v1alpha1/namespaces/ml/workflows"
-    assert create["body"]["spec"] == {
-        "workflowTemplateRef": {"name": "ingest"},
-        "arguments": {"parameters": [{"name": "url", "value": "https://x"}]},
-    }
-    assert create["body"]["metadata"]["generateName"] == "ingest-"
-    assert "ingest-abc12: Succeeded" in result.stderr
-
-
-def test_wait_exits_1_when_the_workflow_fails(tmp_path: Path, stub_factory: Any) -> None:
-    stub = stub_factory(cluster(["Failed"]))
-    result = submit("--kubeconfig", str(kubeconfig(tmp_path, stub.url)), "-p", "url=u", "--wait")
-    assert result.returncode == 1, result.stderr
-
-
-def test_params_are_checked_against_the_template(tmp_path: Path) -> None:
-    unknown = submit("-p", "nope=1")
-    assert unknown.returncode == 2 and "has no parameter 'nope'" in unknown.stderr
-    missing = submit()
-    assert missing.returncode == 2 and "needs --param url=VALUE" in missing.stderr
-    assert submit("-p", "novalue").returncode == 2
-
-
 def one_line_error(result: subprocess.CompletedProcess[str], text: str) -> None:
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert text in result.stderr
 
 
-def test_missing_kubeconfig(tmp_path: Path) -> None:
-    result = submit(
-        "-p", "url=u", env={"KUBECONFIG": str(tmp_path / "none"), "HOME": str(tmp_path)}
-    )
-    one_line_error(result, "no kubeconfig at")
+def through_argo(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return submit(
+        "--argo-server", url, "--token-env", "ARGO_TOKEN", "-n", "ml", "-p", "url=https://x",
+        *args, env={"ARGO_TOKEN": "argo-token"},
+    )  # fmt: skip
 
 
-def test_unreachable_server(tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = kubeconfig(tmp_path, f"http://127.0.0.1:{port}")
-    one_line_error(
-        submit("--kubeconfig", str(config), "-p", "url=u"), "cannot reach the Kubernetes API"
-    )
+# -- the Argo Server path (mock) ------------------------------------------------------------------
 
 
-def test_argo_server_path(stub_factory: Any) -> None:
-    def route(method: str, path: str, body: Any) -> tuple[int, Any]:
-        if method == "POST" and path == "/api/v1/workflows/ml/submit":
-            return 200, {"metadata": {"name": "ingest-xyz"}}
-        if path == "/api/v1/workflows/ml/ingest-xyz":
-            return 200, {"status": {"phase": "Succeeded"}}
-        return 404, {"message": "no route"}
-
-    stub = stub_factory(route)
-    result = submit(
-        "--argo-server",
-        stub.url,
-        "--token-env",
-        "ARGO_TOKEN",
-        "-n",
-        "ml",
-        "-p",
-        "url=https://x",
-        "--wait",
-        env={"ARGO_TOKEN": "argo-token"},
-    )
+def test_argo_server_submits_from_the_template(argo_server: Any) -> None:
+    server = argo_server(["Running", "Succeeded"])
+    result = through_argo(server.url, "--wait")
     assert result.returncode == 0, result.stderr
-    create = stub.requests[0]
+    assert result.stdout == "ingest-xyz\n"
+    create = server.requests[0]
+    assert create["path"] == "/api/v1/workflows/ml/submit"
     assert create["headers"]["Authorization"] == "Bearer argo-token"
     assert create["body"] == {
         "namespace": "ml",
@@ -237,45 +137,107 @@ def test_argo_server_path(stub_factory: Any) -> None:
             "labels": "app.kubernetes.io/managed-by=rtflow",
         },
     }
-    assert not any(r["method"] == "PATCH" for r in stub.requests)
-    no_token = submit("--argo-server", stub.url, "--token-env", "UNSET_VAR_X", "-p", "url=u")
+    assert "ingest-xyz: Succeeded" in result.stderr
+    assert all(r["method"] in ("POST", "GET") for r in server.requests)  # nothing applied
+
+
+def test_argo_server_wait_exits_1_when_the_workflow_fails(argo_server: Any) -> None:
+    result = through_argo(argo_server(["Failed"]).url, "--wait", "--format", "json")
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout) == {"namespace": "ml", "name": "ingest-xyz", "phase": "Failed"}
+
+
+def test_argo_server_refusals_are_one_line(argo_server: Any) -> None:
+    refused = through_argo(argo_server(["Succeeded"], status=401).url)
+    one_line_error(refused, "unauthorized (401): token not valid; check the token and its RBAC")
+    no_token = submit(
+        "--argo-server", "http://127.0.0.1:1", "--token-env", "UNSET_X", "-p", "url=u"
+    )
     one_line_error(no_token, "--token-env")
 
 
-def test_env_applies_what_the_overlay_builds_in_its_namespace(
-    tmp_path: Path, stub_factory: Any
-) -> None:
-    def route(method: str, path: str, body: Any) -> tuple[int, Any]:
-        if method == "PATCH":
-            return 200, body
-        if method == "POST" and path.endswith("/workflows"):
-            return 201, {**body, "metadata": {"name": "fraud-detection-x1", "namespace": "fraud"}}
-        return 404, {"kind": "Status", "reason": "NotFound", "message": "no route"}
+# -- no server needed -----------------------------------------------------------------------------
 
-    stub = stub_factory(route)
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "rtflow.cli", "submit", "examples/fraud_detection.py",
-            "--env", "kind", "--kubeconfig", str(kubeconfig(tmp_path, stub.url)),
-            "-p", 'transaction={"id": "t-1", "type": "purchase", "amount": 5}',
-            # The workflow plane runs what the stream workers hand off, with their outputs.
-            "-p", "compute-features-result=[1.6, 0, 0, 1, 0]", "-p", "decide-risk=0.97",
-        ],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-        env={**os.environ, "KUBERNETES_SERVICE_HOST": ""},
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    patches = {r["path"].split("?")[0]: r["body"] for r in stub.requests if r["method"] == "PATCH"}
-    assert all("/namespaces/fraud/" in path for path in patches)
-    triton = patches["/apis/apps/v1/namespaces/fraud/deployments/fraud-triton"]
-    (container,) = triton["spec"]["template"]["spec"]["containers"]
-    assert container["image"] == "localhost/rtflow/tritonserver-cpu:2.51.0"
-    assert "nvidia.com/gpu" not in container["resources"]["limits"]
-    kinds = [path.split("/")[-2] for path in patches]
-    # Applied in sync-wave order: identities, then Triton, the template, what starts it.
-    assert kinds.index("serviceaccounts") < kinds.index("deployments")
-    assert kinds.index("deployments") < kinds.index("workflowtemplates") < kinds.index("sensors")
-    (create,) = [r for r in stub.requests if r["method"] == "POST"]
-    assert create["path"] == "/apis/argoproj.io/v1alpha1/namespaces/fraud/workflows"
+
+TEMPLATE = {
+    "metadata": {"name": "t"},
+    "spec": {"arguments": {"parameters": [{"name": "url"}, {"name": "mode", "value": "live"}]}},
+}
+
+
+def test_params_are_checked_against_the_template() -> None:
+    assert parse_params(["url=a=b"], TEMPLATE) == {"url": "a=b"}
+    assert parse_params(["url=", "mode=sweep"], TEMPLATE) == {"url": "", "mode": "sweep"}
+    for pairs, text in [
+        (
+            ["nope=1", "url=u"],
+            "WorkflowTemplate 't' has no parameter 'nope' (it has ['mode', 'url'])",
+        ),
+        ([], "WorkflowTemplate 't' needs --param url=VALUE"),
+        (["novalue"], "--param 'novalue' is not NAME=VALUE"),
+        (["=x"], "--param '=x' is not NAME=VALUE"),
+    ]:
+        with pytest.raises(SubmitError) as raised:
+            parse_params(pairs, TEMPLATE)
+        assert str(raised.value) == text
+    # Through the command line: exit 2, before any server is asked.
+    unknown = submit("-p", "nope=1")
+    assert unknown.returncode == 2 and "has no parameter 'nope'" in unknown.stderr
+
+
+def test_the_workflow_refers_to_its_template() -> None:
+    assert workflow("ingest", {"b": "2", "a": "1"}) == {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {
+            "generateName": "ingest-",
+            "labels": {"app.kubernetes.io/managed-by": "rtflow"},
+        },
+        "spec": {
+            "workflowTemplateRef": {"name": "ingest"},
+            "arguments": {"parameters": [{"name": "a", "value": "1"}, {"name": "b", "value": "2"}]},
+        },
+    }
+    assert "arguments" not in workflow("ingest", {})["spec"]
+
+
+def test_what_installs_a_missing_kind() -> None:
+    assert installer("argoproj.io/v1alpha1", "WorkflowTemplate") == "Argo Workflows"
+    assert installer("argoproj.io/v1alpha1", "Sensor") == "Argo Events"
+    assert installer("argoproj.io/v1alpha1", "Application") == "Argo CD"
+    assert installer("keda.sh/v1alpha1", "ScaledObject") == "KEDA"
+    assert installer("apps/v1", "Deployment") is None
+
+
+def test_one_environment_only() -> None:
     both = submit("--env", "a", "--env", "b", "-p", "url=u")
-    assert both.returncode == 2 and "pick one" in both.stderr
+    one_line_error(both, "pick one")
+
+
+def test_missing_kubeconfig(tmp_path: Path) -> None:
+    result = submit(
+        "-p", "url=u", env={"KUBECONFIG": str(tmp_path / "none"), "HOME": str(tmp_path)}
+    )
+    one_line_error(result, f"no kubeconfig at {tmp_path / 'none'} and not running in a cluster")
+
+
+def test_a_server_that_does_not_answer(tmp_path: Path) -> None:
+    """Nothing listens on the port the kubeconfig names."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1", "kind": "Config", "current-context": "c",
+                "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            }
+        )
+    )  # fmt: skip
+    result = submit(
+        "--kubeconfig", str(config), "-p", "url=u", env={"XDG_CACHE_HOME": str(tmp_path)}
+    )
+    one_line_error(result, f"cannot reach the Kubernetes API at https://127.0.0.1:{port}")

@@ -187,22 +187,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
     )
     template = next(m.body for m in bundle.manifests if m.kind == "WorkflowTemplate")
     params = submit.parse_params(args.param, template)
+    cluster: submit.ArgoServer | submit.Kubernetes
     if args.argo_server:
         if not args.token_env or not os.environ.get(args.token_env):
             raise RtflowError(
                 "--argo-server needs --token-env VAR naming a set environment variable "
                 "with the bearer token"
             )
-        endpoint = submit.Endpoint(
-            base=args.argo_server.rstrip("/"),
-            headers={"Authorization": f"Bearer {os.environ[args.token_env]}"},
-        )
-        http = submit.Http(endpoint, what="Argo Server")
-        name = submit.submit_argo_server(http, pipeline.name, params, namespace)
+        cluster = submit.ArgoServer(args.argo_server, os.environ[args.token_env])
+        name = cluster.submit(pipeline.name, params, namespace)
     else:
-        http = submit.Http(
-            submit.kube_endpoint(args.kubeconfig, args.context), what="Kubernetes API"
-        )
+        cluster = submit.Kubernetes.from_kubeconfig(args.kubeconfig, args.context)
         if not args.no_apply:
             documents = [
                 m.body
@@ -210,20 +205,21 @@ def cmd_submit(args: argparse.Namespace) -> int:
                     bundle.deployed(pipeline.name, env_name), key=lambda m: m.apply_order
                 )
             ]
-            applied = submit.apply(http, documents, namespace)
+            applied = cluster.apply(documents, namespace)
             print(f"rtflow: applied {len(applied)} object(s) to {namespace}", file=sys.stderr)
-        name = submit.submit_kubernetes(http, pipeline.name, params, namespace)
+        name = cluster.create_workflow(pipeline.name, params, namespace)
     print(f"rtflow: submitted workflow {namespace}/{name}", file=sys.stderr)
     if args.format != "json":
-        print(name)
+        print(name, flush=True)
     if not args.wait:
         if args.format == "json":
             print_json({"namespace": namespace, "name": name, "phase": None})
         return EXIT_OK
-    phase = submit.wait(
-        submit.phase_getter(http, name, namespace, argo_server=bool(args.argo_server)),
+    phase = cluster.wait(
+        name,
+        namespace,
         timeout=args.timeout,
-        report=lambda p: print(f"rtflow: {name}: {p}", file=sys.stderr),
+        report=lambda p: print(f"rtflow: {name}: {p}", file=sys.stderr, flush=True),
     )
     if args.format == "json":
         print_json({"namespace": namespace, "name": name, "phase": phase})

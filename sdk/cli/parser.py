@@ -266,8 +266,12 @@ def _submit(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     cmd.add_argument(
         "-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="repeatable"
     )
-    cmd.add_argument("--wait", action="store_true", help="follow the run until it ends")
-    cmd.add_argument("--timeout", type=float, default=3600.0, help="--wait limit, s")
+    cmd.add_argument(
+        "--wait",
+        action="store_true",
+        help="watch the Workflow until it ends: exit 0 Succeeded, 1 Failed or Error",
+    )
+    cmd.add_argument("--timeout", type=float, default=3600.0, help="--wait limit, s (then exit 2)")
     cmd.add_argument("--no-apply", action="store_true", help="only create the Workflow")
     cmd.add_argument("--kubeconfig", help="default: $KUBECONFIG, ~/.kube/config, in-cluster")
     cmd.add_argument("--context", help="kubeconfig context")
