@@ -13,7 +13,7 @@ from rtflow.errors import DefinitionError, LoadError, RtflowError
 from rtflow.options import Backoff, Output, Param, Retry, Secret
 from rtflow.pipeline import Pipeline, pipeline
 from rtflow.recording import approval, for_each, infer, on_exit, when, workflow
-from rtflow.stage import configure, container, stage
+from rtflow.stage import ContainerStage, configure, container, stage
 from rtflow.streams import KafkaTopics, Stream
 from rtflow.triggers import (
     DeadLetter,
@@ -34,6 +34,7 @@ from rtflow.triggers import (
 __all__ = [
     "ArgoCD",
     "Backoff",
+    "ContainerStage",
     "DeadLetter",
     "DefinitionError",
     "Delivery",

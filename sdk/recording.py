@@ -14,11 +14,14 @@ import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from rtflow.errors import DefinitionError, RtflowError
 
 if TYPE_CHECKING:
+    from rtflow.gpu.models import TritonModel
+    from rtflow.gpu.serving import TritonServing
+    from rtflow.options import Retry
     from rtflow.stage import StageDef
 
 T = TypeVar("T")
@@ -450,15 +453,15 @@ def approval(
 
 
 def infer(
-    server: Any,
-    model: Any,
+    server: TritonServing,
+    model: TritonModel | str,
     inputs: dict[str, Any],
     *,
     shapes: dict[str, Sequence[int]] | None = None,
     name: str | None = None,
     timeout: int | str = "10s",
-    retry: Any = None,
-    via: str = "http",
+    retry: Retry | None = None,
+    via: Literal["http", "grpc"] = "http",
 ) -> dict[str, Any]:
     """Call ``model`` on the Triton ``server`` with ``inputs`` (tensor name -> flat list).
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, TypeVar, cast, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from rtflow.errors import RtflowError
 from rtflow.options import Output, Param, Retry, Secret
@@ -21,6 +21,15 @@ from rtflow.recording import current_recorder
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class ContainerStage(Protocol):
+    """What ``rtflow.container`` returns. Called inside a pipeline with its inputs by name, it
+    records a step and stands for its outputs: ``Any``, since they are declared by the
+    ``outputs=`` mapping at run time, not by a signature mypy can read (a function stage is
+    typed by its function's own)."""
+
+    def __call__(self, **inputs: Any) -> Any: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,7 +183,7 @@ def container(
     annotations: Mapping[str, str] | None = None,
     service_account: str | None = None,
     description: str | None = None,
-) -> Callable[..., Any]:
+) -> ContainerStage:
     """Declare a stage from any container image.
 
     ``command`` and ``args`` may name inputs as ``{input}`` (``{{`` for a literal brace); each
@@ -204,7 +213,7 @@ def container(
         inputs=dict(inputs or {}),
         outputs=dict(outputs or {}),
     )
-    return cast(Callable[..., Any], definition)
+    return definition
 
 
 def configure(
