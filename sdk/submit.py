@@ -21,7 +21,7 @@ Like ``argo submit --from workflowtemplate/NAME``. Two paths:
   is a dependency already) could make them too, but sets no timeout on its requests (a server
   that does not answer hangs the submit) and reads each answer into the whole Workflow model
   for the one field ``--wait`` needs. ``--wait`` there polls the Workflow's phase: the Argo
-  Server's event stream cannot be tried against a real Argo Server here (``argo server``
+  Server's event stream is not tried against a real Argo Server in the tests (``argo server``
   embeds its UI's build, which its Go module does not ship), so it is not used.
 
 Every failure is a ``SubmitError`` whose text is one line: no kubeconfig, server unreachable,
@@ -314,7 +314,6 @@ class Kubernetes:
                     name=name,
                     resource_version=version,
                     timeout=max(1, math.ceil(remaining)),
-                    allow_watch_bookmarks=True,
                 ):
                     raw = event["raw_object"]
                     version = str(raw["metadata"]["resourceVersion"])

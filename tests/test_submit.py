@@ -2,11 +2,12 @@
 needs no server at all (parameters, the environment, no kubeconfig, nothing listening).
 
 The Kubernetes path is tested against the real API server in
-tests/integration/test_submit_real.py. No real Argo Server runs here: ``argo server`` embeds
-the UI's build (``ui/dist/app``), which the Go module does not ship, so it cannot be built from
-the module as tools/argo-lint is. ``MockArgoServer`` stands in for it: a loopback HTTP server
-that answers the two calls rtflow makes (submit, get a Workflow) from a fixed table, records
-what it was sent, and is shut down after each test.
+tests/integration/test_submit_real.py. No real Argo Server runs here yet: ``argo server``
+embeds the UI's build (``ui/dist/app``), which the Go module does not ship, so it does not build
+from the module as tools/argo-lint does (a vendored copy with a placeholder UI, as
+tools/argoexec restores a symlink, would be the way). ``MockArgoServer`` stands in for it: a
+loopback HTTP server that answers the two calls rtflow makes (submit, get a Workflow) from a
+fixed table, records what it was sent, and is shut down after each test.
 """
 
 from __future__ import annotations
