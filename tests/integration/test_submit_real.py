@@ -121,9 +121,20 @@ def test_env_applies_the_overlay_in_its_namespace_and_creates_a_workflow(
     (container,) = triton["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "localhost/rtflow/tritonserver-cpu:2.51.0"
     assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
-    # Applied with rtflow's field manager, as the server records it, in sync-wave order:
-    # identities, then Triton, the template, what starts it. (Each write takes the next etcd
-    # revision, which is what a fresh object's resourceVersion is on this server.)
+    (template,) = [
+        t for t in objects(control_plane, "argoproj.io/v1alpha1", "WorkflowTemplate", "fraud")
+        if t["metadata"]["name"] == "fraud-detection"
+    ]  # fmt: skip
+    assert "rtflow" in {m["manager"] for m in template["metadata"]["managedFields"]}
+    # In a namespace of its own (-n), where nothing was applied before: every object applied
+    # with rtflow's field manager, in sync-wave order: identities, then Triton, the template,
+    # what starts it. (Each write takes the next etcd revision, which is what a new object's
+    # resourceVersion is on this server.)
+    fresh = namespace(control_plane, "submit-order")
+    again = submit(
+        tmp_path, FRAUD, "--env", "kind", "-n", fresh, "--kubeconfig", str(config), *FRAUD_PARAMS
+    )
+    assert again.returncode == 0, again.stderr
     first: dict[str, int] = {}
     for api_version, kind in [
         ("v1", "ServiceAccount"),
@@ -131,10 +142,10 @@ def test_env_applies_the_overlay_in_its_namespace_and_creates_a_workflow(
         ("argoproj.io/v1alpha1", "WorkflowTemplate"),
         ("argoproj.io/v1alpha1", "Sensor"),
     ]:
-        found = objects(control_plane, api_version, kind, "fraud")
+        found = objects(control_plane, api_version, kind, fresh)
         assert found, kind
         for item in found:
-            assert "rtflow" in {m["manager"] for m in item["metadata"]["managedFields"]}, item
+            assert {m["manager"] for m in item["metadata"]["managedFields"]} == {"rtflow"}, item
         first[kind] = min(int(item["metadata"]["resourceVersion"]) for item in found)
     assert first["ServiceAccount"] < first["Deployment"] < first["WorkflowTemplate"]
     assert first["WorkflowTemplate"] < first["Sensor"]
