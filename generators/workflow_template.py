@@ -223,9 +223,18 @@ def _approval(stage: ir.Stage) -> m.Template:
                 )
             ]
         ),
+        # The producer default is the decision of an approval that was never asked (a skipped
+        # branch) or resumed without one (`argo resume` alone): Argo v4 refuses to substitute a
+        # skipped node's output that has none, which failed every Workflow whose approval was
+        # skipped (found by the execution tier against the real controller).
         outputs=m.Outputs(
             parameters=[
-                m.Parameter(name="decision", value_from=m.ValueFrom(supplied=m.SuppliedValueFrom()))
+                m.Parameter(
+                    name="decision",
+                    value_from=m.ValueFrom(
+                        supplied=m.SuppliedValueFrom(), default=approval.default
+                    ),
+                )
             ]
         ),
     )

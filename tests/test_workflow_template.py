@@ -76,7 +76,12 @@ def test_approval_is_a_suspend_with_a_supplied_decision(sink_doc: dict[str, Any]
     (decision,) = gate["inputs"]["parameters"]
     assert decision["enum"] == ["ship", "hold", "drop"]
     assert decision["default"] == "hold"
-    assert gate["outputs"]["parameters"] == [{"name": "decision", "valueFrom": {"supplied": {}}}]
+    # The input's default is also the output's producer default: the decision of a skipped
+    # approval (Argo v4 refuses to substitute a skipped node's output without one) and of a
+    # plain `argo resume`.
+    assert gate["outputs"]["parameters"] == [
+        {"name": "decision", "valueFrom": {"supplied": {}, "default": "hold"}}
+    ]
     assert "container" not in gate
 
 
