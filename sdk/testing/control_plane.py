@@ -191,6 +191,13 @@ class ControlPlane:
         return [p.pid for p in self._procs if p.poll() is None]
 
     @property
+    def ca_file(self) -> Path:
+        """The CA certificate the API server's serving certificate chains to."""
+        if self._ca_file is None:
+            raise RuntimeError("the control plane has not been started")
+        return self._ca_file
+
+    @property
     def server(self) -> str:
         if self.port is None:
             raise RuntimeError("the control plane has not been started")
