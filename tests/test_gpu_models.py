@@ -75,7 +75,7 @@ output [
 ]
 instance_group [
   {
-    count: 1
+    count: 2
     kind: KIND_GPU
   }
 ]
@@ -150,7 +150,7 @@ def test_fraud_scorer_config_parses_with_every_field() -> None:
     assert policy.allow_timeout_override is True
     assert policy.max_queue_size == 256
     [group] = config.instance_group
-    assert (group.count, group.kind) == (1, model_config_pb2.ModelInstanceGroup.KIND_GPU)
+    assert (group.count, group.kind) == (2, model_config_pb2.ModelInstanceGroup.KIND_GPU)
     [warmup] = config.model_warmup
     assert warmup.batch_size == 1
     assert warmup.inputs["features"].zero_data is True

@@ -222,10 +222,15 @@ def test_a_slow_commit_is_logged_with_its_phases_at_most_once_a_second(
         now[0] += 0.6
         metrics.observe_commit(0.3, phases, 0.1)
     slow = [r for r in caplog.records if r.getMessage() == "slow commit"]
-    assert [(r.commit_ms, r.flush_ms, r.slow_commits_not_logged) for r in slow] == [  # type: ignore[attr-defined]
+    assert [(r.commit_ms, r.flush_ms, r.slow_commits_not_logged) for r in slow] == [
         (483.0, 480.0, 0),
         (300.0, 480.0, 1),
     ]
+    # A slow turn of the loop is its own kind of line, not held back by the commit's.
+    with caplog.at_level("WARNING", logger="rtflow.stream"):
+        metrics.observe_iteration(0.5, {"consume": 0.001, "score": 0.49}, 0.1)
+    (loop,) = [r for r in caplog.records if r.getMessage() == "slow iteration"]
+    assert (loop.iteration_ms, loop.score_ms, loop.slow_iterations_not_logged) == (500.0, 490.0, 0)
     registry = metrics.registry
     assert registry.get_sample_value("rtflow_stream_commit_seconds_count") == 4
     for phase in phases:

@@ -57,7 +57,10 @@ FRAUD_SCORER = triton_model(
         max_queue_delay_microseconds=500,
         default_queue_policy=QueuePolicy(max_queue_size=4096),
     ),
-    instance_groups=[InstanceGroup(count=1, kind="KIND_GPU")],
+    # Two instances on the GPU: with one, a request that arrives while the previous batch is
+    # being released can wait out the dynamic batcher's 500 ms idle timeout (a lost wake-up in
+    # Triton's scheduler, measured: BENCHMARKS.md); with a second one a slot is free.
+    instance_groups=[InstanceGroup(count=2, kind="KIND_GPU")],
     version_policy=VersionPolicy.latest(1),
     warmup=Warmup(batch_size=1, data="zero"),
     repository="pvc://triton-models/fraud",

@@ -90,8 +90,8 @@ class StreamMetrics:
             "transaction holds them)",
             registry=r,
         )
-        self._slow_logged_at = float("-inf")  # the last "slow commit" warning
-        self._slow_unlogged = 0  # slow commits since then, not logged (one line a second)
+        self._slow_logged_at: dict[str, float] = {}  # the last "slow ..." warning of each kind
+        self._slow_unlogged: dict[str, int] = {}  # slow ones since then, not logged
         self.info = Gauge("rtflow_stream_worker", "This worker", list(labels), registry=r)
         self.info.labels(**labels).set(1)
 
@@ -106,21 +106,37 @@ class StreamMetrics:
         self, seconds: float, phases: Mapping[str, float], slow_after: float
     ) -> None:
         """A commit's time and its phases' (offsets to the coordinators, flush of the records,
-        EndTxn). A slow one is logged with them, at most once a second, so that a latency
-        spike in a reader's figures can be traced to the round trip that took it."""
+        EndTxn); a slow one is logged with them (:meth:`_slow`)."""
         self.commit.observe(seconds)
         for phase, taken in phases.items():
             self.commit_phase.labels(phase=phase).observe(taken)
+        self._slow("commit", seconds, phases, slow_after)
+
+    def observe_iteration(
+        self, seconds: float, phases: Mapping[str, float], slow_after: float
+    ) -> None:
+        """One turn of the worker's loop (consume, each stage, produce, waiting for the
+        previous commit): not a metric (the stage histograms are), but a slow one is logged
+        with its phases, because while the loop is held no transaction is committed and every
+        event in flight waits: the reader sees a stall that no single commit explains."""
+        self._slow("iteration", seconds, phases, slow_after)
+
+    def _slow(
+        self, what: str, seconds: float, phases: Mapping[str, float], slow_after: float
+    ) -> None:
+        """Log "slow <what>" with its phases in ms, at most once a second for each kind (the
+        line says how many were not logged since), so that a latency spike in a reader's
+        figures can be traced to the step that took it."""
         if seconds < slow_after:
             return
         now = time.monotonic()
-        if now - self._slow_logged_at < 1.0:
-            self._slow_unlogged += 1
+        if now - self._slow_logged_at.get(what, float("-inf")) < 1.0:
+            self._slow_unlogged[what] = self._slow_unlogged.get(what, 0) + 1
             return
         log.warning(
-            "slow commit",
-            extra={"commit_ms": round(seconds * 1000, 1),
+            f"slow {what}",
+            extra={f"{what}_ms": round(seconds * 1000, 1),
                    **{f"{k}_ms": round(v * 1000, 1) for k, v in phases.items()},
-                   "slow_commits_not_logged": self._slow_unlogged},
+                   f"slow_{what}s_not_logged": self._slow_unlogged.get(what, 0)},
         )  # fmt: skip
-        self._slow_logged_at, self._slow_unlogged = now, 0
+        self._slow_logged_at[what], self._slow_unlogged[what] = now, 0

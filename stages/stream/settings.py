@@ -41,10 +41,10 @@ class WorkerSettings:
     confluentinc/librdkafka#5456, #5511): the worker exits with EXIT_FATAL so that a fresh
     process, with the same transactional id, aborts the transaction and redoes it. As long as
     the transaction timeout: past it the coordinator aborts the transaction anyway."""
-    slow_commit_seconds: float = 0.1
-    """A commit taking this long is logged (a warning, with its phases; at most one a second):
-    a few milliseconds is normal, and one such commit is a latency spike for every event
-    it covers."""
+    slow_seconds: float = 0.1
+    """A commit, or a turn of the loop, taking this long is logged (a warning with its phases,
+    at most one line a second of each): a few milliseconds is normal, and one such is a
+    latency spike for every event in flight."""
     unreadable_offsets_after_seconds: float = 30.0
     """An assigned partition still without a position after this long has its committed
     offsets checked (rtflow.stages.stream.lag): three transaction timeouts by default, so a

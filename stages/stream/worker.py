@@ -200,10 +200,18 @@ class StreamWorker:
             while not self._stopping:
                 messages: list[Message] = []
                 try:
+                    started = time.perf_counter()
                     messages = self._consume(wait)
-                    if messages:
-                        self._process(messages)
+                    consumed = time.perf_counter()
+                    phases = self._process(messages) if messages else {}
+                    processed = time.perf_counter()
                     self._commit_if_due()
+                    self.metrics.observe_iteration(
+                        time.perf_counter() - started,
+                        {"consume": consumed - started, **phases,
+                         "commit_wait": time.perf_counter() - processed},
+                        self.settings.slow_seconds,
+                    )  # fmt: skip
                     backoff = 0.1
                 except DependencyError as exc:
                     self.metrics.retries.inc()
@@ -274,12 +282,16 @@ class StreamWorker:
             )
         return messages
 
-    def _process(self, messages: Sequence[Message]) -> None:
+    def _process(self, messages: Sequence[Message]) -> dict[str, float]:
+        """Run a batch and produce its records; the seconds of each stage and of producing."""
         started = time.perf_counter()
         result = self.plan.execute(messages)
         self._record(result, len(messages))
+        executed = time.perf_counter()
         self._produce(result.records, messages)
-        self.metrics.stage.labels(stage="(batch)").observe(time.perf_counter() - started)
+        ended = time.perf_counter()
+        self.metrics.stage.labels(stage="(batch)").observe(ended - started)
+        return {**result.stage_seconds, "produce": ended - executed}
 
     def _record(self, result: BatchResult, consumed: int) -> None:
         m = self.metrics
@@ -425,7 +437,7 @@ class StreamWorker:
         self.metrics.observe_commit(
             ended - started,
             {"offsets": offsets_done - started, "flush": flush_seconds, "end": ended - ending},
-            self.settings.slow_commit_seconds,
+            self.settings.slow_seconds,
         )
 
     def _commit_offsets(self, offsets: Mapping[TopicPartition, int]) -> None:
@@ -440,7 +452,7 @@ class StreamWorker:
         self.metrics.observe_commit(
             ended - started,
             {"flush": flushed - started, "offsets": ended - flushed},
-            self.settings.slow_commit_seconds,
+            self.settings.slow_seconds,
         )
 
     def _retrying(self, call: Any) -> None:
