@@ -19,6 +19,7 @@ WAVES = {
     "Role": 0,
     "RoleBinding": 0,
     "NetworkPolicy": 0,
+    "Secret": 1,  # an agent's token Secret: after its ServiceAccount
     "KafkaTopic": 1,
     "EventBus": 1,
     "ConfigMap": 2,

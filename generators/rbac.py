@@ -9,6 +9,14 @@
 
 ServiceAccounts do not mount their token unless the pod needs it: the sensor does (it calls the
 API server), and so does every workflow pod (the executor does).
+
+Argo's agent pod is the exception: the controller does not let the API server mount a token
+into it, but mounts the Secret ``<serviceaccount>.service-account-token`` itself, which since
+Kubernetes 1.24 nobody creates unless asked. Without it the agent pod never starts and every
+http step waits forever (found by running the compiled template on the real controller,
+tests/integration/test_execution_tier.py). So a pipeline with http steps whose ServiceAccount
+rtflow owns also gets that Secret, empty, of type ``kubernetes.io/service-account-token``:
+the cluster's token controller fills it.
 """
 
 from __future__ import annotations
@@ -60,6 +68,18 @@ def _identity(
     ]
 
 
+def agent_token_secret(pipeline: ir.Pipeline, account: str) -> Document:
+    """The token Secret Argo's agent pod mounts (``<account>.service-account-token``)."""
+    metadata = _metadata(pipeline, f"{account}.service-account-token", "workflow")
+    metadata["annotations"] = {"kubernetes.io/service-account.name": account}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/service-account-token",
+        "metadata": metadata,
+    }
+
+
 def documents(pipeline: ir.Pipeline) -> list[Document]:
     docs: list[Document] = []
     if pipeline.owns_service_account and pipeline.service_account:
@@ -85,6 +105,8 @@ def documents(pipeline: ir.Pipeline) -> list[Document]:
                 },
             ]
         docs += _identity(pipeline, pipeline.service_account, "workflow", rules)
+        if any(stage.kind == "inference" for stage in pipeline.stages):
+            docs.append(agent_token_secret(pipeline, pipeline.service_account))
     if pipeline.triggers:
         docs += _identity(
             pipeline,

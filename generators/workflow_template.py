@@ -241,7 +241,7 @@ def _approval(stage: ir.Stage) -> m.Template:
 
 
 def _inference(stage: ir.Stage) -> m.Template:
-    """An Argo ``http`` step: the workflow controller itself calls Triton, so no pod starts."""
+    """An Argo ``http`` step: Argo's agent (one pod per Workflow) calls Triton, no pod per call."""
     inference = stage.inference
     assert inference is not None
     return m.Template(

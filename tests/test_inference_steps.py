@@ -223,3 +223,18 @@ def test_the_workflow_identity_may_run_the_argo_agent_for_http_steps() -> None:
         "resources": ["workflowtasksets/status"],
         "verbs": ["patch"],
     } in rules
+
+
+def test_the_agent_gets_the_token_secret_it_mounts() -> None:
+    # The controller mounts <serviceaccount>.service-account-token into the agent pod itself;
+    # since Kubernetes 1.24 nobody creates that Secret, so without it the agent pod never
+    # starts and the http step waits forever (seen on the real controller, execution tier).
+    manifests = compile_pipelines([scoring.build()]).manifests
+    (secret,) = [m.body for m in manifests if m.kind == "Secret"]
+    assert secret["type"] == "kubernetes.io/service-account-token"
+    assert secret["metadata"]["name"] == "scoring-workflow.service-account-token"
+    assert secret["metadata"]["annotations"] == {
+        "argocd.argoproj.io/sync-wave": "1",
+        "kubernetes.io/service-account.name": "scoring-workflow",
+    }
+    assert "data" not in secret and "stringData" not in secret  # the token controller fills it
