@@ -423,6 +423,13 @@ class _Workflow:
         self, tasks: tuple[ir.Task, ...], deadline: float, workflow: Mapping[str, str]
     ) -> dict[str, TaskResult]:
         results: dict[str, TaskResult] = {}
+        defaults = semantics.producer_defaults(self.p, tasks)
+
+        def _outputs(results: Mapping[str, TaskResult]) -> dict[str, dict[str, str]]:
+            return semantics.readable_outputs(
+                {n: (r.phase, r.outputs) for n, r in results.items()}, defaults
+            )
+
         phases: dict[str, Phase] = {}
         pending = {t.name: t for t in tasks}
         running: dict[cf.Future[TaskResult], str] = {}
@@ -437,7 +444,7 @@ class _Workflow:
                         continue
                     del pending[name]
                     progressed = True
-                    settled = self._settle(task, state, deadline, results, workflow)
+                    settled = self._settle(task, state, deadline, _outputs(results), workflow)
                     if settled is None:
                         ready.append(task)
                     else:
@@ -468,7 +475,7 @@ class _Workflow:
         task: ir.Task,
         state: str,
         deadline: float,
-        results: Mapping[str, TaskResult],
+        outputs: Mapping[str, Mapping[str, str]],
         workflow: Mapping[str, str],
     ) -> TaskResult | None:
         """The result of a task that does not run (omitted, skipped, broken ``when``)."""
@@ -480,7 +487,7 @@ class _Workflow:
             return None
         try:
             run = semantics.evaluate(
-                task.when, inputs=self.inputs, outputs=_outputs(results), workflow=workflow
+                task.when, inputs=self.inputs, outputs=outputs, workflow=workflow
             )
         except (semantics.ConditionError, semantics.ValueMissing) as exc:
             return TaskResult("Error", error=f"when cannot be evaluated: {exc}")
@@ -647,10 +654,6 @@ class _Workflow:
                 error=f"decision {decision!r} is not one of {approval.choices}",
             )
         return TaskResult("Succeeded", {"decision": decision}, 1)
-
-
-def _outputs(results: Mapping[str, TaskResult]) -> dict[str, dict[str, str]]:
-    return {n: r.outputs for n, r in results.items() if r.phase == "Succeeded"}
 
 
 def _reason(failed: tuple[str, TaskResult]) -> str:

@@ -8,6 +8,10 @@ Pure functions, shared by the local executor and its tests:
   ``true``/``false``), so ``0.95 > 0.9`` is numeric and ``true == true`` boolean.
 * ``depends``: a task named in ``depends`` counts as done when it Succeeded or was Skipped;
   when one Failed or was Omitted, the dependant is Omitted.
+* outputs of a task that was skipped or omitted: its template's producer default (an
+  approval's decision: the approval's default). Without one, Argo v4 fails whatever reads it,
+  a quoted ``when`` included (an *absent optional*; Argo 3 left the tag's text, which rtflow
+  used to copy: the real controller showed the difference).
 * fan-out aggregation: the list of the children's output texts, as JSON values when every one
   parses as JSON, else as strings (Argo's rule for ``tasks.X.outputs.parameters.Y``).
 * retries: the policy decides by the phase of the last attempt (Failed: the main container
@@ -40,7 +44,34 @@ class ConditionError(ValueError):
 
 
 class ValueMissing(KeyError):
-    """A referenced output does not exist (its task was skipped): Argo cannot resolve the tag."""
+    """A referenced output does not exist (its task was skipped or omitted and its template
+    has no producer default for it): Argo cannot resolve the tag."""
+
+
+def producer_defaults(pipeline: ir.Pipeline, tasks: Sequence[ir.Task]) -> dict[str, dict[str, str]]:
+    """Per task, the outputs its template declares a default for (``valueFrom.default``): an
+    approval's decision, which defaults to the approval's default."""
+    defaults = {}
+    for task in tasks:
+        approval = pipeline.stage(task.stage).approval
+        if approval is not None:
+            defaults[task.name] = {"decision": approval.default}
+    return defaults
+
+
+def readable_outputs(
+    results: Mapping[str, tuple[str, Mapping[str, str]]],
+    defaults: Mapping[str, Mapping[str, str]],
+) -> dict[str, dict[str, str]]:
+    """What later tasks may read, by task: a Succeeded task's outputs; a Skipped or Omitted
+    task's producer defaults (Argo's scope for a node that never ran)."""
+    readable: dict[str, dict[str, str]] = {}
+    for name, (phase, outputs) in results.items():
+        if phase == "Succeeded":
+            readable[name] = dict(outputs)
+        elif phase in ("Skipped", "Omitted") and name in defaults:
+            readable[name] = dict(defaults[name])
+    return readable
 
 
 # -- values and conditions ----------------------------------------------------------------------
@@ -118,19 +149,12 @@ def evaluate(
     def text(v: ir.Value) -> str:
         return value_text(v, inputs=inputs, outputs=outputs, workflow=workflow, item=item)
 
-    def unresolved_or(v: ir.Value) -> str:
-        try:
-            return text(v)
-        except ValueMissing:
-            assert isinstance(v, ir.TaskOutput)
-            return f"{{{{tasks.{v.task}.outputs.parameters.{v.output}}}}}"
-
     def walk(node: ir.Condition) -> bool:
         if isinstance(node, ir.Compare):
             if node.quoted:
-                # Argo substitutes with unresolved tags allowed: an output of a skipped task
-                # stays as its tag text, which a quoted comparison reads as a plain string.
-                left, right = unresolved_or(node.left), unresolved_or(node.right)
+                # An output of a skipped task with no producer default is an absent optional:
+                # ValueMissing here, an Error of the task in Argo v4 (not the tag's text).
+                left, right = text(node.left), text(node.right)
                 if "'" in left or "'" in right:
                     raise ConditionError("a quoted value contains a single quote")
                 return compare(left, node.op, right)

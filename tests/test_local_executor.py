@@ -12,6 +12,7 @@ import pytest
 from compiled import tasks, workflow_template
 from local_pipelines import shop
 
+from rtflow import ir
 from rtflow.stages import semantics
 from rtflow.stages.events import JsonlSource, ListSource, MemorySink
 from rtflow.stages.local import (
@@ -65,12 +66,18 @@ def govaluate(expression: str) -> bool:
     return bool(eval("".join(python), {"__builtins__": {"float": float}}))
 
 
-def substitute(when: str, result: EventResult, inputs: dict[str, str]) -> str:
+def substitute(
+    when: str, result: EventResult, inputs: dict[str, str], defaults: dict[str, dict[str, str]]
+) -> str:
     def tag(match: re.Match[str]) -> str:
         parts = match[1].split(".")
         if parts[0] == "workflow":
             return inputs[parts[2]]
-        return result.tasks[parts[1]].outputs.get(parts[4], match[0])  # Argo leaves it
+        task = result.tasks[parts[1]]
+        if task.phase == "Succeeded":
+            return task.outputs[parts[4]]
+        # A task that never ran: its producer default (Argo v4; without one the task errors).
+        return defaults[parts[1]][parts[4]]
 
     return re.sub(r"\{\{([^}]+)\}\}", tag, when)
 
@@ -97,7 +104,8 @@ def test_when_and_skips_agree_with_the_compiled_argo_expressions(order: dict[str
         if any(result.tasks[d].phase not in ("Succeeded", "Skipped") for d in deps):
             assert phase == "Omitted", name
         elif "when" in task:
-            expected = govaluate(substitute(task["when"], result, inputs))
+            defaults = semantics.producer_defaults(pipeline, pipeline.tasks)
+            expected = govaluate(substitute(task["when"], result, inputs, defaults))
             assert (phase != "Skipped") == expected, (name, task["when"], phase)
         else:
             assert phase == "Succeeded", name
@@ -116,6 +124,27 @@ def test_tasks_run_after_what_they_depend_on_and_fan_out_aggregates() -> None:
     assert record["outputs"]["total"]["result"] == 500
     assert record["outputs"]["ship"]["result"] == "shipped normal 900"
     assert record["skipped"] == ["ship-2"]
+
+
+def test_an_output_of_a_task_that_never_ran_is_its_producer_default_or_an_error() -> None:
+    """Argo v4 (the real controller, tests/integration/test_execution_tier.py): a skipped or
+    omitted task's output is its template's valueFrom.default (an approval's decision: the
+    approval's default); with none, reading it fails the reader, a quoted ``when`` included
+    (Argo 3 substituted the tag's own text, which the local run used to copy)."""
+    pipeline = shop.shop.build()
+    defaults = semantics.producer_defaults(pipeline, pipeline.tasks)
+    (gate,) = [t.name for t in pipeline.tasks if pipeline.stage(t.stage).approval is not None]
+    assert defaults == {gate: {"decision": "reject"}}
+    readable = semantics.readable_outputs(
+        {gate: ("Skipped", {}), "parse": ("Omitted", {}), "total": ("Succeeded", {"r": "1"})},
+        defaults,
+    )
+    assert readable == {gate: {"decision": "reject"}, "total": {"r": "1"}}
+    absent = ir.Compare(ir.TaskOutput("parse", "kind"), "==", ir.Constant("gift"), quoted=True)
+    with pytest.raises(semantics.ValueMissing):
+        semantics.evaluate(absent, inputs={}, outputs=readable, workflow={})
+    approved = ir.Compare(ir.TaskOutput(gate, "decision"), "==", ir.Constant("approve"), True)
+    assert not semantics.evaluate(approved, inputs={}, outputs=readable, workflow={})
 
 
 def test_fan_out_aggregation_follows_argo() -> None:
