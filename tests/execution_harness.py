@@ -49,7 +49,7 @@ def fraud_pipeline() -> Any:
     return dataclasses.replace(pipeline.build(), stream=None, latency_budget_ms=None)
 
 
-def fraud_documents(pipeline: Any) -> list[dict[str, Any]]:
+def workflow_documents(pipeline: Any) -> list[dict[str, Any]]:
     """What the execution needs of the compiled bundle: the workflow's ServiceAccount, Role,
     RoleBinding (and any Secret rtflow emits for it) and the WorkflowTemplate."""
     from rtflow.generators.compiler import compile_pipelines
@@ -107,10 +107,11 @@ CONTROLLER_CONFIG = {
 
 
 def start(plane: ControlPlane, broker: KafkaBroker, triton_http: tuple[str, int],
-          security: BrokerSecurity, work_dir: Path | None = None) -> ExecutionPlane:  # fmt: skip
+          security: BrokerSecurity, work_dir: Path | None = None,
+          controller_env: dict[str, str] | None = None) -> ExecutionPlane:  # fmt: skip
     """The execution plane for the fraud template, in NAMESPACE, ready for Workflows."""
     execution = ExecutionPlane(plane, NAMESPACE, images(), controller_config=CONTROLLER_CONFIG,
-                               work_dir=work_dir)  # fmt: skip
+                               controller_env=controller_env, work_dir=work_dir)  # fmt: skip
     execution.start()
     try:
         host, port = broker.secure_bootstrap_servers.rsplit(":", 1)
@@ -119,7 +120,7 @@ def start(plane: ControlPlane, broker: KafkaBroker, triton_http: tuple[str, int]
         execution.expose(BROKER_NAMES, BROKER_PORT, secure)
         execution.netns.bridge(secure[1], secure)
         execution.expose([TRITON_NAME], TRITON_PORT, triton_http)
-        documents = fraud_documents(fraud_pipeline())
+        documents = workflow_documents(fraud_pipeline())
         plane.apply([*documents, *credentials(security)], namespace=NAMESPACE)
         execution.prepare_namespace([WORKFLOW_ACCOUNT])
     except BaseException:
@@ -129,20 +130,26 @@ def start(plane: ControlPlane, broker: KafkaBroker, triton_http: tuple[str, int]
 
 
 def submit(plane: ControlPlane, transaction: dict[str, Any] | str, **parameters: str) -> str:
-    """A Workflow from the template (as the Sensor creates one); returns its name."""
+    """A fraud Workflow from the template (as the Sensor creates one); returns its name."""
+    text = transaction if isinstance(transaction, str) else json.dumps(transaction)
+    return create_workflow(plane, NAMESPACE, TEMPLATE, {"transaction": text, **parameters})
+
+
+def create_workflow(
+    plane: ControlPlane, namespace: str, template: str, parameters: dict[str, str]
+) -> str:
+    """A Workflow from ``template`` with these arguments; returns its name."""
     from kubernetes import client
 
-    text = transaction if isinstance(transaction, str) else json.dumps(transaction)
-    arguments = [{"name": "transaction", "value": text}]
-    arguments += [{"name": k, "value": v} for k, v in parameters.items()]
+    arguments = [{"name": k, "value": v} for k, v in parameters.items()]
     body = {
         "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
-        "metadata": {"generateName": f"{TEMPLATE}-", "namespace": NAMESPACE},
-        "spec": {"workflowTemplateRef": {"name": TEMPLATE},
+        "metadata": {"generateName": f"{template}-", "namespace": namespace},
+        "spec": {"workflowTemplateRef": {"name": template},
                  "arguments": {"parameters": arguments}},
     }  # fmt: skip
     api = client.CustomObjectsApi(plane.api_client())
-    made = api.create_namespaced_custom_object("argoproj.io", "v1alpha1", NAMESPACE,
+    made = api.create_namespaced_custom_object("argoproj.io", "v1alpha1", namespace,
                                                "workflows", body)  # fmt: skip
     return str(made["metadata"]["name"])
 

@@ -14,19 +14,22 @@ kube-controller-manager does not run here; two of its small duties are done by
 :meth:`ExecutionPlane.prepare_namespace`, named for what they are: the root CA publisher's
 ``kube-root-ca.crt`` ConfigMap (read by every ServiceAccount token projection), and the token
 controller's filling of ``kubernetes.io/service-account-token`` Secrets (Argo's agent pod mounts
-``<serviceaccount>.service-account-token``, which a cluster's token controller fills).
+``<serviceaccount>.service-account-token``, which a cluster's token controller fills; rtflow's
+manifests hold it, empty).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self, cast
 
-from rtflow.testing.control_plane import ControlPlane
+from rtflow.testing.control_plane import ControlPlane, ControlPlaneUnavailable, default_bin_dir
 from rtflow.testing.netns import NetworkNamespace
 from rtflow.testing.pod_runner import Image, PodRunner
 from rtflow.testing.workflow_controller import WorkflowController, service_account_token
@@ -44,28 +47,34 @@ class ExecutionPlane:
         images: Mapping[str, Image],
         *,
         controller_config: dict[str, str] | None = None,
+        controller_env: dict[str, str] | None = None,
         work_dir: Path | None = None,
     ) -> None:
         self.plane = plane
         self.namespace = namespace
         self.images = dict(images)
         self.controller_config = controller_config
+        self.controller_env = controller_env
+        self._own_work_dir = work_dir is None
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="rtflow-execution-"))
         self.netns = NetworkNamespace()
         self.controller: WorkflowController | None = None
         self.runner: PodRunner | None = None
 
     def start(self) -> Self:
-        from rtflow.testing.control_plane import default_bin_dir
-
+        bin_dir = default_bin_dir()
+        if not os.access(bin_dir / "argoexec", os.X_OK):
+            raise ControlPlaneUnavailable(
+                f"argoexec not built in {bin_dir}: run tools/build-go-tools.sh argoexec"
+            )
         self.netns.start()
         try:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             self.controller = WorkflowController(
                 self.plane, self.netns, config=self.controller_config,
-                log_path=self.work_dir / "workflow-controller.log",
+                log_path=self.work_dir / "workflow-controller.log", env=self.controller_env,
+                managed_namespace=self.namespace,
             ).start()  # fmt: skip
-            bin_dir = default_bin_dir()
             images = {
                 ARGOEXEC_IMAGE: Image(env={"PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"}),
                 **self.images,
@@ -88,9 +97,10 @@ class ExecutionPlane:
         self.netns.bridge(port, target)
 
     def prepare_namespace(self, service_accounts: list[str]) -> None:
-        """kube-controller-manager's part (see the module docstring): the cluster CA published,
-        and each account's ``<name>.service-account-token`` Secret filled as the token
-        controller fills it (created when the manifests do not hold it)."""
+        """kube-controller-manager's part (see the module docstring): the cluster CA published
+        in the namespace, and each account's ``<name>.service-account-token`` Secret filled as
+        the token controller fills it, when the applied manifests hold one (it is never made
+        here: a pod that mounts a missing one stays Pending, as in a cluster)."""
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
@@ -102,24 +112,19 @@ class ExecutionPlane:
             "data": {"ca.crt": ca},
         }])  # fmt: skip
         for account in service_accounts:
-            token = service_account_token(self.plane, self.namespace, account)
             name = f"{account}.service-account-token"
+            try:
+                secret = core.read_namespaced_secret(name, self.namespace)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                continue
+            if secret.type != "kubernetes.io/service-account-token":
+                continue
+            token = service_account_token(self.plane, self.namespace, account)
             data = {"token": token, "ca.crt": ca, "namespace": self.namespace}
             encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
-            body = client.V1Secret(
-                metadata=client.V1ObjectMeta(
-                    name=name, namespace=self.namespace,
-                    annotations={"kubernetes.io/service-account.name": account},
-                ),
-                type="kubernetes.io/service-account-token",
-                data=encoded,
-            )  # fmt: skip
-            try:
-                core.create_namespaced_secret(self.namespace, body)
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-                core.patch_namespaced_secret(name, self.namespace, {"data": encoded})
+            core.patch_namespaced_secret(name, self.namespace, {"data": encoded})
 
     def close(self) -> None:
         if self.runner is not None:
@@ -128,6 +133,8 @@ class ExecutionPlane:
             self.controller.close()
         with contextlib.suppress(Exception):
             self.netns.close()
+        if self._own_work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def __enter__(self) -> Self:
         return self.start()

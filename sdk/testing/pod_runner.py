@@ -8,11 +8,14 @@ and plays the kubelet's part, and only that part:
 - **volumes**: each pod volume becomes a folder of the pod (``emptyDir``; ``secret``,
   ``configMap``, ``downwardAPI`` and ``projected`` ones with their files written from the real
   objects the API server holds; a ``serviceAccountToken`` projection from the TokenRequest API,
-  as a kubelet gets it); ``subPath`` as a kubelet resolves it;
+  as a kubelet gets it); ``subPath`` as a kubelet resolves it. While a Secret or ConfigMap a
+  volume needs does not exist the pod stays Pending (ContainerCreating, the reason in its
+  status), tried again each second, as a kubelet retries a mount;
 - **containers**: the init containers in order, then the containers together, each as a
   process (:mod:`rtflow.testing.pod_sandbox`) in the pod network namespace (the one the
   workflow-controller runs in, reaching the API server through its bridge) and a mount
-  namespace of its own with the pod's volumes mounted at their mount paths; the container's
+  namespace of its own, chrooted to a bind of this machine's ``/`` with the pod's volumes
+  mounted at their mount paths; the container's
   ``env`` (values, ``fieldRef``, ``secretKeyRef``, ``configMapKeyRef``) plus the
   ``KUBERNETES_SERVICE_*`` variables a kubelet adds;
 - **status**: the pod's phase and every container's state (running, then terminated with its
@@ -34,8 +37,10 @@ An image the runner is not given is reported as a kubelet reports an image it ca
 
 Not played: scheduling and nodes (a pod is run as soon as it is seen), resource limits,
 ``securityContext`` (the processes run as this user), probes, image pulls, restarts of a
-``restartPolicy: OnFailure`` pod (the agent's), Services (a test maps a Service's name to a
-bridge of the namespace: :meth:`rtflow.testing.netns.NetworkNamespace.add_host`).
+``restartPolicy: OnFailure`` pod (the agent's), a pod's ``activeDeadlineSeconds`` (argoexec's
+own deadline monitor still stops the main container at ``ARGO_DEADLINE``), Services (a test
+maps a Service's name to a bridge of the namespace:
+:meth:`rtflow.testing.netns.NetworkNamespace.add_host`).
 """
 
 from __future__ import annotations
@@ -220,8 +225,9 @@ class PodRunner:
                 })  # fmt: skip
                 return
         state.folder.mkdir(parents=True, exist_ok=True)
-        volumes = {v.name: self._volume(pod, v, state.folder / "volumes" / v.name)
-                   for v in spec.volumes or []}  # fmt: skip
+        volumes = self._volumes(pod, state)
+        if volumes is None:  # deleted while its volumes could not be made
+            return
         started = _now()
         address = {"hostIP": "127.0.0.1", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}
         self._patch_status(state, {"phase": "Pending", "startTime": started, **address})
@@ -255,6 +261,31 @@ class PodRunner:
             "initContainerStatuses": init_states,
             "containerStatuses": statuses,
         })  # fmt: skip
+
+    def _volumes(self, pod: Any, state: _Pod) -> dict[str, Path] | None:
+        """The pod's volumes; while a Secret or ConfigMap they need does not exist, the pod
+        stays Pending (ContainerCreating, the reason in its status) and is tried again each
+        second, as a kubelet retries a mount."""
+        from kubernetes.client.exceptions import ApiException
+
+        reported = ""
+        while not state.deleted.is_set() and not self._stop.is_set():
+            try:
+                return {v.name: self._volume(pod, v, state.folder / "volumes" / v.name)
+                        for v in pod.spec.volumes or []}  # fmt: skip
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                message = f"MountVolume.SetUp failed: {exc.reason}: {exc.body}"[:500]
+                if message != reported:
+                    waiting = {"waiting": {"reason": "ContainerCreating", "message": message}}
+                    self._patch_status(state, {
+                        "phase": "Pending",
+                        "containerStatuses": [_status(c, waiting) for c in pod.spec.containers],
+                    })  # fmt: skip
+                    reported = message
+            state.deleted.wait(1.0)
+        return None
 
     def _patch_status(self, state: _Pod, status: dict[str, Any]) -> None:
         if state.deleted.is_set():
@@ -296,7 +327,8 @@ class PodRunner:
             source = volumes[mount.name]
             if mount.sub_path:
                 source = source / mount.sub_path
-                source.mkdir(parents=True, exist_ok=True)
+                if not source.exists():  # a kubelet makes a missing subPath a folder
+                    source.mkdir(parents=True)
             mounts.append([str(source), mount.mount_path, bool(mount.read_only)])
         spec_file = state.folder / f"{container.name}.json"
         spec_file.write_text(json.dumps(

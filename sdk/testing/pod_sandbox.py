@@ -14,8 +14,9 @@ and chroots there. The mount paths a pod uses that this machine does not have
 (``execvpe``: the pid the runner holds is the container's).
 
 Every source is opened before anything is mounted, so a volume mounted on ``/tmp`` cannot hide
-the sources of the mounts that follow. A target below one of this machine's folders must have
-its parent folder here (nothing is made in this machine's folders).
+the sources of the mounts that follow. A target below one of this machine's folders must exist
+here, unless it is inside a volume mounted before it: nothing is made in this machine's
+folders.
 """
 
 from __future__ import annotations
@@ -87,18 +88,23 @@ def enter(new_root: Path, mounts: list[tuple[str, str, bool]]) -> None:
     host = _root(new_root)
     os.chroot(new_root)
     os.chdir("/")
+    mounted: list[Path] = []
     # Shallow targets first: a volume on /tmp before one on /tmp/x.
     for fd, is_dir, target, read_only in sorted(opened, key=lambda m: len(m[2].parts)):
         if not target.exists():
             resolved = Path(os.path.realpath(target))
-            if resolved.parts[1] in host and not resolved.parent.exists():
-                raise FileNotFoundError(f"mount target {target}: no {resolved.parent} here")
+            inside = any(resolved.is_relative_to(m) for m in mounted)
+            if resolved.parts[1] in host and not inside:
+                raise FileNotFoundError(
+                    f"mount target {target}: not on this machine (its folders are not changed)"
+                )
             if is_dir:
                 resolved.mkdir(parents=True, exist_ok=True)
             else:
                 resolved.parent.mkdir(parents=True, exist_ok=True)
                 resolved.touch()
         _mount(f"/proc/self/fd/{fd}", str(target), None, MS_BIND | MS_REC)
+        mounted.append(Path(os.path.realpath(target)))
         if read_only:
             _mount(None, str(target), None, MS_BIND | MS_REMOUNT | MS_RDONLY)
         os.close(fd)

@@ -14,9 +14,11 @@ admin's token would hide a missing permission).
 The controller serves metrics on :9090 and health on :6060 on every interface, ports it does not
 let one change: it runs in a :class:`~rtflow.testing.netns.NetworkNamespace`, where a bridge
 listening on the namespace's 127.0.0.1 at the API server's port carries its connections to the
-API server in the root namespace. Leader election is off (``LEADER_ELECTION_DISABLE``: one
-controller). It ignores SIGTERM while it works, so :meth:`WorkflowController.close` kills it
-(SIGKILL), as a test session that dies does (parent-death signal).
+API server in the root namespace. Leader election is off (``LEADER_ELECTION_DISABLE``): with
+``managed_namespace`` a controller manages that namespace only (``--namespaced``) and reads a
+ConfigMap of its own, so controllers of different namespaces can run side by side. It ignores
+SIGTERM while it works, so :meth:`WorkflowController.close` kills it (SIGKILL), as a test
+session that dies does (parent-death signal).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ ARGO_MODULE = "github.com/argoproj/argo-workflows/v4"
 ARGO_VERSION = "v4.1.4"  # tools/argo-workflow-controller/go.mod
 CONTROLLER_NAMESPACE = "argo"
 CONTROLLER_ACCOUNT = "argo"
+CONFIG_MAP = "workflow-controller-configmap"
 # What the installation's Deployments and Service would run: no kubelet here to run them.
 NOT_INSTALLED = {"Deployment", "Service"}
 
@@ -98,8 +101,12 @@ class WorkflowController:
         bin_dir: Path | None = None,
         config: dict[str, str] | None = None,
         log_path: Path | None = None,
+        env: dict[str, str] | None = None,
+        managed_namespace: str | None = None,
     ) -> None:
         self.plane = plane
+        self.env = env or {}
+        self.managed_namespace = managed_namespace
         self.netns = netns
         self._bin_dir = bin_dir
         self.config = config or {}
@@ -120,18 +127,29 @@ class WorkflowController:
             [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CONTROLLER_NAMESPACE}}]
         )
         documents = install_manifests()
+        # Each controller reads a ConfigMap of its own: two (of two namespaces) can run at once.
+        config_map = f"{CONFIG_MAP}-{self.managed_namespace or 'cluster'}"
         for doc in documents:
-            if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].startswith("workflow-"):
+            if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == CONFIG_MAP:
+                doc["metadata"]["name"] = config_map
                 doc["data"] = {**(doc.get("data") or {}), **self.config}
         plane.apply(documents, namespace=CONTROLLER_NAMESPACE)
         token = service_account_token(plane, CONTROLLER_NAMESPACE, CONTROLLER_ACCOUNT)
-        kubeconfig = plane.kubeconfig(plane.work_dir / "workflow-controller.kubeconfig", token)
+        kubeconfig = plane.kubeconfig(
+            plane.work_dir / f"workflow-controller-{config_map}.kubeconfig", token
+        )
+        scope = (
+            ["--namespaced", f"--managed-namespace={self.managed_namespace}"]
+            if self.managed_namespace
+            else []
+        )
         self.netns.bridge(plane.port, ("127.0.0.1", plane.port))
         self.log_path = self.log_path or plane.work_dir / "workflow-controller.log"
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(plane.work_dir),
             "LEADER_ELECTION_DISABLE": "true",
+            **self.env,
         }
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
@@ -140,6 +158,8 @@ class WorkflowController:
                     str(binary),
                     f"--kubeconfig={kubeconfig}",
                     f"--namespace={CONTROLLER_NAMESPACE}",
+                    f"--configmap={config_map}",
+                    *scope,
                     f"--executor-image=quay.io/argoproj/argoexec:{ARGO_VERSION}",
                     "--workflow-workers=4",
                     "--pod-cleanup-workers=2",

@@ -143,6 +143,9 @@ def transaction(**fields: Any) -> dict[str, Any]:
 def test_a_transaction_runs_to_succeeded_with_its_decision_on_the_broker(
     execution: ExecutionPlane, secure_broker: tuple[KafkaBroker, Any]
 ) -> None:
+    """compute-features, the http score (Argo's agent pod, which mounts the token Secret rtflow
+    compiles for it: without it the pod stays Pending and the step never ends), decide, the
+    publish over SASL_SSL; the review branch skipped; the exit handler."""
     broker, _ = secure_broker
     t = transaction()
     name = fx.submit(execution.plane, t)
