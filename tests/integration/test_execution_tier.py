@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 import sys
 import time
@@ -179,7 +180,7 @@ def test_a_risky_transaction_is_reviewed_suspended_approved_and_blocks_the_card(
         lambda wf: any(n["phase"] == "Running" for n in fx.by_name(wf, "analyst-approval")),
     )  # fmt: skip
     assert not fx.finished(suspended), _summary(suspended)
-    reviews = [n for n in fx.by_name(suspended, "review(0:graph-risk)")]
+    reviews = fx.by_name(suspended, "review(0:graph-risk)")
     fanned = sorted(n["displayName"] for n in fx.nodes(suspended)
                     if n["displayName"].startswith("review(") and n["type"] == "Pod")  # fmt: skip
     assert fanned == ["review(0:graph-risk)", "review(1:merchant-history)", "review(2:velocity)"]
@@ -279,7 +280,5 @@ def test_close_leaves_no_process(control_plane: ControlPlane, tmp_path: Path) ->
     plane.close()
     for pid in pids:
         with pytest.raises(ProcessLookupError):
-            import os
-
             os.kill(pid, 0)
     assert not Path(f"/run/netns/{namespace}").exists()
