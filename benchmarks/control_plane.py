@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -111,6 +112,7 @@ def execution_runs(count: int, requeue: str | None) -> list[float]:
             triton.close()
         broker.close()
         plane.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

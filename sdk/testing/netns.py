@@ -168,6 +168,8 @@ class NetworkNamespace:
             subprocess.run(["ip", "netns", "delete", self.name], capture_output=True)
             self._created = False
         shutil.rmtree(self.etc, ignore_errors=True)
+        with contextlib.suppress(OSError):  # /etc/netns itself, when no other namespace uses it
+            self.etc.parent.rmdir()
         with self._lock:
             connections, self._connections = self._connections, []
         for conn in connections:

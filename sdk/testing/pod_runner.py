@@ -19,7 +19,9 @@ and plays the kubelet's part, and only that part:
   ``env`` (values, ``fieldRef``, ``secretKeyRef``, ``configMapKeyRef``) plus the
   ``KUBERNETES_SERVICE_*`` variables a kubelet adds;
 - **status**: the pod's phase and every container's state (running, then terminated with its
-  exit code) written to the pod's status subresource, as the kubelet reports them.
+  exit code) written to the pod's status subresource, as the kubelet reports them;
+- **clean-up**: a deleted pod's processes are killed and its volumes removed (its logs stay in
+  its folder; :meth:`PodRunner.close` does the same for every pod).
 
 Argo's own side of a pod is **not emulated**: the controller puts Argo's executor into every
 pod (``argoexec init`` copies itself to ``/var/run/argo``, the main container runs ``argoexec
@@ -144,6 +146,8 @@ class PodRunner:
             thread.join(30)
         if self._watcher is not None:
             self._watcher.join(10)
+        for pod in pods:
+            _release(pod)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -186,9 +190,10 @@ class PodRunner:
         with self._lock:
             known = self._pods.get(uid)
             if kind == "DELETED" or pod.metadata.deletion_timestamp is not None:
-                if known is not None:
+                if known is not None and not known.deleted.is_set():
                     known.deleted.set()
                     _kill_all(known)
+                    threading.Thread(target=_release, args=(known,), daemon=True).start()
                 return
             if known is not None or pod.status.phase not in (None, "Pending"):
                 return
@@ -519,5 +524,11 @@ def _kill_all(pod: _Pod) -> None:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def remove_pod_folders(work_dir: Path) -> None:
-    shutil.rmtree(work_dir, ignore_errors=True)
+def _release(pod: _Pod) -> None:
+    """A deleted pod's volumes go, as a kubelet removes them (each pod's ``/var/run/argo``
+    holds its own copy of argoexec, a hundred megabytes); its logs stay."""
+    for proc in pod.procs.values():
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(30)
+    shutil.rmtree(pod.folder / "volumes", ignore_errors=True)
+    shutil.rmtree(pod.folder / "roots", ignore_errors=True)
