@@ -79,23 +79,41 @@ def credentials(security: BrokerSecurity) -> list[dict[str, Any]]:
     ]
 
 
+IMAGE_ROOT = "/rtflow-image"
+"""Where a stand-in image holds this virtualenv and the checkout's folders (see Image.binds)."""
+
+
+def python_image(**env: str) -> Image:
+    """An image holding this virtualenv (its ``python`` first on PATH) and the examples on
+    PYTHONPATH, at IMAGE_ROOT: rtflow's stage images, as this machine can hold them."""
+    return Image(
+        env={"PATH": f"{IMAGE_ROOT}/venv/bin:/usr/local/bin:/usr/bin:/bin",
+             "PYTHONPATH": f"{IMAGE_ROOT}/examples", "PYTHONUNBUFFERED": "1", **env},
+        binds={sys.prefix: f"{IMAGE_ROOT}/venv", str(EXAMPLES): f"{IMAGE_ROOT}/examples"},
+    )  # fmt: skip
+
+
+def stand_in_image(*programs: str) -> Image:
+    """An image whose ``programs`` are played by tests/stand_in_images.py."""
+    python = f"{IMAGE_ROOT}/venv/bin/python"
+    script = f"{IMAGE_ROOT}/stand-in/{STAND_IN.name}"
+    return Image(
+        commands={p: [python, script, p] for p in programs},
+        binds={sys.prefix: f"{IMAGE_ROOT}/venv", str(STAND_IN.parent): f"{IMAGE_ROOT}/stand-in"},
+    )
+
+
 def images() -> dict[str, Image]:
     """The fraud example's images as this machine holds them: rtflow's stage images are this
     virtualenv with the example's modules; the two user images run the stand-in."""
-    venv = Path(sys.executable).parent
-    stage = Image(env={"PATH": f"{venv}:/usr/local/bin:/usr/bin:/bin",
-                       "PYTHONPATH": str(EXAMPLES), "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    stage = python_image()
     return {
         "ghcr.io/acme/fraud/features": stage,
         "ghcr.io/acme/fraud/decider": stage,
         "ghcr.io/acme/fraud/reviewer": stage,
         "ghcr.io/rtflow/kafka-publish": stage,
-        "ghcr.io/acme/fraud/card-actions": Image(
-            commands={"/card-actions": [sys.executable, str(STAND_IN), "/card-actions"]}
-        ),
-        "ghcr.io/acme/fraud/notifier": Image(
-            commands={"/notifier": [sys.executable, str(STAND_IN), "/notifier"]}
-        ),
+        "ghcr.io/acme/fraud/card-actions": stand_in_image("/card-actions"),
+        "ghcr.io/acme/fraud/notifier": stand_in_image("/notifier"),
     }
 
 

@@ -76,7 +76,10 @@ class ExecutionPlane:
                 managed_namespace=self.namespace,
             ).start()  # fmt: skip
             images = {
-                ARGOEXEC_IMAGE: Image(env={"PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"}),
+                ARGOEXEC_IMAGE: Image(  # held at a path no pod volume can hide
+                    env={"PATH": "/rtflow-image/argoexec:/usr/local/bin:/usr/bin:/bin"},
+                    binds={str(bin_dir): "/rtflow-image/argoexec"},
+                ),
                 **self.images,
             }
             self.plane.apply([{"apiVersion": "v1", "kind": "Namespace",

@@ -72,11 +72,16 @@ PR_SET_PDEATHSIG = 1
 @dataclass(frozen=True)
 class Image:
     """What stands in for a container image: this machine's file system, plus ``env`` (what
-    the image's ENV sets; the container's own env wins) and ``commands`` (a program of the
-    image that is not on this machine -> the stand-in argv that replaces it)."""
+    the image's ENV sets; the container's own env wins), ``commands`` (a program of the
+    image that is not on this machine -> the stand-in argv that replaces it) and ``binds``
+    (a folder of this machine -> where the image holds it, read-only, at a path this machine
+    does not have, such as ``/rtflow-image/venv``). Binds are what an image brings with it: a
+    pod's volume on ``/tmp`` (rtflow's stage containers have one) would hide a virtualenv or a
+    checkout that lives under this machine's ``/tmp``, as a CI clone does."""
 
     env: Mapping[str, str] = field(default_factory=dict)
     commands: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    binds: Mapping[str, str] = field(default_factory=dict)
 
 
 def repository(image: str) -> str:
@@ -327,7 +332,7 @@ class PodRunner:
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                "HOSTNAME": pod.metadata.name, "HOME": "/root",
                **image.env, **self._service_env(), **self._env(pod, container)}  # fmt: skip
-        mounts = []
+        mounts = [[source, target, True] for source, target in sorted(image.binds.items())]
         for mount in container.volume_mounts or []:
             source = volumes[mount.name]
             if mount.sub_path:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import execution_harness as fx
@@ -21,7 +19,6 @@ from components import component_missing
 from rtflow.testing.control_plane import ControlPlane, ControlPlaneUnavailable
 from rtflow.testing.execution import ExecutionPlane
 from rtflow.testing.netns import NamespaceUnavailable
-from rtflow.testing.pod_runner import Image
 
 pytestmark = pytest.mark.integration
 
@@ -41,14 +38,11 @@ def support(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactor
     ExecutionPlane
 ]:  # fmt: skip
     pipeline = _pipeline()
-    venv = Path(sys.executable).parent
-    stand_in = [sys.executable, str(fx.STAND_IN)]
     images = {
-        f"{REGISTRY}/classifier": Image(env={"PATH": f"{venv}:/usr/bin:/bin",
-                                             "PYTHONPATH": str(fx.EXAMPLES)}),
-        f"{REGISTRY}/router": Image(commands={"/router": [*stand_in, "/router"]}),
-        f"{REGISTRY}/pager": Image(commands={"/pager": [*stand_in, "/pager"]}),
-    }  # fmt: skip
+        f"{REGISTRY}/classifier": fx.python_image(),
+        f"{REGISTRY}/router": fx.stand_in_image("/router"),
+        f"{REGISTRY}/pager": fx.stand_in_image("/pager"),
+    }
     # The two containers have no command: Argo's `images` setting names their entrypoints.
     config = {"images": yaml.safe_dump({
         f"{REGISTRY}/router:1.3.0": {"entrypoint": ["/router"]},
