@@ -196,7 +196,7 @@ def test_dynamic_batching_config_is_what_triton_runs(server: TritonServer) -> No
     assert batching["default_queue_policy"]["default_timeout_microseconds"] == 0
     assert config["max_batch_size"] == 1024
     assert config["version_policy"] == {"latest": {"num_versions": 1}}
-    assert [(g["kind"], g["count"]) for g in config["instance_group"]] == [("KIND_CPU", 1)]
+    assert [(g["kind"], g["count"]) for g in config["instance_group"]] == [("KIND_CPU", 2)]
     assert config["model_warmup"][0]["inputs"]["features"]["zero_data"] is True
 
 
