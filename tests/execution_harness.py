@@ -89,7 +89,10 @@ def python_image(**env: str) -> Image:
     return Image(
         env={"PATH": f"{IMAGE_ROOT}/venv/bin:/usr/local/bin:/usr/bin:/bin",
              "PYTHONPATH": f"{IMAGE_ROOT}/examples", "PYTHONUNBUFFERED": "1", **env},
-        binds={sys.prefix: f"{IMAGE_ROOT}/venv", str(EXAMPLES): f"{IMAGE_ROOT}/examples"},
+        # The checkout at its own path too: an editable install (`pip install -e .`) finds
+        # rtflow's modules there, by absolute path.
+        binds={sys.prefix: f"{IMAGE_ROOT}/venv", str(EXAMPLES): f"{IMAGE_ROOT}/examples",
+               str(ROOT): str(ROOT)},
     )  # fmt: skip
 
 
