@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from rtflow.stages import portable_json
+
 
 @dataclass
 class Event:
@@ -26,65 +28,6 @@ class Event:
     """The message as it came (a dead letter carries it when the body cannot be written back)."""
     source: dict[str, Any] | None = None
     """Where it came from: ``{"topic", "partition", "offset"}`` for Kafka, ``{"file", "line"}``."""
-
-
-#: The largest magnitude an IEEE double holds: what every JSON reader but Python's turns a number
-#: into (Argo Events' gjson, a Go or JavaScript stage), so a number beyond it is not portable JSON.
-_FLOAT_MAX = 1.7976931348623157e308
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"the number {_short(text)} is out of range for a JSON number (a double)")
-    return value
-
-
-def _portable_int(text: str) -> int:
-    value = int(text)
-    if abs(value) > _FLOAT_MAX:
-        raise ValueError(
-            f"the number {_short(text)} ({len(text.lstrip('-'))} digits) is out of range for a "
-            "JSON number (a double)"
-        )
-    return value
-
-
-def _no_constant(text: str) -> Any:
-    raise ValueError(f"{text} is not JSON (JSON has no NaN or Infinity)")
-
-
-def _short(text: str, keep: int = 24) -> str:
-    return text if len(text) <= keep else f"{text[: keep // 2]}...{text[-keep // 2 :]}"
-
-
-def parse_body(raw: bytes | str) -> tuple[Any, str | None]:
-    """A message's JSON body, or its text and why it is not a body this run can carry.
-
-    Every failure is named for what it is: not JSON at all, nested deeper than Python's
-    recursion limit, a number no double holds (``1e999``, a 400-digit integer: another reader
-    would see infinity, and Python's ``float()`` an OverflowError), NaN or Infinity.
-    """
-    try:
-        body = json.loads(
-            raw, parse_float=_finite_float, parse_int=_portable_int, parse_constant=_no_constant
-        )
-    except RecursionError:
-        return _text(raw), (
-            "the message is nested too deeply to read (deeper than Python's recursion limit, "
-            f"{sys.getrecursionlimit()})"
-        )
-    except UnicodeDecodeError as exc:
-        return _text(raw), f"the message is not UTF-8 text: {exc}"
-    except json.JSONDecodeError as exc:
-        return _text(raw), f"the message is not JSON: {exc}"
-    except ValueError as exc:  # from the number and constant checks above
-        return _text(raw), f"the message is not portable JSON: {exc}"
-    return body, None
-
-
-def _text(raw: bytes | str) -> str:
-    return raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace")
 
 
 class Sink(Protocol):
@@ -162,7 +105,7 @@ class JsonlSource:
             for number, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
-                body, problem = parse_body(line)
+                body, problem = portable_json.parse(line)
                 source = {"file": self.name, "line": number}
                 if problem is not None:
                     body = line.rstrip("\n")

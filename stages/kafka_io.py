@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from rtflow.stages.events import Event, parse_body
+from rtflow.stages import portable_json
+from rtflow.stages.events import Event
 from rtflow.stages.offsets import OffsetBook
 
 if TYPE_CHECKING:
@@ -253,7 +254,7 @@ class KafkaSource:
                 "headers": {k: _text(v) for k, v in headers},
             }
             raw = msg.value() or b""
-            body, problem = parse_body(raw)
+            body, problem = portable_json.parse(raw)
             source = {"topic": self.topic, "partition": partition, "offset": offset}
 
             def ack(p: int = partition, o: int = offset) -> None:

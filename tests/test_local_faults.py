@@ -20,7 +20,8 @@ from local_pipelines import filtered, shop
 
 from rtflow.stages import semantics
 from rtflow.stages.dead_letters import RecordTooLarge, encode_record, headers, letter
-from rtflow.stages.events import Event, ListSource, MemorySink, parse_body
+from rtflow.stages.events import Event, ListSource, MemorySink
+from rtflow.stages.portable_json import parse as parse_body
 from rtflow.stages.inference import _refusal
 from rtflow.stages.local import auto_approve, run_local
 from rtflow.stages.offsets import OffsetBook

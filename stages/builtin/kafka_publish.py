@@ -8,7 +8,6 @@ stream-plane Deployment) keeps its connections across events.
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import re
 import secrets
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import rtflow
+from rtflow.stages import portable_json
 from rtflow.stages.builtin import image
 from rtflow.stages.runtime import BadInput
 
@@ -187,8 +187,12 @@ def kafka_publish(
 
     started = time.monotonic()
     deadline = started + timeout_seconds
+    try:
+        # The stream plane's publish writes the same bytes (rtflow.stages.portable_json).
+        value = portable_json.dumps(payload)
+    except (TypeError, ValueError) as exc:
+        raise BadInput(f"the payload is not portable JSON: {exc}") from None
     producer = _producer(servers)
-    value = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     while True:
         try:
             producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)

@@ -23,7 +23,7 @@ from typing import Any
 
 from rtflow import ir
 from rtflow.param_types import encode
-from rtflow.stages import semantics
+from rtflow.stages import portable_json, semantics
 from rtflow.stages.stream.batch import (
     NOT_JSON,
     PAYLOAD,
@@ -189,10 +189,9 @@ class Plan:
     def _admit(self, event: EventState) -> bool:
         """Decode, filter and map one message; False when the trigger's filter drops it."""
         message = event.message
-        try:
-            body = json.loads(message.value or b"")
-        except ValueError as exc:
-            event.fail(NOT_JSON, "", f"the message is not JSON: {exc}")
+        body, problem = portable_json.parse(message.value or b"")
+        if problem is not None:
+            event.fail(NOT_JSON, "", problem)
             return True
         event.traceparent = _traceparent(message.headers)
         if not self.first:

@@ -19,7 +19,7 @@ from typing import Any
 
 from rtflow import ir
 from rtflow.param_types import ParamType, encode
-from rtflow.stages import runtime, semantics
+from rtflow.stages import portable_json, runtime, semantics
 from rtflow.stages.runtime import BadInput
 from rtflow.stages.stream.batch import (
     BAD_INPUT,
@@ -262,17 +262,13 @@ class PublishStep(Step):
                 return None
             key = str(payload[self.key_field]).encode()
         try:
-            value = _dumps(payload).encode()
+            value = portable_json.dumps(payload)
         except (TypeError, ValueError) as exc:
-            event.fail(STAGE_FAILED, self.task.name, f"payload is not JSON: {exc}")
+            event.fail(BAD_INPUT, self.task.name, f"the payload is not portable JSON: {exc}")
             return None
         event.outputs[self.task.name] = {}
         event.phases[self.task.name] = "Succeeded"
         return Record(self.topic, value, key, [("traceparent", event.traceparent.encode())])
-
-
-_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
-"""One encoder made once: ``json.dumps`` builds one per call when given options."""
 
 
 def _error(exc: BaseException) -> str:
