@@ -7,7 +7,9 @@ They cost about 3 µs for a fraud event, a tenth of a stream worker's CPU per ev
 fast path is orjson, whose accepted set is a subset of the strict rules' with the same
 values, except for integers beyond 64 bits (orjson reads them as floats): a text with a run of
 19 digits, and any text orjson refuses, is decided by the strict rules instead, which also
-give the reason. So the answer is always the strict rules', only faster.
+give the reason. So the answer is the strict rules', only faster, with one exception: orjson
+reads nesting up to 1,024 levels, where the strict rules stop near Python's recursion limit
+(about 1,000): a body nested 1,000 to 1,024 deep is taken (tested: tests/test_portable_json.py).
 
 **Writing.** What a publish stage sends (either plane: the same bytes for the same payload):
 keys sorted, no spaces, UTF-8. NaN and Infinity are refused, not written as ``NaN`` (which no

@@ -127,3 +127,9 @@ def test_what_json_cannot_write_is_a_type_error() -> None:
 def test_text_is_written_as_utf8_with_sorted_keys() -> None:
     assert dumps({"é": "ü", "a": [1.5, True]}) == '{"a":[1.5,true],"é":"ü"}'.encode()
     assert portable_json.dumps({1: "x"}) == b'{"1":"x"}'
+
+
+def test_nesting_is_read_to_orjson_s_depth_and_refused_past_it() -> None:
+    assert parse(b"[" * 1000 + b"]" * 1000)[1] is None
+    _, problem = parse(b"[" * 1025 + b"]" * 1025)
+    assert problem is not None and "nested too deeply" in problem
