@@ -272,7 +272,9 @@ class Bench:
                   "--sink", f"decisions{suffix}", "--triton", self.triton_address,
                   "--group", f"fraud{suffix}"]  # fmt: skip
         commands: list[list[str]] = []
-        if system == "rtflow":
+        if system.startswith("rtflow"):
+            # "rtflow NAME=VALUE" (--variant): the hot path module reads NAME from its env.
+            env.update(v.split("=", 1) for v in system.split()[1:])
             self.ports = []
             for index in range(workers):
                 port = free_port()
@@ -369,7 +371,7 @@ class Bench:
             after = {k: cpu_seconds(v) for k, v in groups.items()}
             generator.communicate(timeout=60)
             out, _ = reader.communicate(timeout=120)
-            if system == "rtflow":
+            if system.startswith("rtflow"):
                 result.profile = worker_profile(self.ports)
         finally:
             for proc in procs:
@@ -497,7 +499,7 @@ def repeat_section(points: list[Point], seconds: float, warmup: float, command: 
         "| best p99 ms |",
         "|---|---:|---|---|---:|---:|---:|",
     ]
-    for system in sorted({p.system for p in points}, key=lambda s: s != "rtflow"):
+    for system in sorted({p.system for p in points}, key=lambda s: (not s.startswith("rtflow"), s)):
         mine = [p for p in points if p.system == system]
         p50s = [p.p50 for p in mine]
         p99s = [p.p99 for p in mine]
@@ -529,6 +531,14 @@ def main(argv: list[str] | None = None) -> int:
         "loop, this many times each, interleaved (their own section)",
     )
     parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="with --repeat: also run rtflow with this environment variable for the hot path "
+        "(RTFLOW_BENCH_INTERVAL=1, say), interleaved with the others, as its own row",
+    )
+    parser.add_argument(
         "--keep-logs",
         type=Path,
         metavar="DIR",
@@ -546,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     eos = "exactly_once"
     chosen = (
         [(s, eos, 20_000, 4, 1) for _ in range(options.repeat)
-         for s in ("rtflow", "hand-written loop")]
+         for s in ("rtflow", *(f"rtflow {v}" for v in options.variant), "hand-written loop")]
         if options.repeat
         else plan(options.quick)
     )  # fmt: skip
@@ -564,7 +574,9 @@ def main(argv: list[str] | None = None) -> int:
     if options.write and options.repeat:
         from bench_report import replace_section
 
-        command = f"python benchmarks/stream_fraud.py --repeat {options.repeat} --write"
+        command = f"python benchmarks/stream_fraud.py --repeat {options.repeat} --write" + "".join(
+            f" --variant {v}" for v in options.variant
+        )
         replace_section(
             REPEAT_HEADING, repeat_section(points, options.seconds, options.warmup, command)
         )
