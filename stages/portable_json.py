@@ -19,7 +19,6 @@ strict reader takes) nor turned into ``null`` (orjson's choice, a silent change 
 from __future__ import annotations
 
 import json
-import re
 import sys
 from typing import Any
 
@@ -31,8 +30,11 @@ __all__ = ["dumps", "parse"]
 #: into (Argo Events' gjson, a Go or JavaScript stage), so a number beyond it is not portable JSON.
 _FLOAT_MAX = 1.7976931348623157e308
 
-#: orjson reads an integer past 64 bits as a float; such a text goes to the strict rules.
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+#: orjson reads an integer past 64 bits as a float; a text with a run of 19 digits goes to the
+#: strict rules. Found by mapping digits to "0" and all else to " " (bytes.translate, in C: a
+#: fifth of a regular expression's time, which was more than orjson's own).
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_LONG_RUN = b"0" * 19
 
 _SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 _WITHOUT_EXTRAS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -46,7 +48,7 @@ def parse(raw: bytes | str) -> tuple[Any, str | None]:
     would see infinity, and Python's ``float()`` an OverflowError), NaN or Infinity.
     """
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    if _LONG_DIGITS.search(data) is None:
+    if _LONG_RUN not in data.translate(_DIGITS_ONLY):
         try:
             return orjson.loads(data), None
         except orjson.JSONDecodeError:
