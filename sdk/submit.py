@@ -242,13 +242,20 @@ class Kubernetes:
         )
 
     def apply(self, documents: Sequence[Mapping[str, Any]], namespace: str) -> list[str]:
-        """Server-side apply every object (field manager rtflow, force); returns 'Kind/name'."""
+        """Server-side apply every object (field manager rtflow, force) in ``namespace``;
+        returns 'Kind/name'. A binding's subject that is one of these objects' ServiceAccounts
+        moves with it (see :func:`moved_subjects`)."""
         applied = []
+        accounts = {
+            (str(d["metadata"].get("namespace") or ""), str(d["metadata"]["name"]))
+            for d in documents
+            if d["kind"] == "ServiceAccount"
+        }
         for document in documents:
             api_version, kind = str(document["apiVersion"]), str(document["kind"])
             name = str(document["metadata"]["name"])
             resource = self.resource(api_version, kind)
-            body = dict(document)
+            body = moved_subjects(document, accounts, namespace)
             if resource.namespaced:
                 body["metadata"] = {**document["metadata"], "namespace": namespace}
             with self._errors(f"apply {kind}/{name}", namespace, resource):
@@ -337,6 +344,33 @@ class Kubernetes:
                     ) from None
             except urllib3.exceptions.HTTPError as error:
                 raise self._unreachable(error) from None
+
+
+def moved_subjects(
+    document: Mapping[str, Any], accounts: set[tuple[str, str]], namespace: str
+) -> dict[str, Any]:
+    """``document``, a (Cluster)RoleBinding's ServiceAccount subjects that are among the
+    ``accounts`` applied with it ((namespace, name), as compiled) pointing at ``namespace``.
+
+    ``-n`` applies a pipeline's objects in another namespace than the one compiled: its
+    ServiceAccounts land there, so a binding that still named the compiled namespace would
+    bind an account that does not exist and leave the pipeline's own unbound (its pods' Argo
+    executor could not write its WorkflowTaskResult). kustomize's namespace transformer moves
+    only subjects named ``default`` unless told to move them all; these are the pipeline's own
+    accounts, so they move. Any other subject is left as written."""
+    body = dict(document)
+    if document["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+        return body
+    own = str(document["metadata"].get("namespace") or "")
+    subjects = []
+    for subject in document.get("subjects") or []:
+        where = str(subject.get("namespace") or own)
+        if subject.get("kind") == "ServiceAccount" and (where, subject.get("name")) in accounts:
+            subject = {**subject, "namespace": namespace}
+        subjects.append(subject)
+    if subjects:
+        body["subjects"] = subjects
+    return body
 
 
 class _Phases:
