@@ -29,21 +29,22 @@ from rtflow.stages.stream.batch import (
     Record,
 )
 
+_KIND_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "float": (int, float),
+    "int": (int,),
+    "dict": (dict,),
+    "list": (list, tuple),
+}
+
 
 def kind_fits(kind: str, value: Any) -> bool:
     """The Python type check of a value on an edge, without the JSON walk of
-    ``ParamType.accepts_value`` (values here come from JSON or were checked when produced)."""
-    if kind == "str":
-        return isinstance(value, str)
-    if kind == "float":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "dict":
-        return isinstance(value, dict)
-    return isinstance(value, list | tuple)
+    ``ParamType.accepts_value`` (values here come from JSON or were checked when produced).
+    A bool is only a bool (Python's bool is an int), and a float takes an int."""
+    if value is True or value is False:
+        return kind == "bool"
+    return isinstance(value, _KIND_TYPES.get(kind, (list, tuple)))
 
 
 Getter = Callable[[EventState], Any]
@@ -170,21 +171,25 @@ class Step(Gate):
     def __post_init__(self) -> None:
         super().__post_init__()
         types = {p.name: p.type for p in self.stage.inputs}
-        self.getters: list[tuple[str, Getter, ParamType | None]] = []
+        self.types = types
+        # (argument, getter, the kind to check or None): a constant was checked at compile time
+        self.getters: list[tuple[str, Getter, str | None]] = []
         for name, value in self.task.arguments:
             if isinstance(value, ir.Constant):
                 self.getters.append((name, _constant_getter(value.text, types.get(name)), None))
             else:
-                self.getters.append((name, value_getter(value), types.get(name)))
+                declared = types.get(name)
+                self.getters.append((name, value_getter(value), declared and declared.kind))
 
     def arguments(self, event: EventState) -> dict[str, Any]:
         arguments: dict[str, Any] = {}
-        for name, getter, param_type in self.getters:
+        for name, getter, kind in self.getters:
             value = getter(event)
-            if param_type is not None and not kind_fits(param_type.kind, value):
-                raise BadInput(f"input {name!r} is not a {param_type}")
-            if param_type is not None and param_type.kind == "float" and isinstance(value, int):
-                value = float(value)
+            if kind is not None:
+                if not kind_fits(kind, value):
+                    raise BadInput(f"input {name!r} is not a {self.types[name]}")
+                if kind == "float" and value.__class__ is int:
+                    value = float(value)
             arguments[name] = value
         return arguments
 
