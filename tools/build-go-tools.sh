@@ -42,7 +42,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 bin_dir="$root/.tools/bin"
-all_tools=(argo-lint argo-events-lint kustomize kube-score etcd kube-apiserver argo-workflow-controller argoexec)
+all_tools=(argo-lint argo-events-lint kustomize kube-score etcd kube-apiserver argo-workflow-controller argoexec argo-events nats-server kube-controller-manager)
 force=0
 tools=()
 
@@ -87,6 +87,8 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 version_of() {
     case "$1" in
         kustomize | kube-score | argo-workflow-controller | argoexec) "$2" version ;;
+        # argo-events has no version command: the module version its build records
+        argo-events) go version -m "$2" | awk '$2 == "github.com/argoproj/argo-events" { print $2, $3 }' ;;
         *) "$2" --version ;;
     esac
 }

@@ -31,6 +31,7 @@ from typing import Any, Self, cast
 
 from rtflow.testing.control_plane import ControlPlane, ControlPlaneUnavailable, default_bin_dir
 from rtflow.testing.netns import NetworkNamespace
+from rtflow.testing.pod_network import PodNetworks
 from rtflow.testing.pod_runner import Image, PodRunner
 from rtflow.testing.workflow_controller import WorkflowController, service_account_token
 
@@ -38,7 +39,9 @@ ARGOEXEC_IMAGE = "quay.io/argoproj/argoexec"
 
 
 class ExecutionPlane:
-    """Controller + pod runner for ``namespace`` (see the module docstring)."""
+    """Controller + pod runner for ``namespace`` (see the module docstring); with
+    ``networks``, each pod runs in a network namespace of its own
+    (:mod:`rtflow.testing.pod_network`) instead of the controller's."""
 
     def __init__(
         self,
@@ -49,8 +52,10 @@ class ExecutionPlane:
         controller_config: dict[str, str] | None = None,
         controller_env: dict[str, str] | None = None,
         work_dir: Path | None = None,
+        networks: PodNetworks | None = None,
     ) -> None:
         self.plane = plane
+        self.networks = networks
         self.namespace = namespace
         self.images = dict(images)
         self.controller_config = controller_config
@@ -85,7 +90,12 @@ class ExecutionPlane:
             self.plane.apply([{"apiVersion": "v1", "kind": "Namespace",
                                "metadata": {"name": self.namespace}}])  # fmt: skip
             self.runner = PodRunner(
-                self.plane, self.netns, self.namespace, images, self.work_dir / "pods"
+                self.plane,
+                self.netns,
+                self.namespace,
+                images,
+                self.work_dir / "pods",
+                networks=self.networks,
             ).start()
         except BaseException:
             self.close()

@@ -36,6 +36,7 @@ import signal
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
@@ -133,19 +134,51 @@ class NetworkNamespace:
         if isinstance(result, BaseException):
             raise result
         self._listeners.append(result)
+        dial = lambda: socket.create_connection(target, timeout=10)  # noqa: E731
         threading.Thread(
-            target=self._accept, args=(result, target), name=f"{self.name}-bridge-{port}",
+            target=self._accept, args=(result, dial), name=f"{self.name}-bridge-{port}",
             daemon=True,
         ).start()  # fmt: skip
 
-    def _accept(self, listener: socket.socket, target: tuple[str, int]) -> None:
+    def forward_in(self, port: int, *, host: str = "127.0.0.1") -> int:
+        """The other way, as ``kubectl port-forward`` does: listen on a free port of the root
+        namespace's 127.0.0.1 and forward every connection to ``host:port`` inside; returns
+        the port outside. The socket that dials inside is made by a short-lived thread that
+        joins the namespace first, as :meth:`bridge` makes its listener."""
+        listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self._listeners.append(listener)
+        threading.Thread(
+            target=self._accept, args=(listener, lambda: self._dial_inside((host, port))),
+            name=f"{self.name}-forward-{port}", daemon=True,
+        ).start()  # fmt: skip
+        return int(listener.getsockname()[1])
+
+    def _dial_inside(self, target: tuple[str, int]) -> socket.socket:
+        made: list[socket.socket | BaseException] = []
+
+        def dial() -> None:
+            try:
+                _setns(self.path)  # this thread only; it ends right after
+                made.append(socket.create_connection(target, timeout=10))
+            except BaseException as exc:  # handed to the caller
+                made.append(exc)
+
+        dialer = threading.Thread(target=dial, name=f"{self.name}-dial")
+        dialer.start()
+        dialer.join()
+        (result,) = made
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _accept(self, listener: socket.socket, connect: Callable[[], socket.socket]) -> None:
         while True:
             try:
                 inside, _ = listener.accept()
             except OSError:  # closed
                 return
             try:
-                outside = socket.create_connection(target, timeout=10)
+                outside = connect()
             except OSError:
                 inside.close()
                 continue

@@ -13,7 +13,8 @@ and plays the kubelet's part, and only that part:
   status), tried again each second, as a kubelet retries a mount;
 - **containers**: the init containers in order, then the containers together, each as a
   process (:mod:`rtflow.testing.pod_sandbox`) in the pod network namespace (the one the
-  workflow-controller runs in, reaching the API server through its bridge) and a mount
+  workflow-controller runs in, reaching the API server through its bridge; or, given
+  :class:`~rtflow.testing.pod_network.PodNetworks`, a namespace of the pod's own) and a mount
   namespace of its own, chrooted to a bind of this machine's ``/`` with the pod's volumes
   mounted at their mount paths; the container's
   ``env`` (values, ``fieldRef``, ``secretKeyRef``, ``configMapKeyRef``) plus the
@@ -65,6 +66,7 @@ from typing import Any, Self
 
 from rtflow.testing.control_plane import ControlPlane
 from rtflow.testing.netns import NetworkNamespace
+from rtflow.testing.pod_network import PodNetworks
 
 PR_SET_PDEATHSIG = 1
 
@@ -77,11 +79,14 @@ class Image:
     (a folder of this machine -> where the image holds it, read-only, at a path this machine
     does not have, such as ``/rtflow-image/venv``). Binds are what an image brings with it: a
     pod's volume on ``/tmp`` (rtflow's stage containers have one) would hide a virtualenv or a
-    checkout that lives under this machine's ``/tmp``, as a CI clone does."""
+    checkout that lives under this machine's ``/tmp``, as a CI clone does. ``entrypoint`` is
+    the image's ENTRYPOINT: what runs, before the container's ``args``, for a container with
+    no ``command`` (Argo Events' pods name only their subcommand)."""
 
     env: Mapping[str, str] = field(default_factory=dict)
     commands: Mapping[str, Sequence[str]] = field(default_factory=dict)
     binds: Mapping[str, str] = field(default_factory=dict)
+    entrypoint: Sequence[str] = ()
 
 
 def repository(image: str) -> str:
@@ -115,9 +120,11 @@ class PodRunner:
         namespace: str,
         images: Mapping[str, Image],
         work_dir: Path,
+        networks: PodNetworks | None = None,
     ) -> None:
         self.plane = plane
         self.netns = netns
+        self.networks = networks
         self.namespace = namespace
         self.images = dict(images)
         self.work_dir = work_dir
@@ -152,7 +159,12 @@ class PodRunner:
         if self._watcher is not None:
             self._watcher.join(10)
         for pod in pods:
-            _release(pod)
+            self._release(pod)
+
+    def _release(self, pod: _Pod) -> None:
+        _release(pod)
+        if self.networks is not None:
+            self.networks.release(pod.uid)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -198,7 +210,7 @@ class PodRunner:
                 if known is not None and not known.deleted.is_set():
                     known.deleted.set()
                     _kill_all(known)
-                    threading.Thread(target=_release, args=(known,), daemon=True).start()
+                    threading.Thread(target=self._release, args=(known,), daemon=True).start()
                 return
             if known is not None or pod.status.phase not in (None, "Pending"):
                 return
@@ -325,7 +337,7 @@ class PodRunner:
         self, pod: Any, state: _Pod, container: Any, volumes: dict[str, Path]
     ) -> subprocess.Popen[bytes]:
         image = self.images[repository(container.image)]
-        argv = [*(container.command or []), *(container.args or [])]
+        argv = [*(container.command or image.entrypoint), *(container.args or [])]
         if not argv:
             raise RuntimeError(f"{container.name}: no command, and the image's is not known")
         argv = _stand_in(argv, image)
@@ -346,9 +358,10 @@ class PodRunner:
              "env": env, "cwd": container.working_dir or "/"}
         ))  # fmt: skip
         log = (state.folder / f"{container.name}.log").open("ab")
+        netns = self.netns if self.networks is None else self.networks.for_pod(state.uid)
         with log:
             proc = subprocess.Popen(
-                [*self.netns.exec_prefix(), sys.executable, "-m", "rtflow.testing.pod_sandbox",
+                [*netns.exec_prefix(), sys.executable, "-m", "rtflow.testing.pod_sandbox",
                  str(spec_file)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env={"PATH": os.environ.get("PATH", ""),

@@ -43,28 +43,72 @@ def _check(result: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _mount(source: str | None, target: str, fstype: str | None, flags: int) -> None:
+def _mount(
+    source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
+) -> None:
     _check(
         _libc.mount(
             source.encode() if source else None,
             target.encode(),
             fstype.encode() if fstype else None,
             flags,
-            None,
+            data.encode() if data else None,
         ),
         f"mount {source} on {target}",
     )
 
 
-def _root(new_root: Path) -> set[str]:
+def _overlaid(targets: list[str]) -> set[str]:
+    """The top-level folders of this machine below which a mount target does not exist (and
+    is not inside another of the pod's mounts): ``/etc/argo-events``, where Argo Events'
+    controller reads its ConfigMap. An image would have the folder, or the runtime would make
+    it in the container's own root file system; here that folder is this machine's."""
+    resolved = [Path(os.path.realpath(t)) for t in targets]
+    wanted = set()
+    for target in resolved:
+        if target.exists() or len(target.parts) < 3 or target.parts[1] == "run":
+            continue
+        if any(target != other and target.is_relative_to(other) for other in resolved):
+            continue
+        top = Path("/") / target.parts[1]
+        if top.is_dir() and not top.is_symlink():
+            wanted.add(target.parts[1])
+    return wanted
+
+
+def _overlay(entry: str, target: Path, scratch: Path) -> None:
+    """``/entry`` at ``target`` as an overlay whose writes go to ``scratch`` (the container's
+    own folder), never to this machine; the mounts below ``/entry`` (``ip netns exec``'s
+    ``/etc/hosts``) bound again on top, as a recursive bind would carry them."""
+    upper, work = scratch / entry / "upper", scratch / entry / "work"
+    upper.mkdir(parents=True)
+    work.mkdir(parents=True)
+    _mount("overlay", str(target), "overlay", 0,
+           f"lowerdir=/{entry},upperdir={upper},workdir={work}")  # fmt: skip
+    with open("/proc/self/mountinfo") as info:
+        points = [line.split()[4].encode().decode("unicode_escape") for line in info]
+    for point in sorted(set(points), key=lambda p: len(Path(p).parts)):
+        below = Path(point)
+        if below.is_relative_to(f"/{entry}") and below != Path(f"/{entry}"):
+            inside = target / below.relative_to(f"/{entry}")
+            if inside.exists():
+                _mount(point, str(inside), None, MS_BIND | MS_REC)
+
+
+def _root(new_root: Path, overlaid: set[str] | None = None) -> set[str]:
     """``new_root`` as this machine's root file system: each top-level folder bound into it
-    (recursively), each top-level link copied; ``/run`` a fresh tmpfs. Returns the names of
-    the top-level entries that are this machine's (a mount target below one must exist)."""
+    (recursively), or overlaid (:func:`_overlay`) for those in ``overlaid``, each top-level
+    link copied; ``/run`` a fresh tmpfs. Returns the names of the top-level entries that are
+    this machine's (a mount target below one must exist)."""
     host = set()
     new_root.mkdir(parents=True, exist_ok=True)
     for entry in sorted(os.listdir("/")):
         source, target = Path("/") / entry, new_root / entry
         if entry == "run" or target.exists() or target.is_symlink():
+            continue
+        if entry in (overlaid or set()) and source.is_dir() and not source.is_symlink():
+            target.mkdir()
+            _overlay(entry, target, new_root.parent / f"{new_root.name}.overlay")
             continue
         host.add(entry)
         if source.is_symlink():
@@ -85,7 +129,7 @@ def enter(new_root: Path, mounts: list[tuple[str, str, bool]]) -> None:
     opened = [
         (os.open(src, os.O_PATH), Path(src).is_dir(), Path(dst), ro) for src, dst, ro in mounts
     ]
-    host = _root(new_root)
+    host = _root(new_root, _overlaid([dst for _, dst, _ in mounts]))
     os.chroot(new_root)
     os.chdir("/")
     mounted: list[Path] = []
