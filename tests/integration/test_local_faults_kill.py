@@ -90,7 +90,14 @@ def test_the_fraud_run_killed_twenty_times_loses_nothing_and_redoes_only_what_wa
     rng.shuffle(kills)
     ok, letters = TopicReader(kafka_broker, results), TopicReader(kafka_broker, dead)
     seen: set[str] = set()
-    redone: list[tuple[str, int]] = []  # (the signal of the run before, events it redid)
+    # Which run wrote each event last, and how many of each run's events a later run wrote
+    # again: a redo is charged to the run whose work was redone (the one that stopped without
+    # committing it), not to whichever run happened to stop just before. A SIGTERMed run that
+    # never reached one partition leaves that partition's backlog to a later run, and that
+    # backlog is its SIGKILLed predecessor's.
+    last_writer: dict[str, int] = {}
+    redone_of: dict[int, int] = {}
+    stopped_by: dict[int, str] = {}
     started = time.monotonic()
 
     counted = [0, 0]  # messages of (ok, letters) already accounted for
@@ -102,18 +109,26 @@ def test_the_fraud_run_killed_twenty_times_loses_nothing_and_redoes_only_what_wa
         counted[:] = [len(ok.messages), len(letters.messages)]
         return ids
 
-    def account(before: int | None, ids: list[str]) -> None:
-        """Count what this run redid, against the last run that wrote anything (a run stopped
-        before it had its partitions did nothing, so the redo is its predecessor's)."""
-        again = [i for i in ids if i in seen] + [i for i in set(ids) if ids.count(i) > 1]
-        if before is not None and ids:
-            redone.append((signal.Signals(before).name, len(again)))
+    def account(run: int, previous: int | None, ids: list[str]) -> None:
+        """Charge each event written again to the run that wrote it before. An event twice
+        among one run's own outputs is a killed predecessor's write that reached the broker
+        after it died, then this run's redo of it: charged to that predecessor."""
+        here: set[str] = set()
+        for event in ids:
+            if event in here:
+                if previous is not None:
+                    redone_of[previous] = redone_of.get(previous, 0) + 1
+                continue
+            here.add(event)
+            if event in last_writer:
+                redone_of[last_writer[event]] = redone_of.get(last_writer[event], 0) + 1
+            last_writer[event] = run
         seen.update(ids)
 
     clis: list[Cli] = []
     early_sigterms: list[int] = []
     try:
-        previous: int | None = None
+        previous: int | None = None  # the last run that wrote anything
         for k, sig in enumerate(kills):
             cli = Cli(str(FRAUD), args, cli_env(kafka_broker), tmp_path / f"run-{k}.log").start()
             clis.append(cli)
@@ -144,16 +159,17 @@ def test_the_fraud_run_killed_twenty_times_loses_nothing_and_redoes_only_what_wa
             left = wait_gone(cli.seen, triton_ports(cli.seen), timeout=30)
             assert left == [], f"run {k} ({sig.name}) left {left}: {cli.seen}"
             ids = new_ids()
-            account(previous, ids)
-            if ids or previous is None:
-                previous = sig
+            account(k, previous, ids)
+            stopped_by[k] = sig.name
+            if ids:
+                previous = k
         # the last run reads to the end
         last = Cli(str(FRAUD), [*args, "--idle-timeout", "8"], cli_env(kafka_broker),
                    tmp_path / "last.log").start()  # fmt: skip
         clis.append(last)
         assert last.wait(300) == 1, last.output()[-2000:]  # the invalid events are dead letters
         assert wait_gone(last.watch(), [], timeout=30) == []
-        account(previous, new_ids())
+        account(KILLS, previous, new_ids())
     finally:
         ok.close()
         letters.close()
@@ -163,10 +179,12 @@ def test_the_fraud_run_killed_twenty_times_loses_nothing_and_redoes_only_what_wa
     missing = must_appear - seen
     assert not missing, f"{len(missing)} events never processed, e.g. {sorted(missing)[:3]}"
     assert seen <= set(drops)
-    print(f"\n{KILLS} kills in {elapsed:.0f} s; redone after each: {redone}; "
-          f"SIGTERM before the handler: runs {early_sigterms}")  # fmt: skip
-    for before, count_again in redone:
-        if before == "SIGTERM":
+    redone = [(k, stopped_by[k], redone_of.get(k, 0)) for k in sorted(stopped_by)]
+    print(f"\n{KILLS} kills in {elapsed:.0f} s; (run, signal, its events redone later): "
+          f"{redone}; SIGTERM before the handler: runs {early_sigterms}")  # fmt: skip
+    assert redone_of.get(KILLS, 0) == 0, "nothing runs after the last run"
+    for _run, stopped, count_again in redone:
+        if stopped == "SIGTERM":
             assert count_again == 0, redone  # drained and committed: nothing to redo
         else:
             assert count_again <= WINDOW, redone  # only what was read and not committed
