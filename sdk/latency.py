@@ -11,11 +11,27 @@ asynchronous by the pipeline's own design.
 
 The stream plane's figures are measured (BENCHMARKS.md, "Stream plane": the fraud hot path,
 exactly once at 20,000 events/s on 2 shared cores, p50 24-27 ms); the estimate is a typical
-(p50-like) latency, so a budget at or under it cannot be met. The workflow plane's figures are
-not measured on this project's machine, which runs no cluster: they are the order of magnitude
-of Argo's own mechanics on a cluster with cached images (an EventBus hop and a Sensor, the
-workflow controller picking the Workflow up, a pod per step), deliberately on the low side, so
-that a path the check refuses is refused for a good reason.
+(p50-like) latency, so a budget at or under it cannot be met.
+
+The workflow plane's figures are measured too, on Argo's real workflow-controller (v4.1.4, its
+default configuration) running the fraud example here (BENCHMARKS.md, "Control plane";
+tests/integration/test_execution_tier.py; its pods are local processes, rtflow.testing.
+pod_runner playing the kubelet). What sets them is the controller's work queue, not the pods:
+every event that concerns a Workflow (a pod's update, a WorkflowTaskResult, a WorkflowTaskSet,
+the controller's own write of the Workflow) re-queues it through a rate limiter that answers
+``DEFAULT_REQUEUE_TIME`` for every item (workflow/controller/rate_limiters.go,
+``fixedItemIntervalRateLimiter``; controller.go, ``enqueueWfFromPodLabel`` and the informers'
+``AddRateLimited``): after the pass that creates a step's pod, the next pass comes one requeue
+time (10 s by default) later, and that is when the controller sees the pod ended and creates
+the next step's. So a step another step waits for costs a requeue time (its pod, a few seconds,
+runs inside it: measured 10 s a step); an http step costs three (30 s measured): Argo's agent
+reports its answer on its patch ticker (``ARGO_AGENT_PATCH_RATE``, the requeue time by
+default), the WorkflowTaskSet's update re-queues the Workflow, and the DAG sees the node one
+pass later (operator.go runs ``taskSetReconciliation`` after the template's execution). The
+step that ends a path has done its work when its container ends: it costs its pod's run. A
+controller run with a lower ``DEFAULT_REQUEUE_TIME`` (Argo's comment suggests 2 s as the low
+end) passes steps faster; the model assumes Argo's default, what a cluster runs unless told.
+The EventBus hop and the Sensor are not measured here yet (order of magnitude).
 """
 
 from __future__ import annotations
@@ -41,17 +57,22 @@ COMMIT_MS = 4.0
 """A transaction's commit (exactly once), mean, its flush overlapping the offsets' round trips:
 records become visible when it ends."""
 
-# -- the workflow plane (Argo's mechanics on a cluster; not measured here) ----------------------
+# -- the workflow plane (measured: BENCHMARKS.md, "Control plane"; see the module docstring) ----
 SENSOR_MS = 50.0
-"""The EventSource publishing to the EventBus and the Sensor evaluating and acting."""
-WORKFLOW_START_MS = 1000.0
-"""The workflow controller taking a new Workflow from its queue to its first pod created."""
-POD_STEP_MS = 2000.0
-"""A step that runs in a pod of its own: scheduled, started from a cached image, run, its
-outputs read back by the controller."""
-HTTP_STEP_MS = 1000.0
-"""An http step (Triton's REST endpoint): the Argo agent's pod is started for the Workflow's
-first one; the request itself is milliseconds."""
+"""The EventSource publishing to the EventBus and the Sensor evaluating and acting (not
+measured yet: an order of magnitude)."""
+WORKFLOW_START_MS = 1500.0
+"""The workflow controller taking a new Workflow (no delay: a new one is not rate limited) to
+its first pod created: 1.4-1.6 s measured."""
+REQUEUE_MS = 10_000.0
+"""Argo's ``DEFAULT_REQUEUE_TIME``: the controller sees a step's end at its next pass, this long
+after the pass that started it (measured: 10 s a step, each step of the fraud example)."""
+POD_RUN_MS = 3000.0
+"""A step's pod from its creation to its container's end (argoexec's init, the stage, its wait
+reporting the outputs): 2-4 s measured, median 3 s; the last step of a path costs this."""
+HTTP_PASSES = 3
+"""Requeue times an http step costs when another step waits for it (30 s measured): the
+agent's patch ticker, the WorkflowTaskSet's requeue, the DAG's next pass."""
 
 Plane = Literal["stream", "workflow"]
 
@@ -126,16 +147,22 @@ def _queue_delay_ms(pipeline: ir.Pipeline, inference: ir.Inference) -> float:
     return 0.0
 
 
-def _task_terms(pipeline: ir.Pipeline, task: ir.Task, plane: Plane) -> list[Term]:
+def _task_terms(pipeline: ir.Pipeline, task: ir.Task, plane: Plane, *, waited: bool) -> list[Term]:
+    """The task's cost on its plane; on the workflow plane, ``waited`` (another step of the
+    path waits for it) adds the controller's passes until it sees the step's end."""
     stage = pipeline.stage(task.stage)
     if plane == "stream":
         if stage.inference is not None:
             delay = _queue_delay_ms(pipeline, stage.inference)
             return [Term(f"{task.name}: Triton request", TRITON_REQUEST_MS + delay)]
         return [Term(f"{task.name}: stage over the batch", FUNCTION_STAGE_MS)]
+    if not waited:  # its work is done when its pod (the agent's, for an http step) ends
+        return [Term(f"{task.name}: pod", POD_RUN_MS)]
     if stage.inference is not None:
-        return [Term(f"{task.name}: http step", HTTP_STEP_MS)]
-    return [Term(f"{task.name}: pod", POD_STEP_MS)]
+        return [Term(f"{task.name}: http step, {HTTP_PASSES} controller passes",
+                     HTTP_PASSES * REQUEUE_MS)]  # fmt: skip
+    return [Term(f"{task.name}: pod, seen at the controller's next pass",
+                 max(REQUEUE_MS, POD_RUN_MS))]  # fmt: skip
 
 
 def _stream_entry(stream: ir.StreamPlane, label: str) -> list[Term]:
@@ -162,7 +189,7 @@ def estimate_path(pipeline: ir.Pipeline, tasks: list[ir.Task]) -> PathEstimate:
     approvals = [t.name for t in tasks if pipeline.stage(t.stage).kind == "approval"]
     terms: list[Term] = []
     previous: Plane | None = None
-    for task, plane in zip(tasks, planes, strict=True):
+    for at, (task, plane) in enumerate(zip(tasks, planes, strict=True)):
         if plane == "stream":
             assert stream is not None
             if previous is None or task.name in stream.hops:
@@ -178,7 +205,7 @@ def estimate_path(pipeline: ir.Pipeline, tasks: list[ir.Task]) -> PathEstimate:
                 Term("EventSource + Sensor", SENSOR_MS),
                 Term("Workflow start", WORKFLOW_START_MS),
             ]
-        terms += _task_terms(pipeline, task, plane)
+        terms += _task_terms(pipeline, task, plane, waited=at < len(tasks) - 1)
         previous = plane
     if previous == "stream":
         assert stream is not None
@@ -199,7 +226,10 @@ def estimates(pipeline: ir.Pipeline) -> list[PathEstimate]:
     hot = set(stream.hot_tasks) if stream is not None else set()
     cost = {
         t.name: sum(
-            x.ms for x in _task_terms(pipeline, t, "stream" if t.name in hot else "workflow")
+            x.ms
+            for x in _task_terms(
+                pipeline, t, "stream" if t.name in hot else "workflow", waited=True
+            )
         )
         for t in pipeline.tasks
     }
