@@ -24,6 +24,14 @@
 #   argoexec          Argo Workflows' executor (tools/argoexec: upstream's cmd/argoexec, same
 #                     release): the init, wait, emissary and agent commands of the workflow
 #                     pods, which rtflow.testing.pod_runner runs as processes
+#   argo-events       Argo Events' single binary (tools/argo-events: upstream's cmd, v1.9.11 as
+#                     argo-events-lint, same go.sum): its controller, eventsource-service and
+#                     sensor-service run in the events tier's pods (rtflow.testing.events)
+#   nats-server       NATS with JetStream (tools/nats-server: v2.10.29, the release Argo Events
+#                     runs for a JetStream EventBus): the events tier's EventBus
+#   kube-controller-manager
+#                     (tools/kube-controller-manager: kube-apiserver's pins, its main package);
+#                     the events tier runs its deployment and replicaset controllers
 #
 # Usage: tools/build-go-tools.sh [--force] [TOOL...]   (no TOOL: all of them)
 #
@@ -50,7 +58,7 @@ for arg in "$@"; do
     case "$arg" in
         --force) force=1 ;;
         -h | --help)
-            sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,44p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         -*)
