@@ -185,7 +185,7 @@ def worker_profile(ports: Sequence[int]) -> dict[str, float]:
         except OSError:
             continue
         for key, value in values.items():
-            if key.endswith("_sum{}") or "_sum{" in key or "_count{" in key:
+            if key.endswith("_sum{}") or "_sum{" in key or "_count{" in key or "_bucket{" in key:
                 sums[key] = sums.get(key, 0.0) + value
     profile: dict[str, float] = {}
     for key, total in sums.items():
@@ -198,6 +198,20 @@ def worker_profile(ports: Sequence[int]) -> dict[str, float]:
         label = key.split("{", 1)[1].rstrip("}")
         scale = 1.0 if "events" in name or "rows" in name else 1000.0
         profile[f"{name}{'[' + label + ']' if label else ''}"] = total / count * scale
+    # The bucket a quantile falls in (an upper bound, in ms), for the two waits a latency is
+    # made of on the worker's side: send -> processed, and the commit that makes it visible.
+    for name in ("event_latency_seconds", "commit_seconds"):
+        buckets: dict[float, float] = {}
+        for key, value in sums.items():
+            if key.startswith(f"rtflow_stream_{name}_bucket{{le="):
+                bound = float(key.split("le=", 1)[1].rstrip("}"))
+                buckets[bound] = buckets.get(bound, 0.0) + value
+        if not buckets or not buckets.get(float("inf")):
+            continue
+        total = buckets[float("inf")]
+        for q in (0.5, 0.99):
+            bound = min(b for b, c in buckets.items() if c >= q * total)
+            profile[f"{name.removesuffix('_seconds')}_p{int(q * 100)}_at_most"] = bound * 1000.0
     return profile
 
 
