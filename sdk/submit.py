@@ -374,7 +374,7 @@ def moved_subjects(
 
 
 class _Phases:
-    """The phases seen, each reported once as it changes."""
+    """The phases seen, each reported once as it changes; Failed and Error with why."""
 
     def __init__(self, report: Callable[[str], None]) -> None:
         self.report = report
@@ -383,9 +383,25 @@ class _Phases:
     def seen(self, workflow: Mapping[str, Any]) -> str:
         phase = str((workflow.get("status") or {}).get("phase") or "Pending")
         if phase != self.last:
-            self.report(phase)
+            why = failure(workflow) if phase in ("Failed", "Error") else ""
+            self.report(f"{phase}: {why}" if why else phase)
             self.last = phase
         return phase
+
+
+def failure(workflow: Mapping[str, Any]) -> str:
+    """Why a Workflow failed, in one line: the controller's message, then each failed step
+    (a pod or an http call) with its own, as ``argo get`` lists them."""
+    status = workflow.get("status") or {}
+    steps = sorted(
+        (str(n.get("startedAt") or ""), str(n.get("displayName") or n.get("name") or ""),
+         str(n.get("message") or n.get("phase")))
+        for n in (status.get("nodes") or {}).values()
+        if n.get("type") in ("Pod", "HTTP") and n.get("phase") in ("Failed", "Error")
+    )  # fmt: skip
+    parts = [str(status.get("message") or ""), *(f"{name}: {why}" for _, name, why in steps)]
+    text = "; ".join(p for p in parts if p)
+    return _one_line(text, 300) if text.strip() else ""
 
 
 # -- the Argo Server ----------------------------------------------------------------------------

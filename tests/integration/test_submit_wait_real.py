@@ -97,7 +97,8 @@ def submit_wait(
 
 
 def progress(result: subprocess.CompletedProcess[str]) -> tuple[str, list[str]]:
-    """The Workflow's name and the phases ``--wait`` printed for it, in order."""
+    """The Workflow's name and the progress ``--wait`` printed for it, in order: each phase,
+    Failed and Error with why (``Failed: <the controller's message>; <step>: <its own>``)."""
     (submitted,) = [
         line for line in result.stderr.splitlines() if line.startswith("rtflow: submitted ")
     ]
@@ -131,11 +132,13 @@ def test_wait_exits_0_when_the_controller_runs_the_workflow_to_succeeded(
 
 def test_wait_exits_1_when_a_stage_fails(execution: ExecutionPlane, tmp_path: Path) -> None:
     """A ticket that is not an object: classify's runtime exits 65 (a bad input), no retry is
-    compiled for it, the controller fails the Workflow; submit says so and exits 1."""
+    compiled for it, the controller fails the Workflow; submit says so, and which step, and
+    exits 1."""
     result = submit_wait(execution.plane, tmp_path, [1])
     assert result.returncode == 1, result.stderr
     name, phases = progress(result)
-    assert phases[-1] == "Failed" and phases[-2] == "Running", phases
+    assert phases[-2] == "Running", phases
+    assert phases[-1] == "Failed: classify: main: Error (exit code 65)", phases
     assert json.loads(result.stdout) == {"namespace": NAMESPACE, "name": name, "phase": "Failed"}
     wf = execution.workflow(name)
     assert wf["status"]["phase"] == "Failed", _nodes(wf)
@@ -161,11 +164,11 @@ def test_wait_exits_1_when_the_controller_errors_the_workflow(
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
     name, phases = progress(result)
-    assert phases[-1] == "Error", phases
+    assert phases[-1] == 'Error: workflowtemplates.argoproj.io "ingest" not found', phases
     assert result.stdout.strip() == name
     wf = execution.workflow(name)
     assert wf["status"]["phase"] == "Error"
-    assert 'workflowtemplates.argoproj.io "ingest" not found' in wf["status"]["message"]
+    assert wf["status"]["message"] == 'workflowtemplates.argoproj.io "ingest" not found'
 
 
 def _nodes(wf: dict[str, Any]) -> dict[str, str]:
