@@ -3,7 +3,11 @@
 Submodules:
 
 * :mod:`rtflow.gpu.pools`: GPU node pools and pod placement (node selectors, tolerations, MIG).
-* :mod:`rtflow.gpu.models`: Triton model declarations and model-repository locations.
+* :mod:`rtflow.gpu.models`: a Triton model declaration, checked once (``triton_model``).
+* :mod:`rtflow.gpu.tensors`: a model's input and output tensors and Triton data types.
+* :mod:`rtflow.gpu.scheduling`: queue policy, dynamic batching, instance groups, version policy,
+  warm-up.
+* :mod:`rtflow.gpu.repository`: where a model repository lives; a model's version folders.
 * :mod:`rtflow.gpu.config`: ``config.pbtxt`` (jinja2) and the model-repository layout.
 * :mod:`rtflow.gpu.serving`: a Triton server declaration and its Kubernetes objects.
 * :mod:`rtflow.gpu.kserve`: the KServe v2 JSON request body and response parser.
@@ -22,19 +26,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rtflow.gpu.config import render_config, repository_layout, write_repository
     from rtflow.gpu.kserve import infer_request, parse_infer_response
-    from rtflow.gpu.models import (
+    from rtflow.gpu.models import TritonModel, triton_model
+    from rtflow.gpu.pools import GpuPool, Toleration, gpu_pool, placement
+    from rtflow.gpu.repository import model_repository
+    from rtflow.gpu.scheduling import (
         DynamicBatching,
         InstanceGroup,
         QueuePolicy,
-        Tensor,
-        TritonModel,
         VersionPolicy,
         Warmup,
-        model_repository,
-        triton_model,
     )
-    from rtflow.gpu.pools import GpuPool, Toleration, gpu_pool, placement
     from rtflow.gpu.serving import Autoscaling, TritonServing, serving_manifests, triton_serving
+    from rtflow.gpu.tensors import Tensor
 
 _EXPORTS = {
     "render_config": "config",
@@ -42,14 +45,14 @@ _EXPORTS = {
     "write_repository": "config",
     "infer_request": "kserve",
     "parse_infer_response": "kserve",
-    "DynamicBatching": "models",
-    "InstanceGroup": "models",
-    "QueuePolicy": "models",
-    "Tensor": "models",
+    "DynamicBatching": "scheduling",
+    "InstanceGroup": "scheduling",
+    "QueuePolicy": "scheduling",
+    "Tensor": "tensors",
     "TritonModel": "models",
-    "VersionPolicy": "models",
-    "Warmup": "models",
-    "model_repository": "models",
+    "VersionPolicy": "scheduling",
+    "Warmup": "scheduling",
+    "model_repository": "repository",
     "triton_model": "models",
     "GpuPool": "pools",
     "Toleration": "pools",

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from rtflow.errors import DefinitionError, RtflowError
-from rtflow.gpu.models import Tensor, TritonModel
+from rtflow.gpu.models import TritonModel
+from rtflow.gpu.tensors import Tensor
 
 __all__ = [
     "KSERVE_DATATYPES",

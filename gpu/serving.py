@@ -32,8 +32,9 @@ from rtflow.errors import DefinitionError
 from rtflow.generators import labels as label_keys
 from rtflow.generators import secret_files, security
 from rtflow.gpu import admin_api
-from rtflow.gpu.models import Repository, TritonModel
+from rtflow.gpu.models import TritonModel
 from rtflow.gpu.pools import GpuPool, placement
+from rtflow.gpu.repository import Repository
 from rtflow.names import check_dns1123_label, check_dns1123_subdomain, check_label
 from rtflow.quantity import check_quantity, parse_go_duration, parse_quantity
 from rtflow.stages import contract

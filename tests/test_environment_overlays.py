@@ -141,8 +141,9 @@ def test_stream_and_submit_take_one_environment() -> None:
 
 def test_a_model_the_pipeline_calls_cannot_be_left_out() -> None:
     import rtflow
-    from rtflow.gpu.models import Tensor, triton_model
+    from rtflow.gpu.models import triton_model
     from rtflow.gpu.serving import triton_serving
+    from rtflow.gpu.tensors import Tensor
 
     used = triton_model(
         "used",

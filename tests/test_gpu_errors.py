@@ -9,16 +9,10 @@ import pytest
 
 from rtflow.errors import DefinitionError
 from rtflow.gpu.kserve import infer_request
-from rtflow.gpu.models import (
-    DynamicBatching,
-    InstanceGroup,
-    QueuePolicy,
-    VersionPolicy,
-    Warmup,
-    model_repository,
-    triton_model,
-)
+from rtflow.gpu.models import triton_model
 from rtflow.gpu.pools import gpu_pool
+from rtflow.gpu.repository import model_repository
+from rtflow.gpu.scheduling import DynamicBatching, InstanceGroup, QueuePolicy, VersionPolicy, Warmup
 from rtflow.gpu.serving import Autoscaling, triton_serving
 
 

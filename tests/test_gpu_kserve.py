@@ -22,7 +22,8 @@ from rtflow.gpu.kserve import (
     infer_request_template,
     parse_infer_response,
 )
-from rtflow.gpu.models import DATA_TYPES, TritonModel, triton_model
+from rtflow.gpu.models import TritonModel, triton_model
+from rtflow.gpu.tensors import DATA_TYPES
 
 SCORER = triton_model(
     "fraud-scorer",

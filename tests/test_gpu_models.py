@@ -17,20 +17,10 @@ from tritonclient.grpc import model_config_pb2  # type: ignore[import-untyped, u
 
 from rtflow.errors import DefinitionError
 from rtflow.gpu.config import pb_string, render_config, repository_layout, write_repository
-from rtflow.gpu.models import (
-    DATA_TYPES,
-    DynamicBatching,
-    InstanceGroup,
-    QueuePolicy,
-    Tensor,
-    TritonModel,
-    VersionPolicy,
-    Warmup,
-    cpu_variant,
-    data_type,
-    model_repository,
-    triton_model,
-)
+from rtflow.gpu.models import TritonModel, cpu_variant, triton_model
+from rtflow.gpu.repository import model_repository
+from rtflow.gpu.scheduling import DynamicBatching, InstanceGroup, QueuePolicy, VersionPolicy, Warmup
+from rtflow.gpu.tensors import DATA_TYPES, Tensor, data_type
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "models"
 

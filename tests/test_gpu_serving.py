@@ -14,8 +14,10 @@ import kubernetes_validate
 import pytest
 
 from rtflow.errors import DefinitionError
-from rtflow.gpu.models import InstanceGroup, model_repository, triton_model
+from rtflow.gpu.models import triton_model
 from rtflow.gpu.pools import gpu_pool
+from rtflow.gpu.repository import model_repository
+from rtflow.gpu.scheduling import InstanceGroup
 from rtflow.gpu.serving import (
     HPA_METRICS,
     Autoscaling,

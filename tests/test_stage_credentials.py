@@ -254,8 +254,10 @@ def test_lint_accepts_a_cloud_repositorys_credentials_as_compiled(
 ) -> None:
     """The issue's case: a gs:// repository made compile emit GOOGLE_APPLICATION_CREDENTIALS,
     a path, that lint then flagged as an inline credential."""
-    from rtflow.gpu.models import Tensor, model_repository, triton_model
+    from rtflow.gpu.models import triton_model
+    from rtflow.gpu.repository import model_repository
     from rtflow.gpu.serving import triton_serving
+    from rtflow.gpu.tensors import Tensor
 
     uri = repository.pop("uri")
     model = triton_model(

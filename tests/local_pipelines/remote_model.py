@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import rtflow
-from rtflow.gpu.models import Tensor, model_repository, triton_model
+from rtflow.gpu.models import triton_model
+from rtflow.gpu.repository import model_repository
 from rtflow.gpu.serving import triton_image, triton_serving
+from rtflow.gpu.tensors import Tensor
 
 EDGE_RISK = triton_model(
     "edge-risk",

@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import rtflow
-from rtflow.gpu.models import InstanceGroup, Tensor, triton_model
+from rtflow.gpu.models import triton_model
+from rtflow.gpu.scheduling import InstanceGroup
 from rtflow.gpu.serving import triton_image, triton_serving
+from rtflow.gpu.tensors import Tensor
 
 RANKER = triton_model(
     "ranker",

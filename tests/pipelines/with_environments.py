@@ -7,9 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import rtflow
-from rtflow.gpu.models import InstanceGroup, Tensor, triton_model
+from rtflow.gpu.models import triton_model
 from rtflow.gpu.pools import gpu_pool
+from rtflow.gpu.scheduling import InstanceGroup
 from rtflow.gpu.serving import Autoscaling, triton_image, triton_serving
+from rtflow.gpu.tensors import Tensor
 
 L4 = gpu_pool("l4", product="NVIDIA-L4", cloud="gke", accelerator="nvidia-l4")
 A10 = gpu_pool("a10", product="NVIDIA-A10G", cloud="eks", accelerator="a10g")
