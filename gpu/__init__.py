@@ -9,7 +9,12 @@ Submodules:
   warm-up.
 * :mod:`rtflow.gpu.repository`: where a model repository lives; a model's version folders.
 * :mod:`rtflow.gpu.config`: ``config.pbtxt`` (jinja2) and the model-repository layout.
-* :mod:`rtflow.gpu.serving`: a Triton server declaration and its Kubernetes objects.
+* :mod:`rtflow.gpu.serving`: a Triton server's Kubernetes objects (``serving_manifests``), and
+  the public names of the four modules it is made of:
+* :mod:`rtflow.gpu.server`: a Triton server declaration, checked once (``triton_serving``).
+* :mod:`rtflow.gpu.server_pod`: the server's pod, Deployment, Service and PodDisruptionBudget.
+* :mod:`rtflow.gpu.autoscalers`: its HPA (and prometheus-adapter rules) or KEDA ScaledObject.
+* :mod:`rtflow.gpu.addresses`: which server serves a model, and its in-cluster addresses.
 * :mod:`rtflow.gpu.kserve`: the KServe v2 JSON request body and response parser.
 * :mod:`rtflow.gpu.client`: the gRPC request path (tritonclient).
 * :mod:`rtflow.gpu.triton_server`: a real local Triton (from the nvidia-pytriton wheel).
@@ -36,7 +41,8 @@ if TYPE_CHECKING:
         VersionPolicy,
         Warmup,
     )
-    from rtflow.gpu.serving import Autoscaling, TritonServing, serving_manifests, triton_serving
+    from rtflow.gpu.server import Autoscaling, TritonServing, triton_serving
+    from rtflow.gpu.serving import serving_manifests
     from rtflow.gpu.tensors import Tensor
 
 _EXPORTS = {
@@ -58,10 +64,10 @@ _EXPORTS = {
     "Toleration": "pools",
     "gpu_pool": "pools",
     "placement": "pools",
-    "Autoscaling": "serving",
-    "TritonServing": "serving",
+    "Autoscaling": "server",
+    "TritonServing": "server",
     "serving_manifests": "serving",
-    "triton_serving": "serving",
+    "triton_serving": "server",
 }
 
 __all__ = [

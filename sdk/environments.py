@@ -469,7 +469,7 @@ class _Checker:
                 fix="use server_resources={'fraud-triton': {'cpu': '1', 'memory': '2Gi'}}",
                 field=self.field("server_resources"),
             )
-        from rtflow.gpu.serving import server_resources
+        from rtflow.gpu.server import server_resources
 
         keys = ("cpu", "memory", "cpu_limit", "memory_limit")
         result = []

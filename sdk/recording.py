@@ -20,7 +20,7 @@ from rtflow.errors import DefinitionError, RtflowError
 
 if TYPE_CHECKING:
     from rtflow.gpu.models import TritonModel
-    from rtflow.gpu.serving import TritonServing
+    from rtflow.gpu.server import TritonServing
     from rtflow.options import Retry
     from rtflow.stage import StageDef
 

@@ -477,9 +477,10 @@ def _tensor_param(tensor: Any) -> ir.Param:
 
 def inference_ir(definition: InferenceDef, namespace: str | None) -> ir.Stage:
     """An inference step: the model's inputs as flat lists in, the KServe response out."""
+    from rtflow.gpu.addresses import infer_url
     from rtflow.gpu.kserve import infer_request_template
     from rtflow.gpu.models import TritonModel
-    from rtflow.gpu.serving import TritonServing, infer_url
+    from rtflow.gpu.server import TritonServing
 
     server = definition.server
     if not isinstance(server, TritonServing):
@@ -583,7 +584,7 @@ def _grpc_inference(
 ) -> ir.Stage:
     """The built-in Triton client stage as a function stage: url and model fixed by defaults,
     the tensors in one JSON object the task assembles from its upstream values."""
-    from rtflow.gpu.serving import grpc_address
+    from rtflow.gpu.addresses import grpc_address
     from rtflow.stages.builtin import image as builtin_image
 
     timeout = check_seconds(definition.timeout, field="timeout")

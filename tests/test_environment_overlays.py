@@ -142,7 +142,7 @@ def test_stream_and_submit_take_one_environment() -> None:
 def test_a_model_the_pipeline_calls_cannot_be_left_out() -> None:
     import rtflow
     from rtflow.gpu.models import triton_model
-    from rtflow.gpu.serving import triton_serving
+    from rtflow.gpu.server import triton_serving
     from rtflow.gpu.tensors import Tensor
 
     used = triton_model(

@@ -13,7 +13,7 @@ from rtflow.gpu.models import triton_model
 from rtflow.gpu.pools import gpu_pool
 from rtflow.gpu.repository import model_repository
 from rtflow.gpu.scheduling import DynamicBatching, InstanceGroup, QueuePolicy, VersionPolicy, Warmup
-from rtflow.gpu.serving import Autoscaling, triton_serving
+from rtflow.gpu.server import Autoscaling, triton_serving
 
 
 def model(**overrides: Any) -> Any:

@@ -14,27 +14,26 @@ import kubernetes_validate
 import pytest
 
 from rtflow.errors import DefinitionError
+from rtflow.gpu.addresses import (
+    grpc_address,
+    infer_url,
+    model_gpu_pool,
+    service_url,
+    serving_for_model,
+)
+from rtflow.gpu.autoscalers import (
+    HPA_METRICS,
+    horizontal_pod_autoscaler,
+    keda_scaled_object,
+    prometheus_adapter_rules,
+)
 from rtflow.gpu.models import triton_model
 from rtflow.gpu.pools import gpu_pool
 from rtflow.gpu.repository import model_repository
 from rtflow.gpu.scheduling import InstanceGroup
-from rtflow.gpu.serving import (
-    HPA_METRICS,
-    Autoscaling,
-    TritonServing,
-    deployment,
-    grpc_address,
-    horizontal_pod_autoscaler,
-    infer_url,
-    keda_scaled_object,
-    model_gpu_pool,
-    prometheus_adapter_rules,
-    service_url,
-    serving_for_model,
-    serving_manifests,
-    triton_image,
-    triton_serving,
-)
+from rtflow.gpu.server import Autoscaling, TritonServing, triton_image, triton_serving
+from rtflow.gpu.server_pod import deployment
+from rtflow.gpu.serving import serving_manifests
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "models"
 KUBERNETES_VERSIONS = ("1.29", kubernetes_validate.utils.latest_version())
@@ -487,7 +486,7 @@ def test_each_inference_step_finds_the_server_of_its_model() -> None:
 
 def test_the_admin_key_is_mounted_as_a_file() -> None:
     from rtflow.gpu import admin_api
-    from rtflow.gpu.serving import deployment
+    from rtflow.gpu.server_pod import deployment
     from rtflow.triggers import SecretKey
 
     server = triton_serving(

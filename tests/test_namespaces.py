@@ -109,7 +109,7 @@ def test_the_examples_environments_keep_objects_and_references_together(example:
 def test_a_server_in_another_namespace_is_called_by_its_full_name() -> None:
     from dataclasses import replace
 
-    from rtflow.gpu.serving import infer_url
+    from rtflow.gpu.addresses import infer_url
     from rtflow.stage_ir import addressed
 
     elsewhere = replace(namespaced.SERVER, namespace="models")

@@ -256,7 +256,7 @@ def test_lint_accepts_a_cloud_repositorys_credentials_as_compiled(
     a path, that lint then flagged as an inline credential."""
     from rtflow.gpu.models import triton_model
     from rtflow.gpu.repository import model_repository
-    from rtflow.gpu.serving import triton_serving
+    from rtflow.gpu.server import triton_serving
     from rtflow.gpu.tensors import Tensor
 
     uri = repository.pop("uri")

@@ -38,7 +38,7 @@ def pod_monitor(pipeline: ir.Pipeline) -> Document:
 
 
 def triton_pod_monitor(pipeline: ir.Pipeline, server: str) -> Document:
-    from rtflow.gpu.serving import selector_labels
+    from rtflow.gpu.server import selector_labels
 
     return {
         "apiVersion": API_VERSION,

@@ -46,7 +46,7 @@ def _kafka_rules(kafka: Kafka) -> list[Document]:
 
 
 def _triton_rules(pipeline: ir.Pipeline) -> list[Document]:
-    from rtflow.gpu.serving import selector_labels
+    from rtflow.gpu.server import selector_labels
 
     servers = sorted({s for g in groups(pipeline) for s in triton_servers(pipeline, g)})
     return [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import rtflow
 from rtflow.gpu.models import triton_model
 from rtflow.gpu.repository import model_repository
-from rtflow.gpu.serving import triton_image, triton_serving
+from rtflow.gpu.server import triton_image, triton_serving
 from rtflow.gpu.tensors import Tensor
 
 EDGE_RISK = triton_model(

@@ -12,7 +12,7 @@ import rtflow
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 from models.fraud_scorer import FRAUD_SCORER, POOL
 
-from rtflow.gpu.serving import triton_image, triton_serving
+from rtflow.gpu.server import triton_image, triton_serving
 
 SERVER = triton_serving(
     "scoring-triton",

@@ -11,7 +11,7 @@ from typing import Any
 import rtflow
 from rtflow.gpu.models import triton_model
 from rtflow.gpu.scheduling import InstanceGroup
-from rtflow.gpu.serving import triton_image, triton_serving
+from rtflow.gpu.server import triton_image, triton_serving
 from rtflow.gpu.tensors import Tensor
 
 RANKER = triton_model(

@@ -10,7 +10,7 @@ import rtflow
 from rtflow.gpu.models import triton_model
 from rtflow.gpu.pools import gpu_pool
 from rtflow.gpu.scheduling import InstanceGroup
-from rtflow.gpu.serving import Autoscaling, triton_image, triton_serving
+from rtflow.gpu.server import Autoscaling, triton_image, triton_serving
 from rtflow.gpu.tensors import Tensor
 
 L4 = gpu_pool("l4", product="NVIDIA-L4", cloud="gke", accelerator="nvidia-l4")
