@@ -24,7 +24,8 @@ from rtflow.stages.dead_letters import letter
 from rtflow.stages.events import Event, Sink
 
 if TYPE_CHECKING:
-    from rtflow.stages.local import EventResult, RunSummary
+    from rtflow.stages.local_results import EventResult
+    from rtflow.stages.run_report import RunSummary
 
 __all__ = ["EventRouter"]
 

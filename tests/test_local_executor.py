@@ -15,16 +15,9 @@ from local_pipelines import shop
 from rtflow import ir
 from rtflow.stages import semantics
 from rtflow.stages.events import JsonlSource, ListSource, MemorySink
-from rtflow.stages.local import (
-    EventResult,
-    LocalExecutor,
-    LocalRunError,
-    RunSummary,
-    auto_approve,
-    auto_reject,
-    main,
-    run_local,
-)
+from rtflow.stages.local import RunSummary, auto_approve, auto_reject, main, run_local
+from rtflow.stages.local_executor import LocalExecutor, LocalRunError
+from rtflow.stages.local_results import EventResult
 
 
 @pytest.fixture(autouse=True)

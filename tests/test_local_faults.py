@@ -21,10 +21,10 @@ from local_pipelines import filtered, shop
 from rtflow.stages import semantics
 from rtflow.stages.dead_letters import RecordTooLarge, encode_record, headers, letter
 from rtflow.stages.events import Event, ListSource, MemorySink
-from rtflow.stages.portable_json import parse as parse_body
 from rtflow.stages.inference import _refusal
 from rtflow.stages.local import auto_approve, run_local
 from rtflow.stages.offsets import OffsetBook
+from rtflow.stages.portable_json import parse as parse_body
 from rtflow.stages.reaper import Reaper, start_time
 from rtflow.stages.shutdown import Shutdown
 from rtflow.stages.workers import Worker

@@ -25,7 +25,8 @@ from local_pipelines import scoring
 import rtflow
 from rtflow.stages.events import ListSource, MemorySink
 from rtflow.stages.inference import local_infer_url, substitute
-from rtflow.stages.local import LocalRunError, RunSummary, main, run_local
+from rtflow.stages.local import RunSummary, main, run_local
+from rtflow.stages.local_executor import LocalRunError
 
 WEIGHTS = (0.9, 1.4, 0.8, 1.1, 1.3)
 BIAS = -7.0

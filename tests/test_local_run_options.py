@@ -20,7 +20,8 @@ from local_pipelines import env_echo, shop
 from memory_sink import MemorySink
 
 from rtflow.stages.events import Event
-from rtflow.stages.local import LocalRunError, run_local
+from rtflow.stages.local import run_local
+from rtflow.stages.local_executor import LocalRunError
 from rtflow.stages.progress import RunProgress
 from rtflow.stages.run_report import RunSummary
 

@@ -15,7 +15,8 @@ from rtflow.errors import RtflowError
 from rtflow.stages import reaper
 from rtflow.stages.approvals import Approver, auto_approve, auto_reject, terminal_approver
 from rtflow.stages.events import JsonlSink, JsonlSource, Sink
-from rtflow.stages.local import LocalRunError, run_local
+from rtflow.stages.local import run_local
+from rtflow.stages.local_executor import LocalRunError
 from rtflow.stages.shutdown import Shutdown, StopNow
 from rtflow.stages.stand_ins import StandIn, StandInError, from_module, from_spec
 from rtflow.stages.stream.launcher import StreamRunError
