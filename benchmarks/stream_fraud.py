@@ -89,7 +89,9 @@ def generate(brokers: str, topic: str, rate: float, seconds: float) -> int:
     return 0
 
 
-def read(brokers: str, topic: str, seconds: float, warmup: float, tail: float) -> int:
+def read(
+    brokers: str, topic: str, seconds: float, warmup: float, tail: float, min_bytes: int = 65536
+) -> int:
     """Read decisions ``read_committed``; latency of events sent inside the measured window."""
     from confluent_kafka import Consumer
 
@@ -100,7 +102,7 @@ def read(brokers: str, topic: str, seconds: float, warmup: float, tail: float) -
          # Efficient, as a real downstream consumer is: with fetch.min.bytes=1 a reader at
          # these rates makes the broker answer thousands of tiny fetches a second, and that
          # CPU is taken from the system under test. Adds at most 5 ms to what is measured.
-         "fetch.min.bytes": 65536, "fetch.wait.max.ms": 5}
+         "fetch.min.bytes": min_bytes, "fetch.wait.max.ms": 5}
     )  # fmt: skip
     consumer.subscribe([topic])
     started_us = time.time_ns() // 1000
@@ -241,7 +243,14 @@ class Point:
 
 
 class Bench:
-    def __init__(self, seconds: float, warmup: float, keep_logs: Path | None = None) -> None:
+    def __init__(
+        self,
+        seconds: float,
+        warmup: float,
+        keep_logs: Path | None = None,
+        reader_min_bytes: int = 65536,
+    ) -> None:
+        self.reader_min_bytes = reader_min_bytes
         self.logs: list[Path] = []
         self.keep_logs = keep_logs  # where each point's process logs go, instead of deleted
         self.points_run = 0
@@ -362,7 +371,16 @@ class Bench:
             brokers = self.broker.bootstrap_servers
             reader_log = self._kept(system, guarantee, offered, "reader")
             reader = subprocess.Popen(
-                [*here, "read", brokers, topics[1], str(self.seconds), str(self.warmup), "1"],
+                [
+                    *here,
+                    "read",
+                    brokers,
+                    topics[1],
+                    str(self.seconds),
+                    str(self.warmup),
+                    "1",
+                    str(self.reader_min_bytes),
+                ],
                 stdout=subprocess.PIPE,
                 stderr=reader_log.open("wb") if reader_log else None,
                 preexec_fn=parent_death_signal(),
@@ -530,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] == "generate":
         return generate(args[1], args[2], float(args[3]), float(args[4]))
     if args and args[0] == "read":
-        return read(args[1], args[2], float(args[3]), float(args[4]), float(args[5]))
+        return read(args[1], args[2], float(args[3]), float(args[4]), float(args[5]), int(args[6]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=16.0)
     parser.add_argument("--warmup", type=float, default=4.0)
@@ -553,6 +571,13 @@ def main(argv: list[str] | None = None) -> int:
         "(RTFLOW_BENCH_INTERVAL=1, say), interleaved with the others, as its own row",
     )
     parser.add_argument(
+        "--reader-min-bytes",
+        type=int,
+        default=65536,
+        help="the reader's fetch.min.bytes (its fetch.wait.max.ms is 5): 1 sees each commit "
+        "as soon as the broker has it, 65536 (default) waits up to 5 ms more",
+    )
+    parser.add_argument(
         "--keep-logs",
         type=Path,
         metavar="DIR",
@@ -565,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (a timeout, a kill) unwinds like Ctrl-C, so the broker, Triton and the workers
     # are stopped by the `finally` below rather than left running.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    bench = Bench(options.seconds, options.warmup, options.keep_logs)
+    bench = Bench(options.seconds, options.warmup, options.keep_logs, options.reader_min_bytes)
     points: list[Point] = []
     eos = "exactly_once"
     chosen = (
@@ -585,12 +610,18 @@ def main(argv: list[str] | None = None) -> int:
             points.append(bench.point(system, guarantee, offered, partitions, workers))
     finally:
         bench.close()
+    reader = (
+        f" --reader-min-bytes {options.reader_min_bytes}"
+        if options.reader_min_bytes != 65536
+        else ""
+    )
     if options.write and options.repeat:
         from bench_report import replace_section
 
         command = f"python benchmarks/stream_fraud.py --repeat {options.repeat} --write" + "".join(
             f" --variant {v}" for v in options.variant
         )
+        command += reader
         replace_section(
             REPEAT_HEADING, repeat_section(points, options.seconds, options.warmup, command)
         )
@@ -600,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
         command = "python benchmarks/stream_fraud.py --write" + (
             " --quick" if options.quick else ""
         )
+        command += reader
         replace_section(HEADING, section(points, options.seconds, options.warmup, command))
     return 0
 
