@@ -233,9 +233,20 @@ def _start_trigger(pipeline: ir.Pipeline, trigger: ir.Trigger) -> Document:
 
 
 def _dead_letter(pipeline: ir.Pipeline, trigger: ir.Trigger, dlq: ir.DeadLetter) -> Document:
-    """The whole event, with where it was going, on a Kafka topic: nothing is dropped silently."""
+    """The whole event, with where it was going, on a Kafka topic: nothing is dropped silently.
+
+    The record has the local run's keys (``rtflow.stages.dead_letters.letter``): ``event`` is
+    the event's id, ``payload`` its data as JSON (what ``inputs=`` paths address: ``body``,
+    ``header``, Kafka's ``key``...). The data is selected with the gjson path ``@this`` and
+    ``useRawData``, which embeds it as JSON: without a key, Argo Events' sensor writes the
+    whole event envelope marshalled into a string, its data base64-encoded inside (seen on the
+    real sensor, v1.9.11), and ``useRawData`` has no effect on such a string."""
     payload = [
-        {"src": {"dependencyName": trigger.name, "useRawData": True}, "dest": "event"},
+        {"src": {"dependencyName": trigger.name, "contextKey": "id"}, "dest": "event"},
+        {
+            "src": {"dependencyName": trigger.name, "dataKey": "@this", "useRawData": True},
+            "dest": "payload",
+        },
         {"src": {"dependencyName": trigger.name, "value": pipeline.name}, "dest": "pipeline"},
         {"src": {"dependencyName": trigger.name, "value": trigger.name}, "dest": "trigger"},
         {

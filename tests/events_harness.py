@@ -21,6 +21,7 @@ import yaml
 
 from rtflow.testing.control_plane import ControlPlane
 from rtflow.testing.events import EventsPlane, move_to_namespace
+from rtflow.testing.pod_network import Service
 
 NAMESPACE = "support-events"
 TEMPLATE = "support-triage"
@@ -35,6 +36,10 @@ REGISTRY = "ghcr.io/acme/support"
 WANTED = {"ServiceAccount", "Role", "RoleBinding", "Secret", "WorkflowTemplate", "EventSource",
           "Sensor"}  # fmt: skip
 WEBHOOK_TOKEN = secrets.token_hex(16)
+# The compiled dead-letter trigger's broker and topic (examples/support_triage.py).
+DEAD_LETTER_HOST, DEAD_LETTER_PORT = "kafka-0.kafka.svc", 9092
+DEAD_LETTER_TOPIC = "support-dead-letter"
+SENSOR_ACCOUNT = "support-triage-sensor"
 
 
 def pipeline() -> Any:
@@ -44,14 +49,17 @@ def pipeline() -> Any:
     return found.build()
 
 
+def compiled() -> list[dict[str, Any]]:
+    from rtflow.generators.compiler import compile_pipelines
+
+    return [dict(m.body) for m in compile_pipelines([pipeline()]).manifests]
+
+
 def documents(events: EventsPlane) -> list[dict[str, Any]]:
     """The compiled objects the events path needs, moved to NAMESPACE; the compiled EventBus
     (a managed JetStream StatefulSet) is replaced by the tier's exotic one of the same name,
     and the Secrets the manifests reference hold real values."""
-    from rtflow.generators.compiler import compile_pipelines
-
-    bundle = compile_pipelines([pipeline()])
-    bodies = [dict(m.body) for m in bundle.manifests]
+    bodies = compiled()
     (bus,) = [b for b in bodies if b["kind"] == "EventBus"]
     wanted = [
         b for b in bodies
@@ -125,10 +133,19 @@ class Webhook:
             time.sleep(0.1)
 
 
-def start(plane: ControlPlane, work_dir: Path | None = None) -> tuple[EventsPlane, Webhook]:
-    """The events tier for support-triage, its Sensor subscribed, its webhook reachable."""
+def start(
+    plane: ControlPlane, work_dir: Path | None = None, broker: tuple[str, int] | None = None
+) -> tuple[EventsPlane, Webhook]:
+    """The events tier for support-triage, its Sensor subscribed, its webhook reachable; with
+    ``broker`` (a plaintext Kafka listener), the Service name the compiled dead-letter trigger
+    dials (``kafka-0.kafka.svc:9092``) and the address the broker advertises lead to it."""
+    services = (
+        [Service((DEAD_LETTER_HOST,), DEAD_LETTER_PORT, broker), Service((), broker[1], broker)]
+        if broker
+        else []
+    )
     events = EventsPlane(plane, NAMESPACE, images(), controller_config=CONTROLLER_CONFIG,
-                         work_dir=work_dir)  # fmt: skip
+                         services=services, work_dir=work_dir)  # fmt: skip
     events.start()
     try:
         plane.apply(documents(events), namespace=NAMESPACE)
@@ -161,7 +178,9 @@ def ticket_of(wf: dict[str, Any]) -> Any:
         return None
 
 
-def wait_created(plane: ControlPlane, ticket_id: str, timeout: float = 60.0) -> dict[str, Any]:
+def wait_created(
+    plane: ControlPlane, ticket_id: str, timeout: float = 60.0, interval: float = 0.02
+) -> dict[str, Any]:
     """The Workflow whose ``ticket`` argument has this id, once the API server has it."""
     deadline = time.monotonic() + timeout
     while True:
@@ -171,7 +190,7 @@ def wait_created(plane: ControlPlane, ticket_id: str, timeout: float = 60.0) -> 
                 return wf
         if time.monotonic() > deadline:
             raise TimeoutError(f"no Workflow for ticket {ticket_id} after {timeout:g} s")
-        time.sleep(0.02)
+        time.sleep(interval)
 
 
 def ticket(**fields: Any) -> dict[str, Any]:

@@ -159,9 +159,13 @@ def test_delivery_at_least_once_retry_rate_limit_and_dead_letter() -> None:
     assert kafka_out["url"] == "kafka-0.kafka:9092"  # the source's brokers by default
     assert kafka_out["sasl"]["passwordSecret"] == {"name": "kafka-user", "key": "password"}
     assert kafka_out["requiredAcks"] == -1
-    event = next(p for p in kafka_out["payload"] if p["dest"] == "event")
-    assert event["src"] == {"dependencyName": "orders-v1", "useRawData": True}
-    assert {p["dest"] for p in kafka_out["payload"]} == {"event", "pipeline", "trigger", "reason"}
+    # The local run's keys; the data embedded as JSON (a bare useRawData gave the sensor's
+    # whole envelope as a string, the data base64 inside it: the events tier's real sensor)
+    by_dest = {p["dest"]: p["src"] for p in kafka_out["payload"]}
+    assert by_dest["event"] == {"dependencyName": "orders-v1", "contextKey": "id"}
+    assert by_dest["payload"] == {"dependencyName": "orders-v1", "dataKey": "@this",
+                                  "useRawData": True}  # fmt: skip
+    assert set(by_dest) == {"event", "payload", "pipeline", "trigger", "reason"}
 
 
 def test_data_filters_string_number_bool_and_isin() -> None:

@@ -14,9 +14,12 @@ and chroots there. The mount paths a pod uses that this machine does not have
 (``execvpe``: the pid the runner holds is the container's).
 
 Every source is opened before anything is mounted, so a volume mounted on ``/tmp`` cannot hide
-the sources of the mounts that follow. A target below one of this machine's folders must exist
-here, unless it is inside a volume mounted before it: nothing is made in this machine's
-folders.
+the sources of the mounts that follow. Nothing is made in this machine's folders: a top-level
+folder below which a target does not exist here (``/etc/argo-events``, where Argo Events'
+controller reads its ConfigMap) is not bound but overlaid in the container's root (overlayfs,
+its writes in the container's own folder, the mounts below it bound again on top), so the
+target is made in the overlay; a target below a bound folder must exist, unless it is inside a
+volume mounted before it.
 """
 
 from __future__ import annotations
