@@ -297,7 +297,8 @@ class Bench:
         commands: list[list[str]] = []
         if system.startswith("rtflow"):
             # "rtflow NAME=VALUE" (--variant): the hot path module reads NAME from its env.
-            env.update(v.split("=", 1) for v in system.split()[1:])
+            for name, _, value in (v.partition("=") for v in system.split()[1:]):
+                env[name] = value
             self.ports = []
             for index in range(workers):
                 port = free_port()

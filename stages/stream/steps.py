@@ -179,7 +179,8 @@ class Step(Gate):
                 self.getters.append((name, _constant_getter(value.text, types.get(name)), None))
             else:
                 declared = types.get(name)
-                self.getters.append((name, value_getter(value), declared and declared.kind))
+                kind = declared.kind if declared is not None else None
+                self.getters.append((name, value_getter(value), kind))
 
     def arguments(self, event: EventState) -> dict[str, Any]:
         arguments: dict[str, Any] = {}
