@@ -73,7 +73,8 @@ hourly_sweep = rtflow.calendar(
     name="support-triage",
     namespace="support",
     # A ticket may take seconds: the workflow plane's pod per step is fine (rtflow graph shows
-    # ~5 s a path); a budget under a second would need the stream plane.
+    # ~14.6 s a path with Argo's default 10 s requeue, measured on the real controller); a
+    # budget under a second would need the stream plane.
     latency_budget_ms=15_000,
     triggers=[new_tickets, hourly_sweep],
     event_bus=rtflow.EventBus(name="support-bus", replicas=3),
