@@ -125,7 +125,7 @@ def events_runs(count: int) -> tuple[list[float], list[float]]:
     """Seconds from each ticket's POST to its Workflow created, and from there to Succeeded."""
     sys.path.insert(0, str(ROOT / "tests"))
     import events_harness as ev  # type: ignore[import-not-found]  # tests/, not a package
-    import execution_harness as fx  # type: ignore[import-not-found]
+    import execution_harness as fx
 
     from rtflow.testing.control_plane import ControlPlane, default_crd_files
 
