@@ -228,3 +228,6 @@ def test_close_leaves_no_process(tier: tuple[EventsPlane, ev.Webhook]) -> None:
             os.kill(pid, 0)
     for name in namespaces:
         assert not Path(f"/run/netns/{name}").exists()
+    # The controller read its ConfigMap at /etc/argo-events in its pod (an overlay of /etc in
+    # its sandbox): nothing was made in this machine's /etc.
+    assert not Path("/etc/argo-events").exists()
