@@ -20,7 +20,30 @@ def value(v: ir.Value) -> str:
         return "{{item}}"
     if isinstance(v, ir.JsonObject):
         return "{" + ",".join(f"{json.dumps(k)}:{value(f)}" for k, f in v.fields) + "}"
+    if isinstance(v, ir.JsonList):
+        return "[" + ",".join(value(item) for item in v.items) + "]"
+    if isinstance(v, ir.JsonString):
+        # Argo evaluates the expression and pastes json.Marshal of the result: the text
+        # quoted and escaped, so a message with quotes or newlines stays one JSON string.
+        return f"{{{{=toJson({expression_path(v.value)})}}}}"
     return f"{{{{workflow.{v.field}}}}}"
+
+
+def expression_path(v: ir.PipelineInput | ir.TaskOutput | ir.WorkflowField) -> str:
+    """The value as a variable of Argo's expression language (expr): task and parameter names
+    may hold dashes, so they are indexed with brackets, not dotted."""
+    if isinstance(v, ir.PipelineInput):
+        return f"workflow.parameters[{_quoted(v.name)}]"
+    if isinstance(v, ir.TaskOutput):
+        if v.result:
+            return f"tasks[{_quoted(v.task)}].outputs.result"
+        return f"tasks[{_quoted(v.task)}].outputs.parameters[{_quoted(v.output)}]"
+    return f"workflow.{v.field}"
+
+
+def _quoted(name: str) -> str:
+    # DNS-1123 task names and identifier-like parameter names: no quote to escape
+    return f"'{name}'"
 
 
 def condition(c: ir.Condition) -> str:

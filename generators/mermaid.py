@@ -84,6 +84,10 @@ def _value(v: ir.Value) -> str:
         return "item"
     if isinstance(v, ir.JsonObject):
         return "{" + ", ".join(f"{k}: {_value(f)}" for k, f in v.fields) + "}"
+    if isinstance(v, ir.JsonList):
+        return "[" + ", ".join(_value(i) for i in v.items) + "]"
+    if isinstance(v, ir.JsonString):
+        return _value(v.value)
     return f"workflow.{v.field}"
 
 

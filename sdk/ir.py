@@ -115,7 +115,34 @@ class JsonObject:
     fields: tuple[tuple[str, Value], ...]
 
 
-Value = Constant | PipelineInput | TaskOutput | Item | WorkflowField | JsonObject
+@dataclass(frozen=True)
+class JsonList:
+    """A JSON array whose items are values that are themselves JSON text: a list literal that
+    holds outputs or inputs, ``[{{tasks.x.outputs.parameters.result}},2.0]``."""
+
+    items: tuple[Value, ...]
+
+
+@dataclass(frozen=True)
+class JsonString:
+    """A ``str`` value as a JSON string, so that it can sit inside a :class:`JsonList` or
+    :class:`JsonObject`: Argo carries a ``str`` parameter as its raw text (``hello``, not
+    ``"hello"``), which pasted into JSON would not parse; Argo's ``{{=toJson(...)}}``
+    quotes and escapes it."""
+
+    value: PipelineInput | TaskOutput | WorkflowField
+
+
+Value = (
+    Constant
+    | PipelineInput
+    | TaskOutput
+    | Item
+    | WorkflowField
+    | JsonObject
+    | JsonList
+    | JsonString
+)
 
 CompareOp = Literal["==", "!=", ">", ">=", "<", "<="]
 

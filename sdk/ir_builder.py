@@ -8,13 +8,22 @@ its calls; stage functions are only inspected (signature, annotations), never ca
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import cast
 
 from rtflow import ir, stage_ir
 from rtflow.egress import check_egress
 from rtflow.environments import build_argocd, build_environments
 from rtflow.errors import DefinitionError
+from rtflow.graph_rules import check_acyclic, comparison_quoted, flatten
+from rtflow.literals import (
+    Resolved,
+    holds_ref,
+    resolve_literal,
+    scalar_type,
+    tensor_elements,
+    tensor_value,
+)
 from rtflow.names import check_dns1123_label
 from rtflow.param_types import ParamType, encode, list_of
 from rtflow.pipeline import Pipeline
@@ -51,7 +60,6 @@ _WORKFLOW_FIELD_TYPES: dict[str, ParamType] = {
     "duration": ParamType("float"),
 }
 _EXIT_ONLY_FIELDS = frozenset({"status", "duration"})
-_ORDERING_OPS = frozenset({">", ">=", "<", "<="})
 
 
 def build_pipeline(definition: Pipeline) -> ir.Pipeline:
@@ -59,13 +67,6 @@ def build_pipeline(definition: Pipeline) -> ir.Pipeline:
         return _PipelineBuilder(definition).build()
     except DefinitionError as error:
         raise error.located(pipeline=definition.name) from None
-
-
-@dataclass
-class _Resolved:
-    value: ir.Value
-    type: ParamType | None
-    producer: Call | None
 
 
 class _PipelineBuilder:
@@ -93,8 +94,8 @@ class _PipelineBuilder:
         self.input_types = {p.name: p.type for p in inputs}
         tasks = [self._task(c) for c in calls]
         exit_tasks = [self._task(c) for c in exit_calls]
-        _check_acyclic(tasks)
-        _check_acyclic(exit_tasks)
+        check_acyclic(tasks)
+        check_acyclic(exit_tasks)
         options = self.options
         bus_name, bus = _event_bus(options.event_bus)
         triggers = build_triggers(options.triggers, name, inputs)
@@ -254,6 +255,7 @@ class _PipelineBuilder:
         arguments: list[tuple[str, ir.Value]] = []
         fan_out: ir.Value | None = None
         fanned = False
+        tensors = self._tensors(call, stage)
         for param in stage.inputs:
             if param.name not in call.arguments:
                 if param.default is None:
@@ -275,14 +277,14 @@ class _PipelineBuilder:
                 fanned = True
                 source = self._fan_out_source(raw, call, param)
                 fan_out = source.value
-                if source.producer is not None:
-                    producers.append(source.producer)
+                producers += source.producers
                 arguments.append((param.name, ir.Item()))
                 continue
             resolved = self._resolve(raw, call, param.name)
+            if param.name in tensors:
+                resolved = tensor_value(resolved, raw, param, *tensors[param.name])
             self._check_feeds(resolved, raw, param)
-            if resolved.producer is not None:
-                producers.append(resolved.producer)
+            producers += resolved.producers
             arguments.append((param.name, resolved.value))
 
         conditions = [self._condition(c, call, producers) for c in call.conditions]
@@ -290,7 +292,7 @@ class _PipelineBuilder:
         if len(conditions) == 1:
             when = conditions[0]
         elif conditions:
-            when = ir.AllOf(_flatten(conditions, ir.AllOf))
+            when = ir.AllOf(flatten(conditions, ir.AllOf))
         for other in call.explicit_after:
             if id(other) not in self.task_of:
                 raise DefinitionError(
@@ -337,14 +339,14 @@ class _PipelineBuilder:
             )
         producers: list[Call] = []
         fields: list[tuple[str, ir.Value]] = []
+        tensors = self._tensors(call, stage)
         for name, param in declared.items():
             raw = call.arguments[name]
-            resolved = self._resolve(raw, call, name)
+            resolved = tensor_value(self._resolve(raw, call, name), raw, param, *tensors[name])
             self._check_feeds(resolved, raw, param)
-            if resolved.producer is not None:
-                producers.append(resolved.producer)
+            producers += resolved.producers
             value = resolved.value
-            if isinstance(value, ir.Constant):
+            if isinstance(value, ir.Constant) and resolved.type is None:
                 value = ir.Constant(encode(raw))
             fields.append((name, value))
         conditions = [self._condition(c, call, producers) for c in call.conditions]
@@ -352,7 +354,7 @@ class _PipelineBuilder:
         if len(conditions) == 1:
             when = conditions[0]
         elif conditions:
-            when = ir.AllOf(_flatten(conditions, ir.AllOf))
+            when = ir.AllOf(flatten(conditions, ir.AllOf))
         producers += [c for c in call.explicit_after]
         return ir.Task(
             name=task_name,
@@ -362,7 +364,16 @@ class _PipelineBuilder:
             when=when,
         )
 
-    def _fan_out_source(self, marker: Each, call: Call, param: ir.Param) -> _Resolved:
+    def _tensors(self, call: Call, stage: ir.Stage) -> dict[str, tuple[int | None, str]]:
+        """An inference call's input tensors: element counts and shapes (else empty)."""
+        definition = call.definition
+        if not isinstance(definition, InferenceDef) or stage.inference is None:
+            return {}
+        server_models = getattr(definition.server, "models", ())
+        model = next(m for m in server_models if m.name == stage.inference.model)
+        return tensor_elements(model, definition.shapes)
+
+    def _fan_out_source(self, marker: Each, call: Call, param: ir.Param) -> Resolved:
         items = marker.items
         if isinstance(items, Ref):
             source = self._resolve(items, call, param.name)
@@ -386,7 +397,7 @@ class _PipelineBuilder:
                     fix="use strings, numbers, booleans, dicts or lists",
                     field=param.name,
                 )
-            source = _Resolved(ir.Constant(encode(list(items))), None, None)
+            source = Resolved(ir.Constant(encode(list(items))), None)
             item_type = None
             bad = [v for v in items if not param.type.accepts_value(v)]
             if bad:
@@ -409,7 +420,7 @@ class _PipelineBuilder:
             )
         return source
 
-    def _check_feeds(self, resolved: _Resolved, raw: object, param: ir.Param) -> None:
+    def _check_feeds(self, resolved: Resolved, raw: object, param: ir.Param) -> None:
         if resolved.type is None:
             if not param.type.accepts_value(raw):
                 raise DefinitionError(
@@ -418,6 +429,16 @@ class _PipelineBuilder:
                     field=param.name,
                 )
             return
+        if (
+            isinstance(resolved.value, ir.JsonList)
+            and resolved.type.item is None
+            and param.type.item is not None
+        ):
+            raise DefinitionError(
+                f"input {param.name!r} is {param.type} but the list literal mixes types",
+                fix=f"give only {param.type.item} items",
+                field=param.name,
+            )
         if not param.type.accepts(resolved.type):
             raise DefinitionError(
                 f"input {param.name!r} is {param.type} but it is fed a {resolved.type}"
@@ -427,7 +448,7 @@ class _PipelineBuilder:
                 field=param.name,
             )
 
-    def _resolve(self, raw: object, consumer: Call, field: str) -> _Resolved:
+    def _resolve(self, raw: object, consumer: Call, field: str) -> Resolved:
         if isinstance(raw, Each):
             raise DefinitionError(
                 "the for_each item can only be passed as a stage argument",
@@ -435,7 +456,7 @@ class _PipelineBuilder:
                 field=field,
             )
         if isinstance(raw, InputRef):
-            return _Resolved(ir.PipelineInput(raw.name), self.input_types[raw.name], None)
+            return Resolved(ir.PipelineInput(raw.name), self.input_types[raw.name])
         if isinstance(raw, WorkflowRef):
             if raw.field in _EXIT_ONLY_FIELDS and not consumer.on_exit:
                 raise DefinitionError(
@@ -443,10 +464,9 @@ class _PipelineBuilder:
                     fix="read it in a stage called inside `with rtflow.on_exit():`",
                     field=field,
                 )
-            return _Resolved(
+            return Resolved(
                 ir.WorkflowField(cast(ir.WorkflowFieldName, raw.field)),
                 _WORKFLOW_FIELD_TYPES[raw.field],
-                None,
             )
         if isinstance(raw, OutputRef):
             return self._output(raw.call, raw.output, consumer, field)
@@ -465,7 +485,9 @@ class _PipelineBuilder:
             return self._output(raw, producer_stage.outputs[0].name, consumer, field)
         if isinstance(raw, Ref):  # pragma: no cover - every Ref kind is handled above
             raise TypeError(raw)
-        return _Resolved(ir.Constant(encode(raw)), None, None)
+        if isinstance(raw, list | tuple | Mapping) and holds_ref(raw):
+            return resolve_literal(raw, lambda ref: self._resolve(ref, consumer, field), field)
+        return Resolved(ir.Constant(encode(raw)), None)
 
     def _stage_for(self, producer: Call, field: str) -> ir.Stage:
         if id(producer) not in self.stage_of:
@@ -476,7 +498,7 @@ class _PipelineBuilder:
             )
         return self.stage_of[id(producer)]
 
-    def _output(self, producer: Call, output: str, consumer: Call, field: str) -> _Resolved:
+    def _output(self, producer: Call, output: str, consumer: Call, field: str) -> Resolved:
         stage = self._stage_for(producer, field)
         names = [o.name for o in stage.outputs]
         if output not in names:
@@ -503,17 +525,17 @@ class _PipelineBuilder:
         if _fans_out(producer):
             out_type = list_of(out_type)
         value = ir.TaskOutput(self.task_of[id(producer)], output, result=stage.kind == "inference")
-        return _Resolved(value, out_type, producer)
+        return Resolved(value, out_type, (producer,))
 
     # Conditions
 
     def _condition(self, cond: Cond, call: Call, producers: list[Call]) -> ir.Condition:
         if isinstance(cond, All):
             parts = [self._condition(c, call, producers) for c in cond.parts]
-            return ir.AllOf(_flatten(parts, ir.AllOf))
+            return ir.AllOf(flatten(parts, ir.AllOf))
         if isinstance(cond, Any_):
             parts = [self._condition(c, call, producers) for c in cond.parts]
-            return ir.AnyOf(_flatten(parts, ir.AnyOf))
+            return ir.AnyOf(flatten(parts, ir.AnyOf))
         if isinstance(cond, Negate):
             return ir.Not(self._condition(cond.part, call, producers))
         if isinstance(cond, Truthy):
@@ -531,19 +553,18 @@ class _PipelineBuilder:
             right = self._condition_operand(cond.right, call, producers)
             right_type = right.type
         else:
-            right = _Resolved(ir.Constant(encode(cond.right)), None, None)
-            right_type = _literal_type(cond.right)
+            right = Resolved(ir.Constant(encode(cond.right)), None)
+            right_type = scalar_type(cond.right)
         return ir.Compare(
             left.value,
             cast(ir.CompareOp, cond.op),
             right.value,
-            quoted=_comparison_quoted(cond.op, left.type, right_type, cond.right),
+            quoted=comparison_quoted(cond.op, left.type, right_type, cond.right),
         )
 
-    def _condition_operand(self, ref: Ref, call: Call, producers: list[Call]) -> _Resolved:
+    def _condition_operand(self, ref: Ref, call: Call, producers: list[Call]) -> Resolved:
         resolved = self._resolve(ref, call, "when")
-        if resolved.producer is not None:
-            producers.append(resolved.producer)
+        producers += resolved.producers
         return resolved
 
 
@@ -574,100 +595,14 @@ def _event_bus(bus: object) -> tuple[str, ir.EventBus | None]:
     return name, ir.EventBus(name, bus.replicas, bus.version, storage, bus.storage_class)
 
 
-def _flatten(
-    parts: list[ir.Condition], kind: type[ir.AllOf] | type[ir.AnyOf]
-) -> tuple[ir.Condition, ...]:
-    """(a & b) & c is a & b & c: one level of parentheses in the Argo expression, not two."""
-    flat: list[ir.Condition] = []
-    for part in parts:
-        flat.extend(part.parts if isinstance(part, kind) else (part,))
-    return tuple(flat)
-
-
 def _fans_out(call: Call) -> bool:
     return any(isinstance(v, Each) for v in call.arguments.values())
 
 
-def _from_where(resolved: _Resolved, task_of: Mapping[int, str]) -> str:
+def _from_where(resolved: Resolved, task_of: Mapping[int, str]) -> str:
     value = resolved.value
     if isinstance(value, ir.TaskOutput):
         return f" (output {value.output!r} of {value.task!r})"
     if isinstance(value, ir.PipelineInput):
         return f" (pipeline input {value.name!r})"
     return ""
-
-
-def _literal_type(value: object) -> ParamType | None:
-    if isinstance(value, bool):
-        return ParamType("bool")
-    if isinstance(value, int):
-        return ParamType("int")
-    if isinstance(value, float):
-        return ParamType("float")
-    if isinstance(value, str):
-        return ParamType("str")
-    return None
-
-
-def _comparison_quoted(
-    op: str, left: ParamType | None, right: ParamType | None, raw_right: object
-) -> bool:
-    kinds = {t.kind for t in (left, right) if t is not None}
-    if right is None and not isinstance(raw_right, Ref):
-        raise DefinitionError(
-            f"cannot compare with {raw_right!r}",
-            fix="compare with a str, int, float or bool",
-            field="when",
-        )
-    if kinds & {"dict", "list"}:
-        raise DefinitionError(
-            "dicts and lists cannot be compared in `when`",
-            fix="return the deciding value as its own str, number or bool output",
-            field="when",
-        )
-    numeric = kinds <= {"int", "float"}
-    if op in _ORDERING_OPS and not numeric:
-        raise DefinitionError(
-            f"`{op}` needs numbers, got {' and '.join(sorted(kinds))}",
-            fix="order only int or float values; use == or != for strings and bools",
-            field="when",
-        )
-    if len(kinds) > 1 and not numeric:
-        raise DefinitionError(
-            f"cannot compare {' with '.join(sorted(kinds))}",
-            fix="compare values of the same type",
-            field="when",
-        )
-    if isinstance(raw_right, str) and "'" in raw_right:
-        raise DefinitionError(
-            f"the string {raw_right!r} contains a single quote, which Argo expressions cannot hold",
-            fix="compare with a value without quotes",
-            field="when",
-        )
-    return kinds == {"str"}
-
-
-def _check_acyclic(tasks: list[ir.Task]) -> None:
-    """Kahn's algorithm; a cycle can only come from after(), and names every task in it."""
-    indegree = {t.name: len(t.depends) for t in tasks}
-    children: dict[str, list[str]] = {t.name: [] for t in tasks}
-    for t in tasks:
-        for d in t.depends:
-            children[d].append(t.name)
-    ready = [n for n, d in indegree.items() if d == 0]
-    seen = 0
-    while ready:
-        node = ready.pop()
-        seen += 1
-        for child in children[node]:
-            indegree[child] -= 1
-            if indegree[child] == 0:
-                ready.append(child)
-    if seen != len(tasks):
-        cycle = sorted(n for n, d in indegree.items() if d > 0)
-        raise DefinitionError(
-            f"the stages {', '.join(cycle)} depend on each other in a cycle",
-            fix="remove one of the after() links so the graph has no loop",
-            stage=cycle[0],
-            field="after",
-        )

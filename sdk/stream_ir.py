@@ -43,6 +43,11 @@ def value_refs(value: ir.Value | None) -> Iterator[ir.Value]:
     if isinstance(value, ir.JsonObject):
         for _, inner in value.fields:
             yield from value_refs(inner)
+    elif isinstance(value, ir.JsonList):
+        for inner in value.items:
+            yield from value_refs(inner)
+    elif isinstance(value, ir.JsonString):
+        yield from value_refs(value.value)
 
 
 def condition_refs(condition: ir.Condition | None) -> Iterator[ir.Value]:

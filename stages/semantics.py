@@ -107,7 +107,28 @@ def value_text(
             for k, f in v.fields
         ]
         return "{" + ",".join(parts) + "}"
+    if isinstance(v, ir.JsonList):
+        items = [
+            value_text(i, inputs=inputs, outputs=outputs, workflow=workflow, item=item)
+            for i in v.items
+        ]
+        return "[" + ",".join(items) + "]"
+    if isinstance(v, ir.JsonString):
+        text = value_text(v.value, inputs=inputs, outputs=outputs, workflow=workflow, item=item)
+        return go_json_string(text)
     return workflow[v.field]
+
+
+_GO_ESCAPES = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
+def go_json_string(text: str) -> str:
+    """``json.Marshal`` of a Go string, as Argo's ``toJson`` writes it: UTF-8 kept, ``<``, ``>``,
+    ``&``, U+2028 and U+2029 escaped (Go's HTML-safe default), so the local run substitutes the
+    bytes the controller would."""
+    return json.dumps(text, ensure_ascii=False).translate(_GO_ESCAPES)
 
 
 _NUMBER = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")

@@ -38,6 +38,12 @@ def _value(value: ir.Value, hot: frozenset[str]) -> ir.Value:
         return ir.PipelineInput(hot_output_parameter(value))
     if isinstance(value, ir.JsonObject):
         return ir.JsonObject(tuple((k, _value(v, hot)) for k, v in value.fields))
+    if isinstance(value, ir.JsonList):
+        return ir.JsonList(tuple(_value(v, hot) for v in value.items))
+    if isinstance(value, ir.JsonString):
+        inner = _value(value.value, hot)
+        assert isinstance(inner, ir.PipelineInput | ir.TaskOutput | ir.WorkflowField)
+        return ir.JsonString(inner)
     return value
 
 

@@ -62,9 +62,22 @@ def value_getter(value: ir.Value) -> Getter:
         task, output = value.task, value.output
         return lambda e: e.outputs[task][output]
     if isinstance(value, ir.JsonObject):
-        parts = [(k, value_getter(v)) for k, v in value.fields]
+        parts = [(k, _json_getter(v)) for k, v in value.fields]
         return lambda e: {k: g(e) for k, g in parts}
+    if isinstance(value, ir.JsonList):
+        items = [_json_getter(v) for v in value.items]
+        return lambda e: [g(e) for g in items]
+    if isinstance(value, ir.JsonString):
+        return value_getter(value.value)  # the Python str: no JSON text to quote here
     raise ValueError(f"{value!r} cannot be read on the stream plane")
+
+
+def _json_getter(value: ir.Value) -> Getter:
+    """An item of a JSON literal: a constant there is JSON text (``"hi"``, ``2.0``), read once."""
+    if isinstance(value, ir.Constant):
+        constant = json.loads(value.text)
+        return lambda _e: constant
+    return value_getter(value)
 
 
 def _constant_getter(text: str, param_type: ParamType | None) -> Getter:
