@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 from rtflow.errors import DefinitionError
 from rtflow.gpu.kserve import KSERVE_DATATYPES, InferenceError, check_shape
 from rtflow.gpu.models import TritonModel
+from rtflow.gpu.text_tensors import BYTES, TextDecodeError, decoded, text_problem
 
 if TYPE_CHECKING:
     import numpy as np
@@ -71,6 +72,8 @@ class TritonGrpcClient:
         self._client: Any = grpcclient.InferenceServerClient(url=url)
         self._outputs = [grpcclient.InferRequestedOutput(t.name) for t in model.outputs]
         self._output_names = [t.name for t in model.outputs]
+        # BYTES outputs come back as bytes; rtflow's text is str, as the KServe JSON answer has it
+        self._text_outputs = [t.name for t in model.outputs if t.data_type == "TYPE_STRING"]
         self._inputs = [
             _Input(
                 name=t.name,
@@ -131,6 +134,15 @@ class TritonGrpcClient:
             shape = array.shape
             if not self._shape_ok(spec, shape):
                 check_shape(self.model, spec.name, shape, stage=stage)  # raises, with the fix
+            if spec.datatype == BYTES:
+                problem = text_problem(array)
+                if problem is not None:
+                    raise DefinitionError(
+                        f"model {self.model.name!r}: input {spec.name!r} is BYTES but {problem}",
+                        fix="send strings (str, or bytes) for a TYPE_STRING tensor",
+                        field=f"inputs.{spec.name}",
+                        stage=stage,
+                    )
             item = self._grpc.InferInput(spec.name, list(shape), spec.datatype)
             item.set_data_from_numpy(array)
             wrapped.append(item)
@@ -139,7 +151,8 @@ class TritonGrpcClient:
     def infer(
         self, inputs: Mapping[str, Any], *, stage: str | None = None
     ) -> dict[str, np.ndarray[Any, Any]]:
-        """Run the model; named numpy outputs. Triton's errors become :class:`InferenceError`."""
+        """Run the model; named numpy outputs (a text output: an object array of ``str``).
+        Triton's errors become :class:`InferenceError`."""
         prepared = self.prepare(inputs, stage=stage)
         try:
             result = self._client.infer(
@@ -150,7 +163,15 @@ class TritonGrpcClient:
             )
         except self._server_error as exc:
             raise InferenceError(f"model {self.model.name!r}: Triton answered: {exc}") from None
-        return {name: result.as_numpy(name) for name in self._output_names}
+        outputs = {name: result.as_numpy(name) for name in self._output_names}
+        for name in self._text_outputs:
+            array = outputs[name]
+            try:
+                text = decoded(array.reshape(-1).tolist())
+            except TextDecodeError as exc:
+                raise InferenceError(f"model {self.model.name!r}: output {name!r}: {exc}") from None
+            outputs[name] = self._np.array(text, dtype=object).reshape(array.shape)
+        return outputs
 
     def close(self) -> None:
         self._client.close()

@@ -459,7 +459,8 @@ def one_of(value: object, allowed: tuple[str, ...], *, field: str) -> str:
     )
 
 
-_TENSOR_ITEM = {"BOOL": "bool", "BYTES": "str"}
+# TYPE_STRING is text or bytes, UTF-8 text on the wire (KServe v2 JSON BYTES): a str per element
+_TENSOR_ITEM = {"BOOL": "bool", "STRING": "str"}
 # A Triton that is restarting or briefly overloaded answers again within seconds.
 INFERENCE_RETRY = ir.Retry(limit=3, policy="Always", backoff=ir.Backoff("500ms", 2, "5s"))
 

@@ -12,14 +12,17 @@ from __future__ import annotations
 from typing import Any
 
 import rtflow
+from rtflow.gpu.text_tensors import BYTES, decoded, text_problem
 from rtflow.stages.builtin import image as builtin_image
+from rtflow.stages.runtime import BadInput
 
 
 @rtflow.stage(image=builtin_image("triton-client"), cpu="500m", memory="1Gi")
 def triton_infer(
     url: str, model: str, tensors: dict[str, Any], timeout_seconds: float = 10.0
 ) -> dict[str, Any]:
-    """Infer ``model`` at the gRPC ``url`` on ``tensors`` (name -> nested list)."""
+    """Infer ``model`` at the gRPC ``url`` on ``tensors`` (name -> nested list; a text tensor's
+    elements are str)."""
     import numpy as np
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import triton_to_np_dtype
@@ -36,6 +39,10 @@ def triton_infer(
             array = np.asarray(tensors[spec["name"]], dtype=triton_to_np_dtype(spec["datatype"]))
             if batched and array.ndim == len(spec["shape"]) - 1:
                 array = array[np.newaxis, ...]
+            problem = text_problem(array) if spec["datatype"] == BYTES else None
+            if problem is not None:
+                # the same tensors fail the same way again: no retry, a dead letter at once
+                raise BadInput(f"input {spec['name']!r} of {model!r} is BYTES but {problem}")
             tensor = grpcclient.InferInput(spec["name"], list(array.shape), spec["datatype"])
             tensor.set_data_from_numpy(array)
             requests.append(tensor)
@@ -43,12 +50,15 @@ def triton_infer(
         outputs = []
         for spec in metadata["outputs"]:
             array = result.as_numpy(spec["name"])
+            data = array.reshape(-1).tolist()
+            if spec["datatype"] == BYTES:
+                data = decoded(data)  # bytes -> str: the JSON answer's text, never bytes
             outputs.append(
                 {
                     "name": spec["name"],
                     "datatype": spec["datatype"],
                     "shape": list(array.shape),
-                    "data": array.reshape(-1).tolist(),
+                    "data": data,
                 }
             )
         return {"model_name": model, "outputs": outputs}

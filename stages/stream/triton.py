@@ -29,6 +29,7 @@ from typing import Any
 from rtflow.gpu.client import NUMPY_DTYPES
 from rtflow.gpu.kserve import KSERVE_DATATYPES
 from rtflow.gpu.models import TritonModel
+from rtflow.gpu.text_tensors import BYTES, TextDecodeError, decoded, text_problem
 from rtflow.stages.stream.plan import DependencyError
 
 # gRPC status codes that say "the server, not this request": retry the batch later.
@@ -117,6 +118,9 @@ class TritonBatcher:
                 return (
                     f"input {spec.name!r} has shape {list(array.shape)}, declared {list(spec.dims)}"
                 )
+            problem = text_problem(array) if spec.datatype == BYTES else None
+            if problem is not None:
+                return f"input {spec.name!r} is BYTES but {problem}"
         return None
 
     def _stack(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
@@ -127,6 +131,9 @@ class TritonBatcher:
             for spec in self._specs:
                 array = np.asarray([row[spec.name] for row in rows], dtype=spec.dtype)
                 if not self._fits(spec, array.shape[1:]):
+                    return None
+                # an object array takes anything, and tritonclient would send str(5) as "5"
+                if spec.datatype == BYTES and text_problem(array) is not None:
                     return None
                 arrays[spec.name] = array
         except (TypeError, ValueError, KeyError):
@@ -255,7 +262,7 @@ class TritonBatcher:
             raise DependencyError(f"Triton at {self.url} refused every event of the batch")
         return answers
 
-    def _split(self, result: Any, count: int) -> list[dict[str, Any]]:
+    def _split(self, result: Any, count: int) -> list[dict[str, Any] | Rejected]:
         """One KServe-shaped answer per row; ``tolist`` once per output, not per row."""
         per_output = []
         for name, datatype in self._outputs:
@@ -266,15 +273,31 @@ class TritonBatcher:
                 array = array.reshape((1, *array.shape))
             shape = [1, *array.shape[1:]]
             flat = array.reshape(array.shape[0], -1).tolist()
+            if datatype == BYTES:  # bytes -> str, as the http step's JSON answer gives text
+                flat = [self._text_row(name, row) for row in flat]
             per_output.append((name, datatype, shape, flat))
         model = self.model.name
-        return [
-            {
-                "model_name": model,
-                "outputs": [
-                    {"name": name, "datatype": datatype, "shape": shape, "data": flat[row]}
-                    for name, datatype, shape, flat in per_output
-                ],
-            }
-            for row in range(count)
-        ]
+        answers: list[dict[str, Any] | Rejected] = []
+        for row in range(count):
+            bad = [flat[row] for _, _, _, flat in per_output if isinstance(flat[row], Rejected)]
+            if bad:
+                answers.append(bad[0])
+                continue
+            answers.append(
+                {
+                    "model_name": model,
+                    "outputs": [
+                        {"name": name, "datatype": datatype, "shape": shape, "data": flat[row]}
+                        for name, datatype, shape, flat in per_output
+                    ],
+                }
+            )
+        return answers
+
+    def _text_row(self, name: str, row: list[Any]) -> list[Any] | Rejected:
+        """One event's text output as str; an answer that is not UTF-8 text rejects that event
+        (the model answers it again the same way: a retry cannot help)."""
+        try:
+            return decoded(row)
+        except TextDecodeError as exc:
+            return Rejected(f"Triton answered output {name!r} that is not text: {exc}")
