@@ -142,6 +142,7 @@ def test_a_handoff_record_starts_the_fraud_workflow_with_its_parameters(
     transaction = {"id": f"t-{uuid.uuid4().hex[:8]}", "amount": 950.0, "country": "US"}
     record = _handoff(transaction, "0.93")
     producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
+    sent = time.monotonic()
     producer.produce(TOPIC, json.dumps(record).encode(), key=transaction["id"].encode())
     assert producer.flush(10) == 0
     api = client.CustomObjectsApi(kafka_tier.plane.api_client())
@@ -155,6 +156,9 @@ def test_a_handoff_record_starts_the_fraud_workflow_with_its_parameters(
         found = [w for w in items if transaction["id"] in json.dumps(w["spec"])]
         time.sleep(0.1)
     assert found, kafka_tier.diagnostics()
+    took = time.monotonic() - sent
+    print(f"hand-off produced -> Workflow seen (listed every 100 ms): {took:.3f} s")
+    assert took < 30, took
     (wf,) = found
     assert wf["spec"]["workflowTemplateRef"] == {"name": fx.TEMPLATE}
     parameters = {p["name"]: p.get("value") for p in wf["spec"]["arguments"]["parameters"]}
