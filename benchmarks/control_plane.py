@@ -16,6 +16,9 @@ tickets, one after the other, to support-triage's compiled webhook EventSource (
 real eventsource, a real JetStream EventBus, the real sensor) and times each from the POST to
 the client seeing the Sensor's Workflow in the API server (listed every 10 ms), then from
 there to Succeeded on the real workflow-controller (Argo's default requeue). Median of the N.
+Then N fraud hand-off records are produced to a real SASL_SSL broker, where the fraud
+example's compiled Kafka EventSource reads them, each timed from produced to the Sensor's
+Workflow seen (listed every 10 ms; the Workflow itself is not waited for).
 
 Usage: python benchmarks/control_plane.py [--repeat 3] [--execution 3] [--events 5] [--write]
 """
@@ -157,6 +160,42 @@ def events_runs(count: int) -> tuple[list[float], list[float]]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def handoff_runs(count: int) -> list[float]:
+    """Seconds from each fraud hand-off record produced to its Workflow in the API server."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import execution_harness as fx
+    import handoff_harness as hx  # type: ignore[import-not-found]  # tests/, not a package
+
+    from rtflow.testing.control_plane import ControlPlane, default_crd_files
+    from rtflow.testing.kafka_broker import KafkaBroker
+
+    security = fx.broker_security()
+    work = Path(tempfile.mkdtemp(prefix="rtflow-bench-handoff-"))
+    plane, broker = ControlPlane().start(), KafkaBroker(security=security)
+    events = None
+    try:
+        plane.install_crds([p for p in default_crd_files() if "/argo-" in str(p)])
+        broker.start()
+        broker.create_topics(hx.TOPIC)
+        events = hx.start(plane, broker, security, work / "events")
+        times = []
+        for n in range(count + 1):  # the first warms the caches: left out
+            transaction = {"id": f"bench-{n}-{time.time_ns()}", "amount": 950.0}
+            mark = time.perf_counter()
+            hx.produce(broker, hx.handoff(transaction, "0.93"), transaction["id"])
+            if hx.wait_created(plane, transaction["id"], interval=0.01) is None:
+                raise RuntimeError(f"no Workflow for {transaction['id']}")
+            if n:
+                times.append(time.perf_counter() - mark)
+        return times
+    finally:
+        if events is not None:
+            events.close()
+        broker.close()
+        plane.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -179,7 +218,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"workflow, requeue {label}: {statistics.median(executions[label]):.1f} s "
                   f"(runs: {runs_text})")  # fmt: skip
     event_times: tuple[list[float], list[float]] | None = None
+    handoff_times: list[float] = []
     if args.events:
+        handoff_times = handoff_runs(args.events)
+        print(f"hand-off produced -> Workflow created: {statistics.median(handoff_times):.3f} s "
+              f"(runs: {', '.join(f'{t:.3f}' for t in handoff_times)})")  # fmt: skip
         event_times = events_runs(args.events)
         for label, times in zip(("event sent -> Workflow created", "created -> Succeeded"),
                                 event_times, strict=True):  # fmt: skip
@@ -212,9 +255,16 @@ def main(argv: list[str] | None = None) -> int:
                         statistics.median(event_times[0]),
                     ),
                     (
-                        "that Workflow (3 steps: classify, route, page) created to Succeeded, "
+                        "the support-triage Workflow (3 steps: classify, route, page) created to "
+                        "Succeeded, "
                         f"requeue time 10 s (Argo's default); median of {len(event_times[1])}",
                         statistics.median(event_times[1]),
+                    ),
+                    (
+                        "fraud: a hand-off record produced to a real SASL_SSL broker -> the "
+                        "Sensor's Workflow seen in the API server (the compiled Kafka "
+                        f"EventSource, SCRAM-SHA-512); median of {len(handoff_times)}",
+                        statistics.median(handoff_times),
                     ),
                 ]
                 if event_times
