@@ -26,6 +26,11 @@ def value(v: ir.Value) -> str:
         # Argo evaluates the expression and pastes json.Marshal of the result: the text
         # quoted and escaped, so a message with quotes or newlines stays one JSON string.
         return f"{{{{=toJson({expression_path(v.value)})}}}}"
+    if isinstance(v, ir.TensorData):
+        # expr's fromJSON/find over the answer's text; Argo writes json.Marshal of the data
+        answer = expression_path(v.answer)
+        pick = f"find(fromJSON({answer}).outputs, .name == {_quoted(v.tensor)})"
+        return f"{{{{=toJson({pick}.data)}}}}"
     return f"{{{{workflow.{v.field}}}}}"
 
 

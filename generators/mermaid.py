@@ -88,6 +88,8 @@ def _value(v: ir.Value) -> str:
         return "[" + ", ".join(_value(i) for i in v.items) + "]"
     if isinstance(v, ir.JsonString):
         return _value(v.value)
+    if isinstance(v, ir.TensorData):
+        return f"{_value(v.answer)}.{v.tensor}"
     return f"workflow.{v.field}"
 
 

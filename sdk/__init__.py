@@ -12,7 +12,7 @@ from rtflow.environments import ArgoCD, Environment
 from rtflow.errors import DefinitionError, LoadError, RtflowError
 from rtflow.options import Backoff, Output, Param, Retry, Secret
 from rtflow.pipeline import Pipeline, pipeline
-from rtflow.recording import approval, for_each, infer, on_exit, when, workflow
+from rtflow.recording import InferenceResult, approval, for_each, infer, on_exit, when, workflow
 from rtflow.stage import ContainerStage, configure, container, stage
 from rtflow.streams import KafkaTopics, Stream
 from rtflow.triggers import (
@@ -41,6 +41,7 @@ __all__ = [
     "Egress",
     "Environment",
     "EventBus",
+    "InferenceResult",
     "KafkaTopics",
     "LoadError",
     "Output",

@@ -133,6 +133,16 @@ class JsonString:
     value: PipelineInput | TaskOutput | WorkflowField
 
 
+@dataclass(frozen=True)
+class TensorData:
+    """The flat ``data`` of one output tensor of an inference step's KServe v2 answer
+    (``scored.output("risk")``): picked by Argo's expression (``find(fromJSON(...).outputs,
+    ...)``), so the stage reading it gets a typed list, not the whole answer."""
+
+    answer: TaskOutput | PipelineInput  # a pipeline input once handed off by the stream plane
+    tensor: str
+
+
 Value = (
     Constant
     | PipelineInput
@@ -142,6 +152,7 @@ Value = (
     | JsonObject
     | JsonList
     | JsonString
+    | TensorData
 )
 
 CompareOp = Literal["==", "!=", ">", ">=", "<", "<="]

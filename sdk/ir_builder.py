@@ -16,14 +16,8 @@ from rtflow.egress import check_egress
 from rtflow.environments import build_argocd, build_environments
 from rtflow.errors import DefinitionError
 from rtflow.graph_rules import check_acyclic, comparison_quoted, flatten
-from rtflow.literals import (
-    Resolved,
-    holds_ref,
-    resolve_literal,
-    scalar_type,
-    tensor_elements,
-    tensor_value,
-)
+from rtflow.inference_args import picked_output, served_model, tensor_elements, tensor_value
+from rtflow.literals import Resolved, check_feeds, holds_ref, resolve_literal, scalar_type
 from rtflow.names import check_dns1123_label
 from rtflow.param_types import ParamType, encode, list_of
 from rtflow.pipeline import Pipeline
@@ -41,6 +35,7 @@ from rtflow.recording import (
     Negate,
     OutputRef,
     Ref,
+    TensorRef,
     Truthy,
     WorkflowRef,
     recording,
@@ -283,7 +278,7 @@ class _PipelineBuilder:
             resolved = self._resolve(raw, call, param.name)
             if param.name in tensors:
                 resolved = tensor_value(resolved, raw, param, *tensors[param.name])
-            self._check_feeds(resolved, raw, param)
+            check_feeds(resolved, raw, param)
             producers += resolved.producers
             arguments.append((param.name, resolved.value))
 
@@ -325,7 +320,8 @@ class _PipelineBuilder:
         """The tensors, each checked against the model's declaration, as one JSON object."""
         definition = call.definition
         assert isinstance(definition, InferenceDef)
-        model = next(m for m in definition.server.models if m.name == stage.inference.model)  # type: ignore[union-attr]
+        assert stage.inference is not None
+        model = served_model(definition.server, stage.inference.model)
         declared = {p.name: p for p in stage_ir.tensor_params(model)}
         unknown = sorted(set(call.arguments) - set(declared))
         missing = sorted(set(declared) - set(call.arguments))
@@ -343,7 +339,7 @@ class _PipelineBuilder:
         for name, param in declared.items():
             raw = call.arguments[name]
             resolved = tensor_value(self._resolve(raw, call, name), raw, param, *tensors[name])
-            self._check_feeds(resolved, raw, param)
+            check_feeds(resolved, raw, param)
             producers += resolved.producers
             value = resolved.value
             if isinstance(value, ir.Constant) and resolved.type is None:
@@ -369,8 +365,7 @@ class _PipelineBuilder:
         definition = call.definition
         if not isinstance(definition, InferenceDef) or stage.inference is None:
             return {}
-        server_models = getattr(definition.server, "models", ())
-        model = next(m for m in server_models if m.name == stage.inference.model)
+        model = served_model(definition.server, stage.inference.model)
         return tensor_elements(model, definition.shapes)
 
     def _fan_out_source(self, marker: Each, call: Call, param: ir.Param) -> Resolved:
@@ -420,34 +415,6 @@ class _PipelineBuilder:
             )
         return source
 
-    def _check_feeds(self, resolved: Resolved, raw: object, param: ir.Param) -> None:
-        if resolved.type is None:
-            if not param.type.accepts_value(raw):
-                raise DefinitionError(
-                    f"input {param.name!r} is {param.type} but the value {raw!r} is not",
-                    fix=f"pass a {param.type}",
-                    field=param.name,
-                )
-            return
-        if (
-            isinstance(resolved.value, ir.JsonList)
-            and resolved.type.item is None
-            and param.type.item is not None
-        ):
-            raise DefinitionError(
-                f"input {param.name!r} is {param.type} but the list literal mixes types",
-                fix=f"give only {param.type.item} items",
-                field=param.name,
-            )
-        if not param.type.accepts(resolved.type):
-            raise DefinitionError(
-                f"input {param.name!r} is {param.type} but it is fed a {resolved.type}"
-                f"{_from_where(resolved, self.task_of)}",
-                fix=f"make the types agree (change the annotation to {resolved.type}, "
-                f"or convert inside a stage)",
-                field=param.name,
-            )
-
     def _resolve(self, raw: object, consumer: Call, field: str) -> Resolved:
         if isinstance(raw, Each):
             raise DefinitionError(
@@ -470,6 +437,8 @@ class _PipelineBuilder:
             )
         if isinstance(raw, OutputRef):
             return self._output(raw.call, raw.output, consumer, field)
+        if isinstance(raw, TensorRef):
+            return self._tensor_output(raw, consumer, field)
         if isinstance(raw, Call):
             producer_stage = self._stage_for(raw, field)
             if len(producer_stage.outputs) != 1:
@@ -526,6 +495,20 @@ class _PipelineBuilder:
             out_type = list_of(out_type)
         value = ir.TaskOutput(self.task_of[id(producer)], output, result=stage.kind == "inference")
         return Resolved(value, out_type, (producer,))
+
+    def _tensor_output(self, ref: TensorRef, consumer: Call, field: str) -> Resolved:
+        """``scored.output("risk")``: one output tensor's flat data, typed by its data type."""
+        stage = self._stage_for(ref.call, field)
+        answer = self._output(ref.call, stage.outputs[0].name, consumer, field)
+        if _fans_out(ref.call):
+            raise DefinitionError(
+                f"{self.task_of[id(ref.call)]!r} fans out, so it has one answer per item",
+                fix="read the answers (a list) in a stage instead of .output()",
+                field=field,
+            )
+        assert isinstance(ref.call.definition, InferenceDef) and stage.inference is not None
+        model = served_model(ref.call.definition.server, stage.inference.model)
+        return picked_output(model, answer, ref.tensor, field)
 
     # Conditions
 
@@ -597,12 +580,3 @@ def _event_bus(bus: object) -> tuple[str, ir.EventBus | None]:
 
 def _fans_out(call: Call) -> bool:
     return any(isinstance(v, Each) for v in call.arguments.values())
-
-
-def _from_where(resolved: Resolved, task_of: Mapping[int, str]) -> str:
-    value = resolved.value
-    if isinstance(value, ir.TaskOutput):
-        return f" (output {value.output!r} of {value.task!r})"
-    if isinstance(value, ir.PipelineInput):
-        return f" (pipeline input {value.name!r})"
-    return ""

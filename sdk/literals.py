@@ -28,11 +28,11 @@ from rtflow.recording import Call, Each, Ref
 
 __all__ = [
     "Resolved",
+    "check_feeds",
     "holds_ref",
+    "json_constant",
     "resolve_literal",
     "scalar_type",
-    "tensor_elements",
-    "tensor_value",
 ]
 
 
@@ -86,7 +86,9 @@ def _common(types: list[ParamType | None]) -> ParamType | None:
     return None
 
 
-def _constant(raw: object, field: str) -> Resolved:
+def json_constant(raw: object, field: str) -> Resolved:
+    """A literal without references as JSON text, with its type (a list's item type when its
+    items agree); one-line error when it is not JSON (NaN, an object)."""
     try:
         text = json.dumps(raw, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError):
@@ -101,7 +103,7 @@ def _constant(raw: object, field: str) -> Resolved:
     if kind is None and isinstance(raw, dict):
         kind = ParamType("dict")
     elif kind is None and isinstance(raw, list | tuple):
-        item = _common([_constant(v, field).type for v in raw])
+        item = _common([json_constant(v, field).type for v in raw])
         kind = list_of(item) if item is not None else ParamType("list")
     return Resolved(ir.Constant(text), kind)
 
@@ -124,7 +126,7 @@ def resolve_literal(raw: object, resolve: Callable[[Ref], Resolved], field: str)
             return Resolved(ir.JsonString(inner), ref.type, ref.producers)
         return ref
     if not holds_ref(raw):
-        return _constant(raw, field)
+        return json_constant(raw, field)
     if isinstance(raw, list | tuple):
         items = [resolve_literal(item, resolve, f"{field}[{i}]") for i, item in enumerate(raw)]
         item_type = _common([r.type for r in items])
@@ -149,57 +151,42 @@ def resolve_literal(raw: object, resolve: Callable[[Ref], Resolved], field: str)
     )
 
 
-def tensor_value(
-    resolved: Resolved, raw: object, param: ir.Param, elements: int | None, shape: str
-) -> Resolved:
-    """A scalar fed to a tensor input that holds one element, as the one-item list the tensor's
-    flat data is (``{"text": message}`` is ``{"text": [message]}``); any other value as it is.
-
-    ``elements`` is the tensor's element count with its batch of one (None when a dimension is
-    variable), ``shape`` its shape as the error message shows it.
-    """
-    item = param.type.item
-    scalar = resolved.type if resolved.type is not None else scalar_type(raw)
-    if item is None or scalar is None or scalar.kind in ("list", "dict"):
-        return resolved
-    if not item.accepts(scalar):
-        return resolved  # the usual type error names both types
-    if elements != 1:
-        many = f"{elements} elements" if elements is not None else "a variable number of elements"
+def check_feeds(resolved: Resolved, raw: object, param: ir.Param) -> None:
+    """That a value may feed ``param``: a plain constant by its value, anything else by its type
+    (a list literal's items too); the error names where a reference comes from."""
+    if resolved.type is None:
+        if not param.type.accepts_value(raw):
+            raise DefinitionError(
+                f"input {param.name!r} is {param.type} but the value {raw!r} is not",
+                fix=f"pass a {param.type}",
+                field=param.name,
+            )
+        return
+    if (
+        isinstance(resolved.value, ir.JsonList)
+        and resolved.type.item is None
+        and param.type.item is not None
+    ):
         raise DefinitionError(
-            f"tensor input {param.name!r} holds {many} (shape {shape}) but is fed one {scalar}",
-            fix=f"pass a {param.type} of its flat data, e.g. {{{param.name!r}: [a, b, ...]}}, "
-            "or declare the tensor with dims (1,)",
+            f"input {param.name!r} is {param.type} but the list literal mixes types",
+            fix=f"give only {param.type.item} items",
             field=param.name,
         )
-    if resolved.type is None:
-        return _constant([raw], param.name)
-    value = resolved.value
-    if scalar.kind == "str":
-        assert isinstance(value, ir.PipelineInput | ir.TaskOutput | ir.WorkflowField)
-        value = ir.JsonString(value)
-    return Resolved(ir.JsonList((value,)), list_of(scalar), resolved.producers)
-
-
-def tensor_elements(
-    model: object, shapes: Mapping[str, object]
-) -> dict[str, tuple[int | None, str]]:
-    """Each input tensor's element count with a batch of one (None when a dimension is
-    variable) and its shape as text, for :func:`tensor_value`. ``shapes`` are the shapes
-    given to ``rtflow.infer``, which win over the declaration."""
-    from rtflow.gpu.models import TritonModel
-
-    assert isinstance(model, TritonModel)
-    counts: dict[str, tuple[int | None, str]] = {}
-    for tensor in model.inputs:
-        given = shapes.get(tensor.name)
-        if isinstance(given, list | tuple) and all(isinstance(d, int) for d in given):
-            dims = [int(d) for d in given]
-        else:
-            dims = [1, *tensor.dims] if model.batched else list(tensor.dims)
-        elements = None if -1 in dims else math.prod(dims)
-        counts[tensor.name] = (
-            elements,
-            "[" + ", ".join("n" if d == -1 else str(d) for d in dims) + "]",
+    if not param.type.accepts(resolved.type):
+        raise DefinitionError(
+            f"input {param.name!r} is {param.type} but it is fed a {resolved.type}"
+            f"{_from_where(resolved.value)}",
+            fix=f"make the types agree (change the annotation to {resolved.type}, "
+            f"or convert inside a stage)",
+            field=param.name,
         )
-    return counts
+
+
+def _from_where(value: ir.Value) -> str:
+    if isinstance(value, ir.TensorData):
+        return f" (output {value.tensor!r} of the answer of {_from_where(value.answer)[1:-1]})"
+    if isinstance(value, ir.TaskOutput):
+        return f" (output {value.output!r} of {value.task!r})"
+    if isinstance(value, ir.PipelineInput):
+        return f" (pipeline input {value.name!r})"
+    return ""

@@ -294,6 +294,35 @@ class ApprovalCall(Call):
         return OutputRef(self, "decision")
 
 
+class InferenceCall(Call):
+    """An ``rtflow.infer`` call: stands for the whole KServe v2 answer, and picks one output."""
+
+    def output(self, name: str) -> TensorRef:
+        """The flat data of the output tensor ``name`` (typed by its data type), so a stage
+        that needs one output does not parse the whole answer."""
+        return TensorRef(self, name)
+
+
+@dataclass(eq=False)
+class TensorRef(Ref):
+    """One output tensor's flat data of an inference call (``scored.output("risk")``)."""
+
+    call: InferenceCall
+    tensor: str
+
+
+class InferenceResult(dict[str, Any]):
+    """What ``rtflow.infer`` stands for, for type checkers: the KServe v2 answer (a dict whose
+    ``outputs[i]`` hold ``name``, ``datatype``, ``shape`` and flat ``data``), and
+    :meth:`output`. A stage taking ``dict[str, Any]`` accepts it. At record time the value is
+    the inference call itself; nothing constructs this class."""
+
+    def output(self, name: str) -> list[Any]:
+        """The flat data of the output tensor ``name``: ``list[float]`` for ``TYPE_FP32``,
+        ``list[str]`` for ``TYPE_STRING``..."""
+        raise TypeError("rtflow.infer(...).output() is only called inside a pipeline function")
+
+
 class Recorder:
     def __init__(self) -> None:
         self.calls: list[Call] = []
@@ -318,7 +347,7 @@ class Recorder:
         return made
 
     def inference(self, definition: InferenceDef, inputs: dict[str, object]) -> Call:
-        return self._add(Call, definition, inputs)
+        return self._add(InferenceCall, definition, inputs)
 
     def _add(
         self,
@@ -462,11 +491,12 @@ def infer(
     timeout: int | str = "10s",
     retry: Retry | None = None,
     via: Literal["http", "grpc"] = "http",
-) -> dict[str, Any]:
+) -> InferenceResult:
     """Call ``model`` on the Triton ``server`` with ``inputs`` (tensor name -> flat list).
 
     Compiles to an Argo ``http`` step against Triton's KServe v2 REST endpoint: no pod per call.
-    The result stands for the KServe v2 response (a dict: ``outputs[i].data``). Shapes come from
+    The result stands for the KServe v2 response (a dict: ``outputs[i].data``);
+    ``result.output("risk")`` for one output's flat data, typed. Shapes come from
     the model's dims (with a batch of one when it batches); give ``shapes`` for -1 dims.
     ``via="grpc"`` compiles instead to a container step running the built-in Triton client stage
     (gRPC, binary tensors): a pod per call, but no JSON for large tensors.
@@ -475,4 +505,4 @@ def infer(
     definition = InferenceDef(server, model, name, dict(shapes or {}), timeout, retry, via)
     # Typed as what it stands for, the KServe v2 response, so a stage that reads it is checked
     # against dict[str, Any] by mypy (at record time it is a handle to the step's output).
-    return cast(dict[str, Any], recorder.inference(definition, dict(inputs)))
+    return cast(InferenceResult, recorder.inference(definition, dict(inputs)))

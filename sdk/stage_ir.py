@@ -465,7 +465,8 @@ _TENSOR_ITEM = {"BOOL": "bool", "STRING": "str"}
 INFERENCE_RETRY = ir.Retry(limit=3, policy="Always", backoff=ir.Backoff("500ms", 2, "5s"))
 
 
-def _tensor_param(tensor: Any) -> ir.Param:
+def tensor_param(tensor: Any) -> ir.Param:
+    """A tensor as the flat list a pipeline edge carries, typed by its data type."""
     datatype = str(tensor.data_type).removeprefix("TYPE_")
     if datatype in _TENSOR_ITEM:
         item = ParamType(_TENSOR_ITEM[datatype])  # type: ignore[arg-type]
@@ -529,7 +530,7 @@ def inference_ir(definition: InferenceDef, namespace: str | None) -> ir.Stage:
             )
         else:
             shapes[tensor.name] = [1, *tensor.dims] if model.batched else list(tensor.dims)
-    inputs = [_tensor_param(t) for t in model.inputs]
+    inputs = [tensor_param(t) for t in model.inputs]
     if definition.via == "grpc":
         return _grpc_inference(definition, server, model, name, namespace)
     if definition.via != "http":
@@ -620,4 +621,4 @@ def _grpc_inference(
 
 
 def tensor_params(model: Any) -> list[ir.Param]:
-    return [_tensor_param(t) for t in model.inputs]
+    return [tensor_param(t) for t in model.inputs]

@@ -48,6 +48,8 @@ def value_refs(value: ir.Value | None) -> Iterator[ir.Value]:
             yield from value_refs(inner)
     elif isinstance(value, ir.JsonString):
         yield from value_refs(value.value)
+    elif isinstance(value, ir.TensorData):
+        yield from value_refs(value.answer)
 
 
 def condition_refs(condition: ir.Condition | None) -> Iterator[ir.Value]:

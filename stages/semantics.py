@@ -116,7 +116,51 @@ def value_text(
     if isinstance(v, ir.JsonString):
         text = value_text(v.value, inputs=inputs, outputs=outputs, workflow=workflow, item=item)
         return go_json_string(text)
+    if isinstance(v, ir.TensorData):
+        answer = value_text(v.answer, inputs=inputs, outputs=outputs, workflow=workflow, item=item)
+        return go_json_value(tensor_data(answer, v.tensor))
     return workflow[v.field]
+
+
+def tensor_data(answer: Any, tensor: str) -> Any:
+    """The ``data`` of output ``tensor`` in a KServe v2 answer (its JSON text or its value);
+    ConditionError when there is none (Argo's expression fails the task: "cannot fetch data
+    from <nil>")."""
+    parsed = json.loads(answer) if isinstance(answer, str) else answer
+    found = parsed.get("outputs") if isinstance(parsed, dict) else None
+    for output in found if isinstance(found, list) else ():
+        if isinstance(output, dict) and output.get("name") == tensor and "data" in output:
+            return output["data"]
+    raise ConditionError(f"the inference answer has no output {tensor!r}")
+
+
+def go_json_value(value: Any) -> str:
+    """``json.Marshal`` of what expr's ``fromJSON`` made of a JSON value, as Argo's ``toJson``
+    writes it: every number a float64 (so an integer past 2**53 is rounded, as in the cluster),
+    printed the way Go prints it; keys sorted; strings as :func:`go_json_string`."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return _go_float(float(value))
+    if isinstance(value, str):
+        return go_json_string(value)
+    if isinstance(value, list):
+        return "[" + ",".join(go_json_value(v) for v in value) + "]"
+    items = sorted(value.items())
+    return "{" + ",".join(f"{go_json_string(k)}:{go_json_value(v)}" for k, v in items) + "}"
+
+
+_EXPONENT = re.compile(r"e([+-])0*(\d)")
+
+
+def _go_float(number: float) -> str:
+    """Go's encoding/json float64: shortest round-trip digits, plain notation between 1e-6 and
+    1e21, else an exponent without leading zeros (``1e-7``, ``1e+21``)."""
+    size = abs(number)
+    if size != 0 and (size < 1e-6 or size >= 1e21):
+        return _EXPONENT.sub(r"e\1\2", repr(number))
+    plain = format(Decimal(repr(number)), "f")
+    return plain.rstrip("0").rstrip(".") if "." in plain else plain
 
 
 _GO_ESCAPES = str.maketrans(

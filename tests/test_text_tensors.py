@@ -192,3 +192,63 @@ def test_the_cli_refuses_ints_for_text_in_one_line_with_exit_2(tmp_path: Path) -
 def test_the_http_step_of_a_text_model_posts_bytes_tensors() -> None:
     shout = templates(workflow_template(text.text_http))["shout"]
     assert '"datatype":"BYTES","data":{{inputs.parameters.text}}' in shout["http"]["body"]
+
+
+# -- scored.output("name"): one output tensor, typed ---------------------------------------------
+
+
+def test_a_picked_output_compiles_to_argo_s_expression_and_is_typed() -> None:
+    arguments = _argo_arguments(text.text_pick, "summary")
+    answer = "fromJSON(tasks['shout'].outputs.result)"
+    assert arguments["upper"] == f"{{{{=toJson(find({answer}.outputs, .name == 'upper').data)}}}}"
+    assert arguments["length"] == (
+        f"{{{{=toJson(find({answer}.outputs, .name == 'length').data)}}}}"
+    )
+    assert _task(text.text_pick, "summary").depends == ("shout",)
+    grpc = _argo_arguments(text.text_pick_grpc, "summary")
+    assert "fromJSON(tasks['shout'].outputs.parameters['result'])" in grpc["upper"]
+
+
+@rtflow.stage(image=IMAGE)
+def wants_text(texts: list[str]) -> None:
+    del texts
+
+
+def test_a_picked_output_of_the_wrong_type_names_both_types() -> None:
+    @rtflow.pipeline(name="pick-type")
+    def p(message: str) -> None:
+        shouted = rtflow.infer(text.SERVER, text.SHOUT, {"text": message}, name="shout")
+        wants_text(texts=shouted.output("length"))
+
+    error = _one_line_error(p)
+    assert (error.stage, error.field) == ("wants-text", "texts")
+    assert "input 'texts' is list[str] but it is fed a list[int]" in error.problem
+
+
+def test_picking_an_output_the_model_does_not_declare_lists_its_outputs() -> None:
+    @rtflow.pipeline(name="pick-name")
+    def p(message: str) -> None:
+        shouted = rtflow.infer(text.SERVER, text.SHOUT, {"text": message}, name="shout")
+        wants_text(texts=shouted.output("uper"))
+
+    error = _one_line_error(p)
+    assert (error.stage, error.field) == ("wants-text", "texts")
+    assert "model 'shout' has no output 'uper'" in error.problem
+    assert "upper, length" in error.fix
+
+
+def test_a_picked_output_sits_in_a_literal() -> None:
+    @rtflow.pipeline(name="pick-literal")
+    def p(message: str) -> None:
+        shouted = rtflow.infer(text.SERVER, text.SHOUT, {"text": message}, name="shout")
+        wants_text(texts=[message, "x"])
+        payload_of(payload={"upper": shouted.output("upper"), "m": message})
+
+    value = _argo_arguments(p, "payload-of")["payload"]
+    assert value.startswith('{"m":{{=toJson(workflow.parameters[\'message\'])}},"upper":')
+    assert value.endswith(".name == 'upper').data)}}}")
+
+
+@rtflow.stage(image=IMAGE)
+def payload_of(payload: dict[str, Any]) -> None:
+    del payload

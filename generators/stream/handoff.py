@@ -44,6 +44,11 @@ def _value(value: ir.Value, hot: frozenset[str]) -> ir.Value:
         inner = _value(value.value, hot)
         assert isinstance(inner, ir.PipelineInput | ir.TaskOutput | ir.WorkflowField)
         return ir.JsonString(inner)
+    if isinstance(value, ir.TensorData):
+        # a hot answer crosses as a parameter (its JSON text): the same pick reads it
+        answer = _value(value.answer, hot)
+        assert isinstance(answer, ir.TaskOutput | ir.PipelineInput)
+        return ir.TensorData(answer, value.tensor)
     return value
 
 

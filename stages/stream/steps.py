@@ -69,6 +69,16 @@ def value_getter(value: ir.Value) -> Getter:
         return lambda e: [g(e) for g in items]
     if isinstance(value, ir.JsonString):
         return value_getter(value.value)  # the Python str: no JSON text to quote here
+    if isinstance(value, ir.TensorData):
+        answer, tensor = value_getter(value.answer), value.tensor
+
+        def pick(e: EventState) -> Any:
+            try:
+                return semantics.tensor_data(answer(e), tensor)
+            except (semantics.ConditionError, ValueError) as exc:
+                raise BadInput(str(exc)) from None  # the same answer lacks it again
+
+        return pick
     raise ValueError(f"{value!r} cannot be read on the stream plane")
 
 
@@ -270,7 +280,11 @@ class PublishStep(Step):
         raise AssertionError("publish steps produce through Plan.execute")
 
     def record(self, event: EventState) -> Record | None:
-        payload = self.payload(event)
+        try:
+            payload = self.payload(event)
+        except BadInput as exc:  # a literal's pick of an inference output it lacks
+            event.fail(BAD_INPUT, self.task.name, str(exc))
+            return None
         if not isinstance(payload, dict):
             event.fail(BAD_INPUT, self.task.name, "input 'payload' is not a dict")
             return None

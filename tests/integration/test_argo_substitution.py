@@ -161,3 +161,46 @@ def test_list_and_dict_literals_are_the_json_argo_writes(argo: ArgoReplace, user
         user.upper(),
         "plain",
     ]
+
+
+ANSWER = {
+    "model_name": "shout",
+    "model_version": "1",
+    "outputs": [
+        {"name": "upper", "datatype": "BYTES", "shape": [1, len(TEXTS)], "data": TEXTS},
+        {"name": "length", "datatype": "INT64", "shape": [1, 3], "data": [5, -1, 2**63 - 1]},
+        {
+            "name": "risk",
+            "datatype": "FP32",
+            "shape": [1, 6],
+            "data": [0.9300000071525574, 1e-07, 1.5e21, 0.0, -2.5, 123456.0],
+        },
+        {"name": "flags", "datatype": "BOOL", "shape": [1, 2], "data": [True, False]},
+    ],
+}
+
+
+@pytest.mark.parametrize("tensor", ["upper", "length", "risk", "flags"])
+@pytest.mark.parametrize("via", ["http", "grpc"])
+def test_a_picked_output_is_the_json_argo_writes(argo: ArgoReplace, tensor: str, via: str) -> None:
+    """``scored.output(name)``: Argo's expr (fromJSON, find, toJson) against the local copy,
+    byte for byte; numbers pass through float64 as in the cluster (an int64 past 2**53 is
+    rounded: documented)."""
+    answer = ir.TaskOutput("shout", "response", result=True)
+    key = "tasks.shout.outputs.result"
+    if via == "grpc":
+        answer = ir.TaskOutput("shout", "result")
+        key = "tasks.shout.outputs.parameters.result"
+    value = ir.TensorData(answer, tensor)
+    text = json.dumps(ANSWER)
+    compiled = argo_expressions.value(value)
+    by_argo = argo(compiled, {key: text})
+    local = semantics.value_text(
+        value, inputs={}, outputs={"shout": {answer.output: text}}, workflow={}
+    )
+    assert by_argo == local, (compiled, by_argo, local)
+    (declared,) = [o["data"] for o in ANSWER["outputs"] if o["name"] == tensor]  # type: ignore[union-attr]
+    if tensor in ("upper", "flags"):
+        assert json.loads(by_argo) == declared
+    else:
+        assert json.loads(by_argo) == pytest.approx([float(v) for v in declared], rel=1e-15)

@@ -204,7 +204,28 @@ def test_the_stream_plane_sends_the_event_s_text_and_publishes_what_a_stage_read
             "answer": {"sent": m, "upper": m.upper(), "length": len(m)},
             "message": m,
             "tags": [m],
+            "upper": [m.upper()],
         }
         for m in MESSAGES
     ]
     assert sum(result.dead_lettered.values()) == 1, result.dead_lettered  # 5 is not a str
+
+
+@pytest.mark.parametrize("pipeline", [text.text_pick, text.text_pick_grpc], ids=["http", "grpc"])
+def test_a_stage_reads_picked_outputs_typed_without_parsing_the_answer(
+    pipeline: Any, server: TritonServer, tmp_path: Path
+) -> None:
+    out, dead = MemorySink(), MemorySink()
+    run_local(
+        pipeline.build(),
+        ListSource([{"message": m} for m in MESSAGES]),
+        output=out,
+        dead_letter=dead,
+        max_in_flight=4,
+        triton=server,
+        log_dir=tmp_path / "logs",
+    )
+    assert not dead.records, dead.records
+    by_event = {r["event"]: r["outputs"]["summary"]["result"] for r in out.records}
+    for index, m in enumerate(MESSAGES):
+        assert by_event[f"event:{index}"] == f"{m!r} -> {m.upper()!r} ({len(m)} characters)"

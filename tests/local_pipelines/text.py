@@ -91,4 +91,30 @@ def text_stream(message: str) -> None:
     shouted = rtflow.infer(SERVER, SHOUT, {"text": message}, name="shout", timeout="5s")
     answer = read_back(shouted, message)
     publish = rtflow.configure(kafka_publish, name="publish")
-    publish(topic="shouted", payload={"answer": answer, "message": message, "tags": [message]})
+    publish(
+        topic="shouted",
+        payload={
+            "answer": answer,
+            "message": message,
+            "tags": [message],
+            "upper": shouted.output("upper"),
+        },
+    )
+
+
+@rtflow.stage(image="ghcr.io/acme/text:1.0")
+def summary(upper: list[str], length: list[int], message: str) -> str:
+    """Reads two picked outputs, typed: no KServe answer to parse."""
+    return f"{message!r} -> {upper[0]!r} ({length[0]} characters)"
+
+
+@rtflow.pipeline(name="text-pick", namespace="text")
+def text_pick(message: str) -> None:
+    shouted = rtflow.infer(SERVER, SHOUT, {"text": message}, name="shout", timeout="5s")
+    summary(upper=shouted.output("upper"), length=shouted.output("length"), message=message)
+
+
+@rtflow.pipeline(name="text-pick-grpc", namespace="text")
+def text_pick_grpc(message: str) -> None:
+    shouted = rtflow.infer(SERVER, SHOUT, {"text": message}, name="shout", timeout="5s", via="grpc")
+    summary(upper=shouted.output("upper"), length=shouted.output("length"), message=message)
