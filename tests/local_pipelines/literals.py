@@ -55,7 +55,10 @@ def literals(event: dict[str, Any], user: str, weight: int = 3) -> None:
             inputs={"event": "body.event", "user": "body.user"},
         )
     ],
-    stream=rtflow.Stream(),
+    stream=rtflow.Stream(
+        # Pinned, as a cluster should run it (a fictional digest: no registry is reached).
+        image="ghcr.io/acme/literals/stream:test@sha256:c01144f49a36aa24115b0f3445dc819043b69e4f1eb3ebee62414688401256af",
+    ),
 )
 def literals_stream(event: dict[str, Any], user: str) -> None:
     s = score(event)

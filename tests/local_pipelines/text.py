@@ -83,7 +83,10 @@ def text_output(name: str) -> None:
             inputs={"message": "body.message"},
         )
     ],
-    stream=rtflow.Stream(),
+    stream=rtflow.Stream(
+        # Pinned, as a cluster should run it (a fictional digest: no registry is reached).
+        image="ghcr.io/acme/text/stream:test@sha256:c01144f49a36aa24115b0f3445dc819043b69e4f1eb3ebee62414688401256af",
+    ),
 )
 def text_stream(message: str) -> None:
     """The stream plane: the event's text to the model, read back, published with a payload
