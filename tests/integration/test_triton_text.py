@@ -14,6 +14,8 @@ The messages hold what pasting text into JSON would break: quotes, a backslash, 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -229,3 +231,45 @@ def test_a_stage_reads_picked_outputs_typed_without_parsing_the_answer(
     by_event = {r["event"]: r["outputs"]["summary"]["result"] for r in out.records}
     for index, m in enumerate(MESSAGES):
         assert by_event[f"event:{index}"] == f"{m!r} -> {m.upper()!r} ({len(m)} characters)"
+
+
+def test_rtflow_run_local_streams_text_from_a_real_broker_to_the_published_answer(
+    server: TritonServer, kafka_broker: Any, tmp_path: Path
+) -> None:
+    """The stream plane for real: JSON events through a Kafka broker, a worker process, the
+    real Triton over gRPC, the downstream stage, the publish; read back read_committed."""
+    from stream_harness import read_committed
+
+    from rtflow.stream_layout import stream_topics
+
+    pipeline = text.text_stream.build()
+    kafka_broker.create_topics(*stream_topics(pipeline))
+    events = tmp_path / "events.jsonl"
+    sent = [f"{m} #{i}" for i, m in enumerate(MESSAGES * 4)]
+    lines = [json.dumps({"message": m}) for m in sent] + [json.dumps({"message": 5})]
+    events.write_text("\n".join(lines) + "\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "rtflow.cli", "run", "--local",
+         f"{Path(text.__file__)}:text_stream", "--events", str(events),
+         "--kafka-brokers", kafka_broker.bootstrap_servers,
+         "--triton-grpc-url", server.grpc_url, "--log-dir", str(tmp_path / "logs")],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads([ln for ln in done.stderr.splitlines() if ln.startswith("{")][-1])
+    assert (summary["fed"], summary["processed"], summary["dead_lettered"]) == (
+        len(sent) + 1,
+        len(sent),
+        1,  # 5 is not a str: the event's payload does not fit the input
+    )
+    found = read_committed(kafka_broker.bootstrap_servers, "shouted", expected=len(sent))
+    published = sorted((json.loads(r.value) for r in found), key=lambda p: sent.index(p["message"]))
+    assert published == [
+        {
+            "answer": {"sent": m, "upper": m.upper(), "length": len(m)},
+            "message": m,
+            "tags": [m],
+            "upper": [m.upper()],
+        }
+        for m in sent
+    ]
