@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from rtflow import ir
+from rtflow.stream_ir import value_refs
 
 
 def flowchart(pipeline: ir.Pipeline) -> str:
@@ -26,7 +27,8 @@ def flowchart(pipeline: ir.Pipeline) -> str:
         lines += [f"    {_id(d)} --> {_id(task.name)}" for d in task.depends]
         lines += [
             f"    in_{_id(v.name)} -.-> {_id(task.name)}"
-            for _, v in task.arguments
+            for _, argument in task.arguments
+            for v in value_refs(argument)  # inputs inside a list or dict literal too
             if isinstance(v, ir.PipelineInput)
         ]
     if pipeline.exit_tasks:
