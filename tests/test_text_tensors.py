@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from rtflow.errors import DefinitionError
 from rtflow.gpu.models import triton_model
 from rtflow.gpu.server import triton_serving
 from rtflow.gpu.tensors import Tensor
+from rtflow.gpu.text_tensors import TextDecodeError, decoded, text_problem
 from rtflow.param_types import ParamType
 from rtflow.stages import semantics
 from rtflow.stages.inference import substitute
@@ -252,3 +254,18 @@ def test_a_picked_output_sits_in_a_literal() -> None:
 @rtflow.stage(image=IMAGE)
 def payload_of(payload: dict[str, Any]) -> None:
     del payload
+
+
+# -- the gRPC paths' text checks (gpu/text_tensors.py) -------------------------------------------
+
+
+def test_text_elements_must_be_str_or_bytes() -> None:
+    assert text_problem(SimpleNamespace(flat=["a", b"b"])) is None
+    assert text_problem(SimpleNamespace(flat=["a", 5])) == "holds 5 (int), not text (str)"
+    assert text_problem(SimpleNamespace(flat=[["a"]])) == "holds ['a'] (list), not text (str)"
+
+
+def test_text_outputs_are_decoded_strictly() -> None:
+    assert decoded([b"caf\xc3\xa9", "already"]) == ["café", "already"]
+    with pytest.raises(TextDecodeError, match=r"element 1 is not UTF-8 text \(invalid start byte"):
+        decoded([b"ok", b"\xff\xfe"])
