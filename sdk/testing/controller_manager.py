@@ -26,27 +26,26 @@ from __future__ import annotations
 
 import os
 import subprocess
-import weakref
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
-from rtflow.stages.reaper import parent_death_signal, terminate_then_kill
+from rtflow.stages.reaper import parent_death_signal
 from rtflow.testing.control_plane import ControlPlane, ControlPlaneUnavailable, default_bin_dir
+from rtflow.testing.supervised import SupervisedProcess, terminate
 
 CONTROLLERS = ("deployment-controller", "replicaset-controller", "serviceaccount-controller")
 
 
-class ControllerManager:
+class ControllerManager(SupervisedProcess):
     """kube-controller-manager with :data:`CONTROLLERS` only."""
 
     def __init__(
         self, plane: ControlPlane, *, bin_dir: Path | None = None, log_path: Path | None = None
     ) -> None:
+        super().__init__()
         self.plane = plane
         self._bin_dir = bin_dir
         self.log_path = log_path
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     def start(self) -> Self:
         binary = (self._bin_dir or default_bin_dir()) / "kube-controller-manager"
@@ -60,7 +59,7 @@ class ControllerManager:
         kubeconfig = plane.kubeconfig(plane.work_dir / "kube-controller-manager.kubeconfig")
         self.log_path = self.log_path or plane.work_dir / "kube-controller-manager.log"
         with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 [str(binary), f"--kubeconfig={kubeconfig}",
                  f"--controllers={','.join(CONTROLLERS)}", "--leader-elect=false",
                  "--secure-port=0", "--concurrent-deployment-syncs=2",
@@ -68,25 +67,8 @@ class ControllerManager:
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=plane.work_dir, preexec_fn=parent_death_signal(),
             )  # fmt: skip
-        self._finalizer = weakref.finalize(self, terminate_then_kill, self._proc, 10.0)
+        self._supervise(proc, terminate)
         return self
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
-
-    def log_tail(self, chars: int = 4000) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-    def close(self) -> None:
-        if self._proc is not None:
-            terminate_then_kill(self._proc, 10.0)
-            self._proc = None
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
 
     def __enter__(self) -> Self:
         return self.start()

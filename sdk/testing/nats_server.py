@@ -25,18 +25,18 @@ import socket
 import subprocess
 import tempfile
 import time
-import weakref
 from pathlib import Path
 from typing import Any, Self
 
-from rtflow.stages.reaper import parent_death_signal, terminate_then_kill
+from rtflow.stages.reaper import parent_death_signal
 from rtflow.stages.stream.launcher import free_port
 from rtflow.testing.control_plane import ControlPlaneUnavailable, default_bin_dir
+from rtflow.testing.supervised import SupervisedProcess, terminate
 
 NATS_VERSION = "v2.10.29"  # tools/nats-server/go.mod
 
 
-class NatsServer:
+class NatsServer(SupervisedProcess):
     """``nats-server -js`` on 127.0.0.1:``port`` (free unless given)."""
 
     def __init__(
@@ -47,6 +47,7 @@ class NatsServer:
         port: int = 0,
         hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
     ) -> None:
+        super().__init__()
         self.hosts = hosts
         self.ca_pem = ""
         self._own_work_dir = work_dir is None
@@ -54,17 +55,10 @@ class NatsServer:
         self._bin_dir = bin_dir
         self.port = port
         self.monitor_port = 0
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        assert self.work_dir is not None
-        return self.work_dir / "nats-server.log"
 
     def start(self, timeout: float = 30.0) -> Self:
         binary = (self._bin_dir or default_bin_dir()) / "nats-server"
@@ -74,6 +68,7 @@ class NatsServer:
             )
         self.work_dir = self.work_dir or Path(tempfile.mkdtemp(prefix="rtflow-nats-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_path = self.work_dir / "nats-server.log"
         self.port = self.port or free_port()
         import trustme
 
@@ -83,8 +78,8 @@ class NatsServer:
         serving.private_key_pem.write_to_path(str(self.work_dir / "server.key"))
         self.ca_pem = ca.cert_pem.bytes().decode()
         self.monitor_port = free_port()
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
                 [str(binary), "--addr=127.0.0.1", f"--port={self.port}", "--jetstream",
                  f"--store_dir={self.work_dir / 'jetstream'}", "--server_name=rtflow-eventbus",
                  "--tls", f"--tlscert={self.work_dir / 'server.crt'}",
@@ -93,11 +88,11 @@ class NatsServer:
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 preexec_fn=parent_death_signal(),
             )  # fmt: skip
-        self._finalizer = weakref.finalize(self, terminate_then_kill, self._proc, 10.0)
+        self._supervise(proc, terminate)
         deadline = time.monotonic() + timeout
         while not self._ready():
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                tail = self.log_path.read_text(errors="replace")[-3000:]
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace")[-3000:]
                 self.close()
                 raise RuntimeError(f"nats-server did not start:\n{tail}")
             time.sleep(0.05)
@@ -127,17 +122,8 @@ class NatsServer:
             for consumer in stream.get("consumer_detail") or []
         ]
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
-
     def close(self) -> None:
-        if self._proc is not None:
-            terminate_then_kill(self._proc, 10.0)
-            self._proc = None
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
+        super().close()
         if self._own_work_dir and self.work_dir is not None:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import weakref
 from pathlib import Path
 from typing import Any, Self, cast
 
 from rtflow.stages.reaper import parent_death_signal
 from rtflow.testing.control_plane import ControlPlane, ControlPlaneUnavailable, default_bin_dir
 from rtflow.testing.netns import NetworkNamespace
+from rtflow.testing.supervised import SupervisedProcess
 
 ARGO_MODULE = "github.com/argoproj/argo-workflows/v4"
 ARGO_VERSION = "v4.1.4"  # tools/argo-workflow-controller/go.mod
@@ -90,7 +90,7 @@ def service_account_token(
     return str(answer.status.token)
 
 
-class WorkflowController:
+class WorkflowController(SupervisedProcess):
     """The real workflow-controller, installed in ``argo`` and running in ``netns``."""
 
     def __init__(
@@ -104,14 +104,13 @@ class WorkflowController:
         env: dict[str, str] | None = None,
         managed_namespace: str | None = None,
     ) -> None:
+        super().__init__()
         self.plane = plane
         self.env = env or {}
         self.managed_namespace = managed_namespace
         self.netns = netns
         self._bin_dir = bin_dir
         self.config = config or {}
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._finalizer: weakref.finalize[Any, Any] | None = None
         self.log_path = log_path
 
     def start(self) -> Self:
@@ -152,7 +151,7 @@ class WorkflowController:
             **self.env,
         }
         with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 [
                     *self.netns.exec_prefix(),
                     str(binary),
@@ -171,25 +170,8 @@ class WorkflowController:
                 cwd=plane.work_dir,
                 preexec_fn=parent_death_signal(),
             )
-        self._finalizer = weakref.finalize(self, _kill, self._proc)
+        self._supervise(proc, _kill)
         return self
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
-
-    def log_tail(self, chars: int = 4000) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-    def close(self) -> None:
-        if self._proc is not None:
-            _kill(self._proc)
-            self._proc = None
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
 
     def __enter__(self) -> Self:
         return self.start()
