@@ -38,110 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 HOT_PATH = str(ROOT / "benchmarks" / "stream" / "fraud_hot_path.py")
 HANDWRITTEN = str(ROOT / "benchmarks" / "stream" / "handwritten.py")
 QUIX = str(ROOT / "benchmarks" / "stream" / "quix_peer.py")
+CHAIN = str(ROOT / "benchmarks" / "stream" / "measuring_chain.py")
 QUIX_PYTHON = ROOT / ".tools" / "quix-venv" / "bin" / "python"
 HEADING = "## Stream plane: fraud hot path, exactly once"
 REPEAT_HEADING = "## Stream plane: exactly once at 20,000 events/s, repeated"
-STALL_MS = 150.0  # a second of sending whose worst latency is above this is reported
 CLOCK = os.sysconf("SC_CLK_TCK")
-
-
-# -- load generator and reader (run as subprocesses of this file) ----------------------------------
-
-
-def generate(brokers: str, topic: str, rate: float, seconds: float) -> int:
-    """Offer ``rate`` events/s for ``seconds``; each key is ``<seq>.<send time in µs>``."""
-    sys.path.insert(0, str(ROOT / "examples" / "models"))
-    import random
-
-    import fraud_events  # type: ignore[import-not-found]
-    from confluent_kafka import Producer
-
-    rng = random.Random(3)
-    templates = []
-    for index in range(2000):
-        body = fraud_events.transaction(rng, index)
-        body.pop("id")
-        templates.append(json.dumps(body, separators=(",", ":")).encode()[1:])
-    producer = Producer(
-        {"bootstrap.servers": brokers, "linger.ms": 5, "enable.idempotence": True,
-         "queue.buffering.max.messages": 1_000_000}
-    )  # fmt: skip
-    start = time.monotonic()
-    sent = 0
-    while True:
-        elapsed = time.monotonic() - start
-        if elapsed >= seconds:
-            break
-        due = int(elapsed * rate)
-        while sent < due:
-            key = f"{sent}.{time.time_ns() // 1000}".encode()
-            value = b'{"id":"' + key + b'",' + templates[sent % 2000]
-            try:
-                producer.produce(topic, value, key=key)
-            except BufferError:
-                producer.poll(0.001)
-                continue
-            sent += 1
-        producer.poll(0)
-        time.sleep(0.0005)
-    producer.flush(30)
-    print(json.dumps({"sent": sent}))
-    return 0
-
-
-def read(
-    brokers: str, topic: str, seconds: float, warmup: float, tail: float, min_bytes: int = 65536
-) -> int:
-    """Read decisions ``read_committed``; latency of events sent inside the measured window."""
-    from confluent_kafka import Consumer
-
-    consumer = Consumer(
-        {"bootstrap.servers": brokers, "group.id": f"reader-{secrets.token_hex(4)}",
-         "isolation.level": "read_committed", "auto.offset.reset": "earliest",
-         "enable.auto.commit": False,
-         # Efficient, as a real downstream consumer is: with fetch.min.bytes=1 a reader at
-         # these rates makes the broker answer thousands of tiny fetches a second, and that
-         # CPU is taken from the system under test. Adds at most 5 ms to what is measured.
-         "fetch.min.bytes": min_bytes, "fetch.wait.max.ms": 5}
-    )  # fmt: skip
-    consumer.subscribe([topic])
-    started_us = time.time_ns() // 1000
-    window = (started_us + int(warmup * 1e6), started_us + int((seconds - tail) * 1e6))
-    latencies: list[float] = []
-    worst: dict[int, float] = {}
-    seen: set[bytes] = set()
-    duplicates = 0
-    total = 0
-    drained = 0  # outputs that arrived inside the window, whenever their input was sent
-    deadline = time.monotonic() + seconds + 3.0  # time for the last events to come out
-    while time.monotonic() < deadline:
-        # consume(n, timeout) waits for n messages OR the timeout: a long timeout here would
-        # be measured as latency of the system under test.
-        for msg in consumer.consume(1000, 0.001):
-            if msg.error() is not None:
-                continue
-            now_us = time.time_ns() // 1000
-            key = msg.key() or b""
-            total += 1
-            if window[0] <= now_us < window[1]:
-                drained += 1
-            if key in seen:
-                duplicates += 1
-                continue
-            seen.add(key)
-            sent_us = int(key.split(b".")[1])
-            if window[0] <= sent_us < window[1]:
-                latency = (now_us - sent_us) / 1000.0
-                latencies.append(latency)
-                # The worst latency of each second of sending: where in the window a tail is.
-                second = (sent_us - started_us) // 1_000_000
-                worst[second] = max(worst.get(second, 0.0), latency)
-    consumer.close()
-    stalls = {s: round(v) for s, v in sorted(worst.items()) if v > STALL_MS}
-    print(json.dumps({"total": total, "duplicates": duplicates, "latencies": latencies,
-                      "drained": drained, "stalls": stalls, "started_us": started_us,
-                      "window_seconds": (window[1] - window[0]) / 1e6}))  # fmt: skip
-    return 0
 
 
 # -- measuring ---------------------------------------------------------------------------------------
@@ -368,7 +269,7 @@ class Bench:
         result = Point(system, guarantee, offered, partitions, workers)
         try:
             self._wait_ready(topics[0], topics[1], procs)
-            here = [sys.executable, __file__]
+            here = [sys.executable, CHAIN]
             brokers = self.broker.bootstrap_servers
             reader_log = self._kept(system, guarantee, offered, "reader")
             reader = subprocess.Popen(
@@ -448,7 +349,7 @@ class Bench:
                 f"s{s} ({time.strftime('%H:%M:%S', time.gmtime(started + int(s)))}): {ms} ms"
                 for s, ms in report["stalls"].items()
             )
-            print(f"   stalls over {STALL_MS:g} ms: {stalls}", flush=True)
+            print(f"   stalls over {report['stall_ms']:g} ms: {stalls}", flush=True)
         return result
 
     def _kept(self, system: str, guarantee: str, offered: int, role: str) -> Path | None:
@@ -546,10 +447,6 @@ def repeat_section(points: list[Point], seconds: float, warmup: float, command: 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "generate":
-        return generate(args[1], args[2], float(args[3]), float(args[4]))
-    if args and args[0] == "read":
-        return read(args[1], args[2], float(args[3]), float(args[4]), float(args[5]), int(args[6]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=16.0)
     parser.add_argument("--warmup", type=float, default=4.0)
