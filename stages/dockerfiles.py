@@ -23,6 +23,8 @@ BUILTIN_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "http-callback": (),
     # rtflow.infer(..., via="grpc"): the gRPC client stage (numpy<2: tritonclient's pin).
     "triton-client": ("tritonclient[grpc]>=2.50", "numpy>=1.21,<2"),
+    # rtflow.retrieve, rtflow.history, rtflow.remember: PostgreSQL (pgvector) through psycopg.
+    "retrieval": ("psycopg[binary]>=3.2,<4",),
 }
 
 # The stream plane's worker base: the runtime with rtflow's [stream] extra (librdkafka, gRPC
