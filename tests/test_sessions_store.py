@@ -13,7 +13,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from postgres_component import database, postgres  # noqa: F401
 
 from rtflow.stages.builtin import pgvector_store
 from rtflow.stages.builtin.pgvector_store import PgSessionStore, create_session_tables
@@ -26,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def store(database: str) -> PgSessionStore:  # noqa: F811
+def store(database: str) -> PgSessionStore:
     create_session_tables(database)
     return PgSessionStore(database)
 
@@ -44,7 +43,7 @@ def test_a_new_session_is_empty_and_appends_read_back_in_order(store: PgSessionS
     assert store.read("s-2", 10) == []  # sessions are apart
 
 
-def test_the_oldest_turns_are_dropped_past_the_bound(store: PgSessionStore, database: str) -> None:  # noqa: F811
+def test_the_oldest_turns_are_dropped_past_the_bound(store: PgSessionStore, database: str) -> None:
     for n in range(7):
         held = store.append("s", [Turn("user", f"q{n}"), Turn("assistant", f"a{n}")], max_turns=4)
     assert held == 4
@@ -76,7 +75,7 @@ def _append_many(dsn: str, worker: int, count: int, max_turns: int) -> None:
 @pytest.mark.parametrize("max_turns", [10_000, 10])
 def test_concurrent_appends_to_one_session_lose_no_turn(
     store: PgSessionStore,
-    database: str,  # noqa: F811
+    database: str,
     max_turns: int,
 ) -> None:
     workers, count = 4, 40
@@ -107,7 +106,10 @@ def test_concurrent_appends_to_one_session_lose_no_turn(
 
 
 def test_the_built_in_stages_read_the_connection_string_from_the_secret_file(
-    store: PgSessionStore, database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    store: PgSessionStore,
+    database: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     secret = tmp_path / "dsn"
     secret.write_text(database + "\n")  # a Secret's file may end in a newline
@@ -130,7 +132,7 @@ def test_the_built_in_stages_read_the_connection_string_from_the_secret_file(
 
 
 def test_a_store_that_is_down_is_a_dependency_error_not_a_bad_event(
-    postgres: object,  # noqa: F811
+    postgres: object,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from rtflow.stages.stream.launcher import free_port
@@ -145,7 +147,7 @@ def test_a_store_that_is_down_is_a_dependency_error_not_a_bad_event(
         session_history(session="u-1", max_turns=4)
 
 
-def test_missing_tables_are_a_dependency_error(database: str) -> None:  # noqa: F811
+def test_missing_tables_are_a_dependency_error(database: str) -> None:
     with pytest.raises(StoreUnavailable, match="does not exist"):
         PgSessionStore(database).read("s", 4)
     # the connection survived the failed transaction: the next call works
