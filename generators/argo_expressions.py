@@ -62,3 +62,21 @@ def condition(c: ir.Condition) -> str:
         return f"!({condition(c.part)})"
     joiner = " && " if isinstance(c, ir.AllOf) else " || "
     return joiner.join(f"({condition(p)})" for p in c.parts)
+
+
+def status_condition(codes: tuple[int, ...]) -> str:
+    """An http step's ``successCondition`` for a set of status codes (sorted, distinct): each
+    run of consecutive codes as one range, ``response.statusCode >= 200 &&
+    response.statusCode <= 299``, the runs joined with ``||``."""
+    runs: list[tuple[int, int]] = []
+    for code in codes:
+        if runs and code == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], code)
+        else:
+            runs.append((code, code))
+    status = "response.statusCode"
+    parts = [
+        f"{status} == {low}" if low == high else f"{status} >= {low} && {status} <= {high}"
+        for low, high in runs
+    ]
+    return parts[0] if len(parts) == 1 else " || ".join(f"({p})" for p in parts)

@@ -4,8 +4,10 @@
   nothing else.
 * The Workflow's ServiceAccount (when rtflow owns it) gets what the Argo executor in every pod
   needs to report results, ``workflowtaskresults`` create and patch; and, when the pipeline has
-  inference (``http``) steps, what the Argo agent that runs them needs: ``workflowtasksets``
-  list and watch, and patch of their status. Nothing more.
+  inference (``http``) steps or ``rtflow.http`` steps, what the Argo agent that runs them needs:
+  ``workflowtasksets`` list and watch, and patch of their status; and ``get`` on exactly the
+  Secrets an http step's ``secret_headers`` name (the agent reads them when it calls). Nothing
+  more.
 
 ServiceAccounts do not mount their token unless the pod needs it: the sensor does (it calls the
 API server), and so does every workflow pod (the executor does).
@@ -90,7 +92,7 @@ def documents(pipeline: ir.Pipeline) -> list[Document]:
                 "verbs": ["create", "patch"],
             }
         ]
-        if any(stage.inference is not None for stage in pipeline.stages):
+        if _http_steps(pipeline):
             # The agent pod that runs http templates reads its tasks and reports on them.
             rules += [
                 {
@@ -104,8 +106,23 @@ def documents(pipeline: ir.Pipeline) -> list[Document]:
                     "verbs": ["patch"],
                 },
             ]
+        secrets = sorted(
+            {
+                h.secret.secret
+                for stage in pipeline.stages
+                if stage.http is not None
+                for h in stage.http.headers
+                if h.secret is not None
+            }
+        )
+        if secrets:
+            # The agent reads an http step's secret headers itself, when it calls: only those.
+            rules.append(
+                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": secrets,
+                 "verbs": ["get"]}
+            )  # fmt: skip
         docs += _identity(pipeline, pipeline.service_account, "workflow", rules)
-        if any(stage.kind == "inference" for stage in pipeline.stages):
+        if any(stage.kind in ("inference", "http") for stage in pipeline.stages):
             docs.append(agent_token_secret(pipeline, pipeline.service_account))
     if pipeline.triggers:
         docs += _identity(
@@ -115,3 +132,8 @@ def documents(pipeline: ir.Pipeline) -> list[Document]:
             [{"apiGroups": [ARGO_GROUP], "resources": ["workflows"], "verbs": ["create"]}],
         )
     return docs
+
+
+def _http_steps(pipeline: ir.Pipeline) -> bool:
+    """Whether Argo's agent runs steps of this pipeline (inference or any URL, over http)."""
+    return any(s.inference is not None or s.http is not None for s in pipeline.stages)

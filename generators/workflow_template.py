@@ -101,6 +101,8 @@ def _template(pipeline: ir.Pipeline, stage: ir.Stage) -> m.Template:
         return _approval(stage)
     if stage.kind == "inference":
         return _inference(stage)
+    if stage.kind == "http":
+        return _http(stage)
     stage_labels = {**dict(stage.labels), labels.STAGE: stage.name}
     return m.Template(
         name=stage.name,
@@ -212,7 +214,12 @@ def _approval(stage: ir.Stage) -> m.Template:
     return m.Template(
         name=stage.name,
         metadata=m.Metadata(labels={labels.STAGE: stage.name}),
-        suspend=m.SuspendTemplate(),
+        # With a timeout, Argo resumes the node when the duration passes and fills every
+        # output not supplied from its valueFrom.default (OverrideOutputParametersWithDefault
+        # in the controller's executeSuspend): the decision is then on_timeout.
+        suspend=m.SuspendTemplate(
+            duration=str(approval.timeout_seconds) if approval.timeout_seconds else None
+        ),
         inputs=m.Inputs(
             parameters=[
                 m.Parameter(
@@ -232,7 +239,7 @@ def _approval(stage: ir.Stage) -> m.Template:
                 m.Parameter(
                     name="decision",
                     value_from=m.ValueFrom(
-                        supplied=m.SuppliedValueFrom(), default=approval.default
+                        supplied=m.SuppliedValueFrom(), default=approval.unanswered
                     ),
                 )
             ]
@@ -257,4 +264,43 @@ def _inference(stage: ir.Stage) -> m.Template:
             timeout_seconds=inference.timeout_seconds,
         ),
         retry_strategy=_retry(stage),
+    )
+
+
+def _http(stage: ir.Stage) -> m.Template:
+    """An Argo ``http`` step to any URL (``rtflow.http``): the agent calls, no pod per call;
+    a header from a Secret is ``valueFrom.secretKeyRef``, read by the agent when it calls."""
+    call = stage.http
+    assert call is not None
+    return m.Template(
+        name=stage.name,
+        metadata=m.Metadata(
+            labels={labels.STAGE: stage.name},
+            annotations=_stage_annotations(stage) or None,
+        ),
+        inputs=m.Inputs(parameters=[m.Parameter(name=p.name) for p in stage.inputs])
+        if stage.inputs
+        else None,
+        http=m.HTTP(
+            url=call.url,
+            method=call.method,
+            headers=[_header(h) for h in call.headers] or None,
+            body=call.body,
+            success_condition=argo_expressions.status_condition(call.success_status)
+            if call.success_status is not None
+            else None,
+            timeout_seconds=call.timeout_seconds,
+        ),
+        retry_strategy=_retry(stage),
+    )
+
+
+def _header(header: ir.HttpHeader) -> m.V1alpha1HTTPHeader:
+    if header.secret is None:
+        return m.V1alpha1HTTPHeader(name=header.name, value=header.value)
+    return m.V1alpha1HTTPHeader(
+        name=header.name,
+        value_from=m.HTTPHeaderSource(
+            secret_key_ref=m.SecretKeySelector(name=header.secret.secret, key=header.secret.key)
+        ),
     )

@@ -1,18 +1,29 @@
 """rtflow: write a real-time AI pipeline once in Python, compile it to what Argo CD syncs.
 
-The public surface: ``stage``, ``container`` and ``pipeline`` declare; ``when``, ``for_each``,
-``approval`` and ``on_exit`` shape the graph inside a pipeline function; ``Retry``,
-``Backoff``, ``Secret``, ``Param`` and ``Output`` are option values; ``kafka``, ``webhook`` and
-``calendar`` declare triggers, with ``field``, ``payload``, ``Delivery`` and ``SecretKey``;
-``Environment`` and ``ArgoCD`` say where the compiled output is deployed.
+The public surface: ``stage``, ``container`` and ``pipeline`` declare; ``when``,
+``otherwise``, ``for_each``, ``approval``, ``http`` and ``on_exit`` shape the graph inside a
+pipeline function; ``Retry``, ``Backoff``, ``Secret``, ``Param`` and ``Output`` are option
+values; ``kafka``, ``webhook`` and ``calendar`` declare triggers, with ``field``,
+``payload``, ``Delivery`` and ``SecretKey``; ``Environment`` and ``ArgoCD`` say where the
+compiled output is deployed.
 """
 
 from rtflow.egress import Egress
 from rtflow.environments import ArgoCD, Environment
 from rtflow.errors import DefinitionError, LoadError, RtflowError
+from rtflow.http_step import http
 from rtflow.options import Backoff, Output, Param, Retry, Secret
 from rtflow.pipeline import Pipeline, pipeline
-from rtflow.recording import InferenceResult, approval, for_each, infer, on_exit, when, workflow
+from rtflow.recording import (
+    InferenceResult,
+    approval,
+    for_each,
+    infer,
+    on_exit,
+    otherwise,
+    when,
+    workflow,
+)
 from rtflow.stage import ContainerStage, configure, container, stage
 from rtflow.streams import KafkaTopics, Stream
 from rtflow.triggers import (
@@ -62,9 +73,11 @@ __all__ = [
     "container",
     "field",
     "for_each",
+    "http",
     "infer",
     "kafka",
     "on_exit",
+    "otherwise",
     "payload",
     "pipeline",
     "stage",

@@ -185,7 +185,7 @@ class Not:
 
 Condition = Compare | AllOf | AnyOf | Not
 
-StageKind = Literal["function", "container", "approval", "inference"]
+StageKind = Literal["function", "container", "approval", "inference", "http"]
 
 
 @dataclass(frozen=True)
@@ -200,10 +200,45 @@ class Inference:
 
 
 @dataclass(frozen=True)
+class HttpHeader:
+    """A request header: a literal value, or a Secret's key (Argo's ``valueFrom.secretKeyRef``,
+    read by Argo's agent when it makes the call)."""
+
+    name: str
+    value: str | None = None
+    secret: SecretKey | None = None
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    """An http step to any URL (``rtflow.http``): Argo's agent makes the call, no pod.
+    ``body`` is Argo text (``{{inputs.parameters.body}}``) or None; ``success_status`` the
+    status codes that succeed (None: Argo's default, any 2xx)."""
+
+    url: str
+    method: str
+    headers: tuple[HttpHeader, ...]
+    body: str | None
+    timeout_seconds: int
+    success_status: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Approval:
+    """``timeout_seconds``: Argo's ``suspend.duration``; the decision when it passes unanswered
+    is ``on_timeout`` (then also the decision of a resume without one, or of a skipped
+    approval: Argo fills every unsupplied output from its one ``valueFrom.default``)."""
+
     choices: tuple[str, ...]
     default: str
     approve: str
+    timeout_seconds: int | None = None
+    on_timeout: str | None = None
+
+    @property
+    def unanswered(self) -> str:
+        """The decision nobody supplied: ``on_timeout`` when set, else ``default``."""
+        return self.on_timeout if self.on_timeout is not None else self.default
 
 
 @dataclass(frozen=True)
@@ -228,6 +263,7 @@ class Stage:
     description: str | None = None
     approval: Approval | None = None
     inference: Inference | None = None
+    http: HttpCall | None = None
 
     def output(self, name: str) -> Output:
         return next(o for o in self.outputs if o.name == name)
@@ -418,6 +454,7 @@ class StreamPlane:
     resources: Resources | None = None
     topics: TopicPolicy | None = None
     prometheus_namespace: str = "monitoring"
+    batches_in_flight: int = 1  # started, not yet produced (the worker's pipelining depth)
 
 
 # Where the compiled output goes: environments (kustomize overlays) and Argo CD.

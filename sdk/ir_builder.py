@@ -7,6 +7,7 @@ its calls; stage functions are only inspected (signature, annotations), never ca
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import cast
@@ -16,6 +17,7 @@ from rtflow.egress import check_egress
 from rtflow.environments import build_argocd, build_environments
 from rtflow.errors import DefinitionError
 from rtflow.graph_rules import check_acyclic, comparison_quoted, flatten
+from rtflow.http_step import http_body, http_ir
 from rtflow.inference_args import picked_output, served_model, tensor_elements, tensor_value
 from rtflow.literals import Resolved, check_feeds, holds_ref, resolve_literal, scalar_type
 from rtflow.names import check_dns1123_label
@@ -30,6 +32,7 @@ from rtflow.recording import (
     Compare,
     Cond,
     Each,
+    HttpDef,
     InferenceDef,
     InputRef,
     Negate,
@@ -172,15 +175,19 @@ class _PipelineBuilder:
     def _stages(self, calls: list[Call]) -> list[ir.Stage]:
         """One IR stage per distinct definition; two definitions may not share a name."""
         built_for: dict[int, ir.Stage] = {}
-        owner: dict[str, StageDef | ApprovalDef | InferenceDef] = {}
+        owner: dict[str, StageDef | ApprovalDef | InferenceDef | HttpDef] = {}
         for call in calls:
             definition = call.definition
             if id(definition) not in built_for:
                 if isinstance(definition, ApprovalDef):
                     built = stage_ir.approval_ir(definition)
+                elif isinstance(definition, HttpDef):
+                    built = http_ir(definition, self.options)
                 elif isinstance(definition, InferenceDef):
                     try:
-                        built = stage_ir.inference_ir(definition, self.options.namespace)
+                        built = stage_ir.inference_ir(
+                            definition, self.options.namespace, self.options.default_timeout
+                        )
                     except DefinitionError as error:
                         raise error.located(stage=call.stage_name) from None
                     self.servers.setdefault(
@@ -275,10 +282,14 @@ class _PipelineBuilder:
                 producers += source.producers
                 arguments.append((param.name, ir.Item()))
                 continue
-            resolved = self._resolve(raw, call, param.name)
-            if param.name in tensors:
-                resolved = tensor_value(resolved, raw, param, *tensors[param.name])
-            check_feeds(resolved, raw, param)
+            if isinstance(call.definition, HttpDef):  # the body: text, or JSON text
+                resolve = functools.partial(self._resolve, consumer=call, field=param.name)
+                resolved = http_body(raw, call.definition, resolve)
+            else:
+                resolved = self._resolve(raw, call, param.name)
+                if param.name in tensors:
+                    resolved = tensor_value(resolved, raw, param, *tensors[param.name])
+                check_feeds(resolved, raw, param)
             producers += resolved.producers
             arguments.append((param.name, resolved.value))
 
@@ -493,7 +504,10 @@ class _PipelineBuilder:
         out_type = stage.output(output).type
         if _fans_out(producer):
             out_type = list_of(out_type)
-        value = ir.TaskOutput(self.task_of[id(producer)], output, result=stage.kind == "inference")
+        # an http step's (inference or any URL) output is Argo's outputs.result: the body
+        value = ir.TaskOutput(
+            self.task_of[id(producer)], output, result=stage.kind in ("inference", "http")
+        )
         return Resolved(value, out_type, (producer,))
 
     def _tensor_output(self, ref: TensorRef, consumer: Call, field: str) -> Resolved:

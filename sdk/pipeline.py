@@ -32,6 +32,7 @@ class PipelineOptions:
     ttl_after_completion: int | str = 604800
     pod_gc: str = "OnPodSuccess"
     default_retry: Retry | None = None
+    default_timeout: int | str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     service_account: str | None = None
@@ -94,6 +95,7 @@ def pipeline(
     ttl_after_completion: int | str = 604800,
     pod_gc: str = "OnPodSuccess",
     default_retry: Retry | None = None,
+    default_timeout: int | str | None = None,
     labels: Mapping[str, str] | None = None,
     annotations: Mapping[str, str] | None = None,
     service_account: str | None = None,
@@ -108,6 +110,8 @@ def pipeline(
 
     ``deadline`` bounds a whole run (activeDeadlineSeconds); ``latency_budget_ms`` is the
     end-to-end budget the hot path is checked against; ``parallelism`` caps concurrent pods.
+    ``default_timeout`` is the deadline of every step without its own ``timeout`` (a stage's
+    ``activeDeadlineSeconds``, an http or inference step's ``timeoutSeconds``).
     ``triggers`` start runs from events (rtflow.kafka / webhook / calendar) through the Argo
     Events bus ``event_bus``: the name of an existing EventBus, or an rtflow.EventBus to emit.
     ``environments`` (rtflow.Environment) compile to kustomize overlays over the pipeline's base;
@@ -129,6 +133,7 @@ def pipeline(
         ttl_after_completion=ttl_after_completion,
         pod_gc=pod_gc,
         default_retry=default_retry,
+        default_timeout=default_timeout,
         labels=dict(labels or {}),
         annotations=dict(annotations or {}),
         service_account=service_account,

@@ -222,6 +222,8 @@ class ApprovalDef:
     choices: tuple[str, ...]
     default: str
     approve: str
+    timeout: int | str | None = None
+    on_timeout: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -232,16 +234,33 @@ class InferenceDef:
     model: Any
     name: str | None
     shapes: Any
-    timeout: int | str
+    timeout: int | str | None
     retry: Any
     via: str = "http"
+
+
+@dataclass(frozen=True, eq=False)
+class HttpDef:
+    """A call to any URL; compiles to an Argo ``http`` step (Argo's agent calls, no pod)."""
+
+    url: object
+    method: object
+    headers: Any
+    secret_headers: Any
+    timeout: int | str | None
+    success_status: Any
+    returns: Any
+    name: str | None
+    retry: Any
+    has_body: bool
+    json_body: bool
 
 
 @dataclass(eq=False)
 class Call(Ref):
     """One recorded use of a stage; stands for its only output, or ``call.<output>``."""
 
-    definition: StageDef | ApprovalDef | InferenceDef
+    definition: StageDef | ApprovalDef | InferenceDef | HttpDef
     arguments: dict[str, object]
     conditions: tuple[Cond, ...]
     on_exit: bool
@@ -267,6 +286,8 @@ class Call(Ref):
             return self.definition.name
         if isinstance(self.definition, InferenceDef):
             return self.definition.name or f"infer-{getattr(self.definition.model, 'name', '?')}"
+        if isinstance(self.definition, HttpDef):
+            return self.definition.name or "http"
         return self.definition.display_name
 
     def __getattr__(self, name: str) -> OutputRef:
@@ -323,6 +344,23 @@ class InferenceResult(dict[str, Any]):
         raise TypeError("rtflow.infer(...).output() is only called inside a pipeline function")
 
 
+@dataclass(frozen=True, eq=False)
+class _ClosedWhen:
+    """The ``when`` block that just ended: where (the enclosing conditions, exit handler or
+    not), after how many calls, and its condition, which an ``otherwise()`` block negates."""
+
+    enclosing: tuple[Cond, ...]
+    on_exit: bool
+    count: int
+    condition: Cond
+
+
+_NO_WHEN_FIX = (
+    "put `with rtflow.otherwise():` right after the `with rtflow.when(...):` block it "
+    "completes, at the same indentation, with no stage call between them"
+)
+
+
 class Recorder:
     def __init__(self) -> None:
         self.calls: list[Call] = []
@@ -330,6 +368,7 @@ class Recorder:
         self._conditions: list[Cond] = []
         self._on_exit = False
         self._count = 0
+        self._closed_when: _ClosedWhen | None = None
 
     def call(self, definition: StageDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
         return self._add(Call, definition, _bind(definition, args, kwargs))
@@ -349,10 +388,13 @@ class Recorder:
     def inference(self, definition: InferenceDef, inputs: dict[str, object]) -> Call:
         return self._add(InferenceCall, definition, inputs)
 
+    def http(self, definition: HttpDef, arguments: dict[str, object]) -> Call:
+        return self._add(Call, definition, arguments)
+
     def _add(
         self,
         cls: type[Call],
-        definition: StageDef | ApprovalDef | InferenceDef,
+        definition: StageDef | ApprovalDef | InferenceDef | HttpDef,
         arguments: dict[str, object],
     ) -> Call:
         self._count += 1
@@ -373,6 +415,42 @@ class Recorder:
             yield
         finally:
             self._conditions.pop()
+        self._closed_when = _ClosedWhen(
+            tuple(self._conditions), self._on_exit, self._count, condition
+        )
+
+    @contextmanager
+    def otherwise(self) -> Iterator[None]:
+        """The block of the ``when`` that just ended, negated (each ``otherwise`` completes
+        exactly one ``when``: the last one closed at its own level)."""
+        closed, self._closed_when = self._closed_when, None
+        here = tuple(self._conditions)
+        if (
+            closed is None
+            or closed.on_exit != self._on_exit
+            or len(closed.enclosing) != len(here)
+            or any(a is not b for a, b in zip(closed.enclosing, here, strict=True))
+        ):
+            raise DefinitionError(
+                "otherwise() does not follow a `with rtflow.when(...)` block at its level",
+                fix=_NO_WHEN_FIX,
+                field="otherwise",
+            )
+        if closed.count != self._count:
+            between = self.made_since(closed.count)
+            raise DefinitionError(
+                f"a stage is called between the `when` block and its otherwise() "
+                f"({', '.join(c.stage_name for c in between)})",
+                fix=_NO_WHEN_FIX,
+                stage=between[0].stage_name,
+                field="otherwise",
+            )
+        self._conditions.append(Negate(closed.condition))
+        try:
+            yield
+        finally:
+            self._conditions.pop()
+            self._closed_when = None
 
     @contextmanager
     def exit_handler(self) -> Iterator[None]:
@@ -446,6 +524,25 @@ def when(condition: object) -> Iterator[None]:
 
 
 @contextmanager
+def otherwise() -> Iterator[None]:
+    """Run the stages called in this block only when the ``when`` block just before it did not
+    run: ``with rtflow.when(c): a()`` then ``with rtflow.otherwise(): b()`` runs ``b`` under
+    ``~c`` (Argo's ``when: !(c)``). It must directly follow that ``when`` block, at the same
+    indentation (no stage call between); a chain is a nested pair (``otherwise`` holding a
+    ``when`` and its own ``otherwise``), not an ``elif``.
+
+    Why a second block and not ``when(...).otherwise()``: the ``with`` block is Python's
+    only way to scope the calls, and one block per branch reads like the ``if``/``else`` it
+    stands for; the negated condition is the same object ``~c`` would make, so what it
+    compiles to, how ``rtflow run --local`` and the stream plane decide it, and which outputs
+    a stage may read (those of its own branch) are exactly ``when(~c)``'s.
+    """
+    recorder = _require_recorder("otherwise()")
+    with recorder.otherwise():
+        yield
+
+
+@contextmanager
 def on_exit() -> Iterator[None]:
     """Stages called in this block run after the pipeline ends, whatever its outcome."""
     recorder = _require_recorder("on_exit()")
@@ -459,12 +556,17 @@ def approval(
     description: str | None = None,
     choices: Sequence[str] = ("approve", "reject"),
     default: str | None = None,
+    timeout: int | str | None = None,
+    on_timeout: str | None = None,
     after: Sequence[object] = (),
 ) -> ApprovalCall:
     """A human decision (Argo ``suspend``): the workflow waits until someone chooses.
 
     Resume with ``argo resume`` / the UI, supplying ``decision``; gate later stages with
     ``with rtflow.when(call.approved):``. The first choice means approve; the default is the last.
+    ``timeout`` (seconds or '30m') bounds the wait (Argo's ``suspend.duration``): when it
+    passes with no decision, the decision is ``on_timeout`` (the default when not given),
+    which is then also the decision of ``argo resume`` alone and of a skipped approval.
     """
     recorder = _require_recorder("approval()")
     choice_list = tuple(choices)
@@ -475,6 +577,8 @@ def approval(
             choices=choice_list,
             default=default if default is not None else (choice_list[-1] if choice_list else ""),
             approve=choice_list[0] if choice_list else "",
+            timeout=timeout,
+            on_timeout=on_timeout,
         )
     )
     made.after(*after)
@@ -488,7 +592,7 @@ def infer(
     *,
     shapes: dict[str, Sequence[int]] | None = None,
     name: str | None = None,
-    timeout: int | str = "10s",
+    timeout: int | str | None = None,
     retry: Retry | None = None,
     via: Literal["http", "grpc"] = "http",
 ) -> InferenceResult:
@@ -496,7 +600,8 @@ def infer(
 
     Compiles to an Argo ``http`` step against Triton's KServe v2 REST endpoint: no pod per call.
     The result stands for the KServe v2 response (a dict: ``outputs[i].data``);
-    ``result.output("risk")`` for one output's flat data, typed. Shapes come from
+    ``result.output("risk")`` for one output's flat data, typed. ``timeout``: the
+    pipeline's ``default_timeout``, else 10 s. Shapes come from
     the model's dims (with a batch of one when it batches); give ``shapes`` for -1 dims.
     ``via="grpc"`` compiles instead to a container step running the built-in Triton client stage
     (gRPC, binary tensors): a pod per call, but no JSON for large tensors.

@@ -193,9 +193,7 @@ def _stage_unlocated(definition: StageDef, pipeline: Any, name: str) -> ir.Stage
         function=function,
         resources=_resources(options),
         retry=_retry(retry) if retry is not None else None,
-        deadline_seconds=check_seconds(options.timeout, field="timeout")
-        if options.timeout is not None
-        else None,
+        deadline_seconds=stage_timeout(options.timeout, pipeline),
         env=stage_env(options.env, options.secrets),
         labels=label_pairs(options.labels),
         annotations=annotation_pairs(options.annotations),
@@ -203,6 +201,14 @@ def _stage_unlocated(definition: StageDef, pipeline: Any, name: str) -> ir.Stage
         description=options.description
         or (inspect.getdoc(definition.function) if definition.function else None),
     )
+
+
+def stage_timeout(timeout: object, pipeline: Any) -> int | None:
+    """A stage's own deadline, else the pipeline's ``default_timeout`` (None: neither)."""
+    if timeout is not None:
+        return check_seconds(timeout, field="timeout")
+    default = getattr(pipeline, "default_timeout", None)
+    return check_seconds(default, field="default_timeout") if default is not None else None
 
 
 def approval_ir(definition: ApprovalDef) -> ir.Stage:
@@ -236,13 +242,34 @@ def approval_ir(definition: ApprovalDef) -> ir.Stage:
             stage=name,
             field="default",
         )
+    timeout = None
+    if definition.timeout is not None:
+        timeout = check_seconds(definition.timeout, field="timeout")
+    if definition.on_timeout is not None and definition.on_timeout not in choices:
+        raise DefinitionError(
+            f"on_timeout {definition.on_timeout!r} is not one of {list(choices)!r}",
+            fix="use one of the choices",
+            stage=name,
+            field="on_timeout",
+        )
+    if definition.on_timeout is not None and timeout is None:
+        raise DefinitionError(
+            "on_timeout is given but the approval has no timeout",
+            fix="give timeout='30m' (or seconds) too, or drop on_timeout",
+            stage=name,
+            field="on_timeout",
+        )
     return ir.Stage(
         name=name,
         kind="approval",
         outputs=(ir.Output("decision", ParamType("str"), ""),),
         description=definition.description,
         approval=ir.Approval(
-            choices=tuple(choices), default=definition.default, approve=definition.approve
+            choices=tuple(choices),
+            default=definition.default,
+            approve=definition.approve,
+            timeout_seconds=timeout,
+            on_timeout=definition.on_timeout,
         ),
     )
 
@@ -477,7 +504,12 @@ def tensor_param(tensor: Any) -> ir.Param:
     return ir.Param(tensor.name, ParamType("list", item))
 
 
-def inference_ir(definition: InferenceDef, namespace: str | None) -> ir.Stage:
+DEFAULT_INFERENCE_TIMEOUT = "10s"
+
+
+def inference_ir(
+    definition: InferenceDef, namespace: str | None, default_timeout: int | str | None = None
+) -> ir.Stage:
     """An inference step: the model's inputs as flat lists in, the KServe response out."""
     from rtflow.gpu.addresses import infer_url
     from rtflow.gpu.kserve import infer_request_template
@@ -531,6 +563,9 @@ def inference_ir(definition: InferenceDef, namespace: str | None) -> ir.Stage:
         else:
             shapes[tensor.name] = [1, *tensor.dims] if model.batched else list(tensor.dims)
     inputs = [tensor_param(t) for t in model.inputs]
+    if definition.timeout is None:  # the pipeline's default_timeout, else 10 s
+        timeout = default_timeout if default_timeout is not None else DEFAULT_INFERENCE_TIMEOUT
+        definition = replace(definition, timeout=timeout)
     if definition.via == "grpc":
         return _grpc_inference(definition, server, model, name, namespace)
     if definition.via != "http":

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from rtflow import ir
 from rtflow.stages import reaper
 from rtflow.stages.approvals import Approver, auto_reject
+from rtflow.stages.http_step import HttpStep
 from rtflow.stages.inference import (
     HttpInference,
     InferenceSetupError,
@@ -138,7 +139,8 @@ class LocalExecutor:
                 except StandInError as exc:
                     raise LocalRunError(str(exc)) from None
             kind: str = stage.kind  # the IR may grow kinds this executor does not know yet
-            if stage.name in self.stand_ins or kind in ("function", "approval", "inference"):
+            runnable = ("function", "approval", "inference", "http")
+            if stage.name in self.stand_ins or kind in runnable:
                 continue
             what = (
                 f"a container ({stage.image}) and cannot run locally without Docker"
@@ -161,6 +163,8 @@ class LocalExecutor:
         for stage in self.pipeline.stages:
             if stage.name in self.stand_ins:
                 self._invokers[stage.name] = stand_in_invoker(stage, self.stand_ins[stage.name])
+            elif stage.kind == "http":  # rtflow.http: the call itself, made here
+                self._invokers[stage.name] = HttpStep(stage, self.stage_env.get(stage.name, {}))
             elif stage.kind == "function":
                 assert stage.function is not None
                 pool = WorkerPool(

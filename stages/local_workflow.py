@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from rtflow import ir
 from rtflow.stages import semantics
-from rtflow.stages.approvals import ApprovalRequest
+from rtflow.stages.approvals import ApprovalRequest, ask_within
 from rtflow.stages.inference import is_grpc_inference
 from rtflow.stages.local_results import EventResult, TaskResult, WorkflowStatus
 from rtflow.stages.semantics import Phase
@@ -220,7 +220,7 @@ class _Workflow:
         workflow: Mapping[str, str],
     ) -> TaskResult:
         if stage.kind == "approval":
-            return self._approval(task, stage, workflow)
+            return self._approval(task, stage, deadline)
         invoke = self.x._invokers[stage.name]
         context = {
             "event_id": self.event_id,
@@ -240,11 +240,13 @@ class _Workflow:
             own = stage.deadline_seconds
             if stage.kind == "inference" and stage.inference is not None:
                 own = stage.inference.timeout_seconds  # the http template's timeoutSeconds
+            elif stage.http is not None:
+                own = stage.http.timeout_seconds
             if own is not None:
                 timeout = min(timeout, float(own))
             result = invoke(raw, timeout, context)
             attempts += 1
-            worker = stage.name not in self.x.stand_ins and stage.kind != "inference"
+            worker = stage.name not in self.x.stand_ins and stage.kind not in ("inference", "http")
             overhead = result.overhead_ms if worker else None
             self.x.timings.add(stage.name, result.ms, overhead)
             if result.status == "ok":
@@ -275,7 +277,7 @@ class _Workflow:
             if wait > 0:
                 self.x.sleep(wait)
 
-    def _approval(self, task: ir.Task, stage: ir.Stage, workflow: Mapping[str, str]) -> TaskResult:
+    def _approval(self, task: ir.Task, stage: ir.Stage, deadline: float) -> TaskResult:
         approval = stage.approval
         assert approval is not None
         started = time.perf_counter()
@@ -288,13 +290,24 @@ class _Workflow:
             approval.default,
             approval.approve,
             stage.description,
+            timeout_seconds=approval.timeout_seconds,
+            on_timeout=approval.unanswered,
         )
         try:
-            decision = self.x.approver(request)
+            answer = ask_within(self.x.approver, request, deadline - time.monotonic())
         except Exception as exc:
             return TaskResult("Failed", attempts=1, error=f"approval failed: {exc}")
         finally:
             self.x.timings.add(stage.name, (time.perf_counter() - started) * 1000)
+        if answer.deadline_passed:  # the workflow's deadline came first: Argo fails the run
+            return TaskResult("Failed", attempts=1, error="the pipeline deadline was exceeded")
+        if answer.timed_out:
+            _log.warning(
+                "event %s: approval %s unanswered after %d s; decision %r (on_timeout)",
+                self.event_id, task.name, approval.timeout_seconds, answer.decision,
+                extra={"event_id": self.event_id, "trace_id": self.trace_id, "task": task.name},
+            )  # fmt: skip
+        decision = answer.decision
         if decision not in approval.choices:
             return TaskResult(
                 "Failed",

@@ -50,12 +50,12 @@ class ValueMissing(KeyError):
 
 def producer_defaults(pipeline: ir.Pipeline, tasks: Sequence[ir.Task]) -> dict[str, dict[str, str]]:
     """Per task, the outputs its template declares a default for (``valueFrom.default``): an
-    approval's decision, which defaults to the approval's default."""
+    approval's decision, which is then the approval's ``on_timeout``, else its default."""
     defaults = {}
     for task in tasks:
         approval = pipeline.stage(task.stage).approval
         if approval is not None:
-            defaults[task.name] = {"decision": approval.default}
+            defaults[task.name] = {"decision": approval.unanswered}
     return defaults
 
 
