@@ -24,6 +24,7 @@ from rtflow.recording import (
     when,
     workflow,
 )
+from rtflow.retrieval import SessionDatabase, VectorDatabase, history, remember, retrieve
 from rtflow.stage import ContainerStage, configure, container, stage
 from rtflow.streams import KafkaTopics, Stream
 from rtflow.triggers import (
@@ -63,8 +64,10 @@ __all__ = [
     "Sasl",
     "Secret",
     "SecretKey",
+    "SessionDatabase",
     "Stream",
     "Tls",
+    "VectorDatabase",
     "WebhookTls",
     "approval",
     "calendar",
@@ -73,6 +76,7 @@ __all__ = [
     "container",
     "field",
     "for_each",
+    "history",
     "http",
     "infer",
     "kafka",
@@ -80,6 +84,8 @@ __all__ = [
     "otherwise",
     "payload",
     "pipeline",
+    "remember",
+    "retrieve",
     "stage",
     "webhook",
     "when",

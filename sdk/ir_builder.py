@@ -43,6 +43,7 @@ from rtflow.recording import (
     WorkflowRef,
     recording,
 )
+from rtflow.retrieval import stage_egress
 from rtflow.stage import StageDef
 from rtflow.stream_ir import build_stream
 from rtflow.stream_layout import stream_worker_names
@@ -131,7 +132,8 @@ class _PipelineBuilder:
             event_bus=bus,
             servers=tuple(self.servers[n] for n in sorted(self.servers)),
             argocd=build_argocd(options.argocd),
-            egress=check_egress(options.egress),
+            # what the pipeline declares, and the stores its built-in stages use
+            egress=(*check_egress(options.egress), *stage_egress(c.definition for c in all_calls)),
         )
         function = self.definition.function
         target = f"{built.source}:{getattr(function, '__name__', name)}"
