@@ -131,6 +131,13 @@ def _version_files(folder: Path) -> list[Path]:
     return files
 
 
+def _generated_files(model: TritonModel) -> list[tuple[str, str]]:
+    """``(relative path, text)`` of the files rtflow generates in each version folder (the
+    vLLM backend's ``model.json``): every declared version, else version 1."""
+    numbers = [v.number for v in model.versions] or [1]
+    return [(f"{n}/{name}", text) for n in numbers for name, text in model.files]
+
+
 def repository_layout(
     models: Iterable[TritonModel],
     *,
@@ -148,6 +155,8 @@ def repository_layout(
     layout: dict[str, str] = {}
     for model in _unique(models):
         layout[f"{model.name}/{CONFIG_FILE}"] = render_config(model, cpu_only=cpu_only)
+        for relative, text in _generated_files(model):
+            layout[f"{model.name}/{relative}"] = text
         for version in model.versions:
             if version.source is None:
                 continue
@@ -188,6 +197,9 @@ def write_repository(
             shutil.rmtree(folder)
         folder.mkdir()
         (folder / CONFIG_FILE).write_text(render_config(model, cpu_only=cpu_only), encoding="utf-8")
+        for relative, text in _generated_files(model):
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            (folder / relative).write_text(text, encoding="utf-8")
         for version in model.versions:
             if version.source is None:
                 continue

@@ -118,6 +118,15 @@ class TritonModel:
     versions: tuple[ModelVersion, ...] = ()
     parameters: tuple[tuple[str, str], ...] = ()
     default_model_filename: str | None = None
+    decoupled: bool = False
+    """Triton's ``model_transaction_policy { decoupled: true }``: any number of responses per
+    request (a streaming LLM); set by :mod:`rtflow.gpu.llm`."""
+    gpus_per_instance: int = 0
+    """GPUs one instance of the model spans (an LLM engine's tensor x pipeline parallelism),
+    placed by the backend itself; 0 when Triton's instance groups say where it runs."""
+    files: tuple[tuple[str, str], ...] = ()
+    """Generated files in each version folder, ``(name, text)`` (the vLLM backend's
+    ``model.json``), written with ``config.pbtxt``."""
 
     @property
     def runtime(self) -> str:
@@ -127,8 +136,10 @@ class TritonModel:
     @property
     def needs_gpu(self) -> bool:
         """True when Triton must place it on a GPU: a KIND_GPU group or a GPU-only runtime."""
-        return any(g.kind == "KIND_GPU" for g in self.instance_groups) or (
-            self.runtime in GPU_ONLY_PLATFORMS
+        return (
+            any(g.kind == "KIND_GPU" for g in self.instance_groups)
+            or self.runtime in GPU_ONLY_PLATFORMS
+            or self.gpus_per_instance > 0
         )
 
     @property
@@ -222,6 +233,7 @@ def triton_model(
     versions: Mapping[int, str | os.PathLike[str]] | Sequence[int] | None = None,
     parameters: Mapping[str, str | int | float | bool] | None = None,
     default_model_filename: str | None = None,
+    decoupled: bool = False,
 ) -> TritonModel:
     """Declare a Triton model; every rule is checked here, so a :class:`TritonModel` is valid.
 
@@ -240,7 +252,15 @@ def triton_model(
             to copy from local folders when the repository is written.
         parameters: Triton ``parameters`` (string values), e.g. for a Python backend's
             ``EXECUTION_ENV_PATH``.
+        decoupled: any number of responses per request (a model that streams tokens; see
+            :mod:`rtflow.gpu.llm` for the vLLM and TensorRT-LLM backends).
     """
+    if not isinstance(decoupled, bool):
+        raise DefinitionError(
+            _problem(name, f"decoupled {decoupled!r} is not a bool"),
+            fix="give True for a model that streams responses, else False",
+            field="decoupled",
+        )
     check_dns1123_label(name, field="name", what="model name")
     backend, platform = _runtime(name, backend, platform)
     batch = _whole(
@@ -283,7 +303,11 @@ def triton_model(
             fix="give a file name inside the version folder, e.g. 'model.onnx'",
             field="default_model_filename",
         )
-    if (platform or backend) in GPU_ONLY_PLATFORMS and any(g.kind == "KIND_CPU" for g in groups):
+    # tensorrtllm's own convention is one KIND_CPU instance: the backend places the engine on
+    # its GPUs itself (tensorrtllm_backend's all_models/.../tensorrt_llm/config.pbtxt)
+    if (platform or backend) in GPU_ONLY_PLATFORMS - {"tensorrtllm"} and any(
+        g.kind == "KIND_CPU" for g in groups
+    ):
         raise DefinitionError(
             _problem(name, f"{platform or backend} runs only on GPUs, not in a KIND_CPU group"),
             fix="use kind='KIND_GPU'",
@@ -304,13 +328,14 @@ def triton_model(
         versions=declared,
         parameters=_parameters(parameters, model=name),
         default_model_filename=default_model_filename,
+        decoupled=decoupled,
     )
 
 
 def cpu_variant(model: TritonModel) -> TritonModel:
     """The same model with its GPU instance groups on CPU: for local runs on a machine without
     GPUs (``rtflow run --local``, the tests). GPU-only runtimes (TensorRT) cannot have one."""
-    if model.runtime in GPU_ONLY_PLATFORMS:
+    if model.runtime in GPU_ONLY_PLATFORMS or model.gpus_per_instance > 0:
         raise DefinitionError(
             _problem(
                 model.name, f"{model.runtime} runs only on GPUs, so it cannot run locally on CPU"

@@ -32,7 +32,7 @@ __all__ = [
 MAX_QUEUE_DELAY_MICROSECONDS: Final = 60_000_000
 MAX_INSTANCES: Final = 64
 
-InstanceKind = Literal["KIND_GPU", "KIND_CPU", "KIND_AUTO"]
+InstanceKind = Literal["KIND_GPU", "KIND_CPU", "KIND_AUTO", "KIND_MODEL"]
 TimeoutAction = Literal["REJECT", "DELAY"]
 WarmupData = Literal["zero", "random"]
 
@@ -223,7 +223,12 @@ def _dynamic_batching(spec: object, *, model: str, max_batch_size: int) -> Dynam
     )
 
 
-_KIND_ALIASES: Final = {"gpu": "KIND_GPU", "cpu": "KIND_CPU", "auto": "KIND_AUTO"}
+_KIND_ALIASES: Final = {
+    "gpu": "KIND_GPU",
+    "cpu": "KIND_CPU",
+    "auto": "KIND_AUTO",
+    "model": "KIND_MODEL",
+}
 
 
 def _instance_group(spec: object, *, model: str, index: int) -> InstanceGroup:
@@ -239,8 +244,12 @@ def _instance_group(spec: object, *, model: str, index: int) -> InstanceGroup:
     kind = _KIND_ALIASES.get(str(spec.kind).lower(), spec.kind)
     if kind not in get_args(InstanceKind):
         raise DefinitionError(
-            _problem(model, f"instance group kind {spec.kind!r} is not KIND_GPU or KIND_CPU"),
-            fix="use 'KIND_GPU', 'KIND_CPU' or 'KIND_AUTO'",
+            _problem(
+                model,
+                f"instance group kind {spec.kind!r} is not KIND_GPU, KIND_CPU, KIND_AUTO or "
+                "KIND_MODEL",
+            ),
+            fix="use 'KIND_GPU', 'KIND_CPU', 'KIND_AUTO' or 'KIND_MODEL'",
             field=f"{field}.kind",
         )
     _whole(

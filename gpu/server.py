@@ -263,6 +263,7 @@ def _check_models(server: str, models: object, pool: GpuPool | None) -> tuple[Tr
             )
         if pool is None:
             continue
+        _check_engine_gpus(server, model, pool)
         for index, group in enumerate(model.instance_groups):
             beyond = [gpu for gpu in group.gpus if gpu >= pool.gpus_per_pod]
             if beyond:
@@ -284,7 +285,42 @@ def _check_models(server: str, models: object, pool: GpuPool | None) -> tuple[Tr
 def _gpu_reason(model: TritonModel) -> str:
     if any(group.kind == "KIND_GPU" for group in model.instance_groups):
         return "a KIND_GPU instance group"
+    if model.gpus_per_instance > 0:
+        return f"its engine spans {model.gpus_per_instance} GPU(s)"
     return f"{model.runtime} is GPU-only"
+
+
+def _check_engine_gpus(server: str, model: TritonModel, pool: GpuPool) -> None:
+    """An LLM engine (vLLM, TensorRT-LLM) places itself on whole GPUs of its pod: every
+    instance's tensor x pipeline parallel GPUs must fit in what one pod of the pool gets, and
+    an engine spanning several GPUs cannot span MIG slices (no NCCL between them)."""
+    per_engine = model.gpus_per_instance
+    if per_engine == 0:
+        return
+    if pool.mig is not None and per_engine > 1:
+        raise DefinitionError(
+            _problem(
+                server,
+                f"model {model.name!r} spans {per_engine} GPUs per engine, but pool "
+                f"{pool.name!r} hands out MIG slices, which one engine cannot span",
+            ),
+            fix="put it on a pool of whole GPUs, or use one GPU per engine",
+            field=f"models[{model.name}]",
+        )
+    engines = sum(group.count for group in model.instance_groups) or 1
+    if model.backend == "tensorrtllm":
+        engines = 1  # its one KIND_CPU instance drives the one engine
+    needed = per_engine * engines
+    if needed > pool.gpus_per_pod:
+        raise DefinitionError(
+            _problem(
+                server,
+                f"model {model.name!r} needs {needed} GPU(s) per pod ({engines} engine(s) of "
+                f"{per_engine}), but each pod of pool {pool.name!r} gets {pool.gpus_per_pod}",
+            ),
+            fix=f"give the pool gpus_per_pod={needed}, or lower the model's parallelism",
+            field=f"models[{model.name}]",
+        )
 
 
 def _check_credentials(server: str, models: Sequence[TritonModel]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Literal, cast, get_args
 
 from rtflow.errors import DefinitionError
@@ -70,6 +70,12 @@ class Tensor:
     name: str
     data_type: str
     dims: tuple[int, ...]
+    optional: bool = False
+    """A request may leave it out (model_config.proto ``optional``)."""
+    reshape: tuple[int, ...] | None = None
+    """The shape the model sees (``reshape: { shape: [...] }``; ``()`` for a scalar)."""
+    ragged: bool = False
+    """``allow_ragged_batch``: batched requests may differ in this dimension."""
 
 
 def data_type(text: object, *, field: str = "data_type", model: str = "?") -> DataType:
@@ -132,7 +138,10 @@ def _tensor(spec: object, *, model: str, field: str) -> Tensor:
                 fix="use positive sizes, or -1 for a variable-size dimension",
                 field=f"{field}.dims",
             )
-    return Tensor(name=name, data_type=checked, dims=tuple(dims))
+    made = Tensor(name=name, data_type=checked, dims=tuple(dims))
+    if isinstance(spec, Tensor):  # keep optional / reshape / ragged
+        made = replace(spec, name=name, data_type=checked, dims=tuple(dims))
+    return made
 
 
 def _tensors(specs: object, *, model: str, field: str) -> tuple[Tensor, ...]:
