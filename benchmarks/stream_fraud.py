@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jvm_pauses import log_option, pauses
+
 from rtflow.stages.reaper import parent_death_signal
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,6 +143,8 @@ class Point:
     cpu: dict[str, float] = field(default_factory=dict)  # component -> cores
     cpu_us_per_event: float = float("nan")
     profile: dict[str, float] = field(default_factory=dict)
+    broker_pauses: str = ""
+    pause_summary: str = ""  # count / longest ms, for the table
 
 
 class Bench:
@@ -150,6 +154,7 @@ class Bench:
         warmup: float,
         keep_logs: Path | None = None,
         reader_min_bytes: int = 65536,
+        broker_jvm: Sequence[str] = (),
     ) -> None:
         self.reader_min_bytes = reader_min_bytes
         self.logs: list[Path] = []
@@ -161,7 +166,14 @@ class Bench:
 
         self.seconds = seconds
         self.warmup = warmup
-        self.broker = KafkaBroker(production_jvm=True, heap="1g").start()
+        # Every stop-the-world pause of the broker, counted per point (jvm_pauses.py).
+        self.safepoints = Path(
+            tempfile.mkstemp(prefix="rtflow-bench-safepoints-", suffix=".log")[1]
+        )
+        self.broker_jvm = tuple(broker_jvm)
+        self.broker = KafkaBroker(
+            production_jvm=True, heap="1g", jvm_options=[*broker_jvm, log_option(self.safepoints)]
+        ).start()
         pipeline = load_stream_pipeline(HOT_PATH)
         self.triton = local_triton_server(pipeline, needs_triton(pipeline)).start()
         self.triton_address = f"127.0.0.1:{self.triton.grpc_port}"
@@ -183,6 +195,10 @@ class Bench:
     def close(self) -> None:
         self.triton.close()
         self.broker.close()
+        if self.keep_logs is not None:
+            self.safepoints.replace(self.keep_logs / "broker-safepoints.log")
+        else:
+            self.safepoints.unlink(missing_ok=True)
 
     def _system(
         self, system: str, guarantee: str, suffix: str, workers: int, partitions: int
@@ -300,9 +316,13 @@ class Bench:
                 "load + reader": [generator.pid, reader.pid],
             }
             before = {k: cpu_seconds(v) for k, v in groups.items()}
+            window_start_ms = time.time() * 1000.0
             measured = self.seconds - self.warmup - 1.0
             time.sleep(measured)
             after = {k: cpu_seconds(v) for k, v in groups.items()}
+            stopped = pauses(self.safepoints, window_start_ms, time.time() * 1000.0)
+            result.broker_pauses = stopped.describe(measured)
+            result.pause_summary = f"{stopped.count} / {stopped.max_ms:.1f}"
             generator.communicate(timeout=60)
             out, _ = reader.communicate(timeout=120)
             if system.startswith("rtflow"):
@@ -341,6 +361,7 @@ class Bench:
         )
         if result.profile:
             print("   " + "  ".join(f"{k}={v:.2f}" for k, v in sorted(result.profile.items())))
+        print(f"   {result.broker_pauses}", flush=True)
         if report.get("stalls"):
             # Second of sending (from the reader's start, and its wall-clock time, UTC, to
             # find it in the kept logs) -> worst latency in ms.
@@ -399,12 +420,13 @@ def section(points: list[Point], seconds: float, warmup: float, command: str) ->
         "",
         "Latency is from the generator's send to the decision being visible to a "
         "`read_committed` consumer. CPU is in cores over the measured window, per process "
-        "tree; µs/event counts broker + Triton + system.",
+        "tree; µs/event counts broker + Triton + system. Broker pauses: the broker JVM's "
+        "stop-the-world pauses (safepoints) in the window, count / longest ms.",
         "",
         "| system | guarantee | partitions / workers | offered ev/s | achieved ev/s | output ev/s "
         "| p50 ms | p99 ms | p99.9 ms | dup | CPU broker / Triton / system / load "
-        "| µs CPU per event |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| µs CPU per event | broker pauses |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for p in points:
         cpu = " / ".join(f"{p.cpu.get(k, 0):.2f}" for k in ("broker", "Triton", "system",
@@ -412,7 +434,7 @@ def section(points: list[Point], seconds: float, warmup: float, command: str) ->
         lines.append(
             f"| {p.system} | {p.guarantee.replace('_', '-')} | {p.partitions} / {p.workers} "
             f"| {p.offered:,} | {p.achieved:,.0f} | {p.drained:,.0f} | {p.p50:.1f} | {p.p99:.1f} | {p.p999:.1f} "
-            f"| {p.duplicates} | {cpu} | {p.cpu_us_per_event:,.0f} |"
+            f"| {p.duplicates} | {cpu} | {p.cpu_us_per_event:,.0f} | {p.pause_summary} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -476,6 +498,14 @@ def main(argv: list[str] | None = None) -> int:
         "as soon as the broker has it, 65536 (default) waits up to 5 ms more",
     )
     parser.add_argument(
+        "--broker-jvm",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="one more JVM option for the broker (after Kafka's production flags; a collector "
+        "such as -XX:+UseZGC replaces G1's): the whole run's broker, so its own run",
+    )
+    parser.add_argument(
         "--keep-logs",
         type=Path,
         metavar="DIR",
@@ -488,7 +518,13 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (a timeout, a kill) unwinds like Ctrl-C, so the broker, Triton and the workers
     # are stopped by the `finally` below rather than left running.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    bench = Bench(options.seconds, options.warmup, options.keep_logs, options.reader_min_bytes)
+    bench = Bench(
+        options.seconds,
+        options.warmup,
+        options.keep_logs,
+        options.reader_min_bytes,
+        options.broker_jvm,
+    )
     points: list[Point] = []
     eos = "exactly_once"
     chosen = (
@@ -513,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         if options.reader_min_bytes != 65536
         else ""
     )
+    reader += "".join(f" --broker-jvm={o}" for o in options.broker_jvm)
     if options.write and options.repeat:
         from bench_report import replace_section
 

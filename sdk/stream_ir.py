@@ -209,6 +209,7 @@ def build_stream(
         inference_in_flight=_positive(
             options.inference_in_flight, field="inference_in_flight", fix="say e.g. 4"
         ),
+        batches_in_flight=_batches_in_flight(options.batches_in_flight),
         dead_letter_topic=dead_letter,
         handoff_topic=handoff,
         results_topic=options.results_topic,
@@ -368,3 +369,15 @@ def _topics(topics: object) -> ir.TopicPolicy | None:
         )
         * hours,
     )
+
+
+def _batches_in_flight(value: int) -> int:
+    """1 or 2: a third batch would only wait for the second's Triton answer in the worker's
+    one thread, holding its events longer without starting them sooner."""
+    if isinstance(value, bool) or not isinstance(value, int) or value not in (1, 2):
+        raise DefinitionError(
+            f"batches_in_flight={value!r}: a worker starts 1 or 2 batches at once",
+            fix="say 2 to decode the next batch while Triton answers the current one, else 1",
+            field="stream.batches_in_flight",
+        )
+    return value

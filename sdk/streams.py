@@ -65,6 +65,10 @@ class Stream:
             against a one-instance CPU model, a second request whose rows do not fit the first's
             batch waits about 100 ms in Triton (measured; BENCHMARKS.md); raise it for models
             with several instances or GPUs.
+        batches_in_flight: batches a worker has started at once. With 2, the next batch is
+            decoded and runs its stages up to its first inference while Triton answers the
+            current one; batches still finish, and are produced, in order. 1 runs one batch
+            at a time.
         dead_letter_topic: where poison events go with the reason and their source offset;
             default the trigger's dead-letter topic, else ``<topic>-dead-letter``.
         handoff_topic: where an event goes when it needs the workflow plane (an approval, a
@@ -93,6 +97,7 @@ class Stream:
     max_events: int = 1000
     inference_batch: int | Mapping[str, int] | None = None
     inference_in_flight: int = 1
+    batches_in_flight: int = 1
     dead_letter_topic: str | None = None
     handoff_topic: str | None = None
     results_topic: str | None = None

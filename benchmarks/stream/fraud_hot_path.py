@@ -47,6 +47,7 @@ def _optional_int(name: str) -> int | None:
         transaction_interval_ms=_optional_int("RTFLOW_BENCH_INTERVAL"),
         max_wait_ms=_optional_int("RTFLOW_BENCH_MAX_WAIT"),
         inference_in_flight=_optional_int("RTFLOW_BENCH_IN_FLIGHT") or 1,
+        batches_in_flight=_optional_int("RTFLOW_BENCH_BATCHES") or 1,
     ),
 )
 def fraud_bench(transaction: dict[str, Any]) -> None:

@@ -117,6 +117,10 @@ def _cluster_id() -> str:
             return text
 
 
+_COLLECTOR = re.compile(r"-XX:\+Use\w+GC")
+_G1_ONLY = ("-XX:MaxGCPauseMillis", "-XX:InitiatingHeapOccupancyPercent")
+
+
 def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     try:
         with path.open(encoding="utf-8", errors="replace") as fh:
@@ -146,6 +150,8 @@ class KafkaBroker:
 
     ``production_jvm`` starts it with Kafka's own JVM flags (G1, C2) instead of the quicker
     starting test flags: for benchmarks, whose figures must hold for a real broker.
+    ``jvm_options`` come after those (a benchmark's safepoint log, say); one that picks a
+    collector (``-XX:+UseZGC``) replaces the production flags' G1 settings.
 
     ``dedicated_controller`` runs the KRaft controller in a JVM of its own, as production
     clusters do, and the broker as a broker only: :meth:`kill` and :meth:`restart` then act
@@ -170,9 +176,11 @@ class KafkaBroker:
         security: BrokerSecurity | None = None,
         production_jvm: bool = False,
         dedicated_controller: bool = False,
+        jvm_options: Sequence[str] = (),
     ) -> None:
         self._lib_arg = lib_dir
         self._production_jvm = production_jvm
+        self._jvm_options = tuple(jvm_options)
         self._dedicated_controller = dedicated_controller
         self._controller: KraftController | None = None
         self._java_arg = java
@@ -425,10 +433,14 @@ class KafkaBroker:
             if self._production_jvm
             else ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
         )  # fmt: skip
+        if any(_COLLECTOR.fullmatch(option) for option in self._jvm_options):
+            # Two collectors are a JVM start-up error; so are G1's options under another.
+            flags = [f for f in flags if not f.startswith(_G1_ONLY) and not _COLLECTOR.fullmatch(f)]
         return [
             str(self._java),
             f"-Xmx{heap}",
             *flags,
+            *self._jvm_options,
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={log4j}",
             "-cp",

@@ -26,7 +26,11 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 class StreamMetrics:
     """The metrics of one worker process, in a registry of its own."""
 
-    def __init__(self, pipeline: str, worker: str) -> None:
+    def __init__(
+        self, pipeline: str, worker: str, settings: Mapping[str, str] | None = None
+    ) -> None:
+        """``settings``: how this worker runs (guarantee, batches in flight), as labels of
+        ``rtflow_stream_worker``, so a dashboard or a test reads them off the running process."""
         self.registry = CollectorRegistry()
         labels = {"pipeline": pipeline, "worker": worker}
         r = self.registry
@@ -92,8 +96,9 @@ class StreamMetrics:
         )
         self._slow_logged_at: dict[str, float] = {}  # the last "slow ..." warning of each kind
         self._slow_unlogged: dict[str, int] = {}  # slow ones since then, not logged
-        self.info = Gauge("rtflow_stream_worker", "This worker", list(labels), registry=r)
-        self.info.labels(**labels).set(1)
+        described = {**labels, **(settings or {})}
+        self.info = Gauge("rtflow_stream_worker", "This worker", list(described), registry=r)
+        self.info.labels(**described).set(1)
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
         start_http_server(port, addr=address, registry=self.registry)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from random import getrandbits
 from typing import Any
 
@@ -56,6 +56,7 @@ __all__ = [
     "Plan",
     "PublishStep",
     "Record",
+    "StartedBatch",
     "groups_of",
     "hop_topic",
 ]
@@ -249,6 +250,19 @@ class Plan:
 
         Raises DependencyError when a dependency failed for the batch (nothing is half-done:
         the caller produces nothing of this batch and retries it)."""
+        return StartedBatch(self._run(messages, overlap=False)).finish()
+
+    def start(self, messages: Sequence[Message]) -> StartedBatch:
+        """Run the batch up to its first inference and return while Triton answers, for the
+        worker to start the next batch meanwhile; :meth:`StartedBatch.finish` does the rest.
+        A DependencyError comes from either call."""
+        return StartedBatch(self._run(messages, overlap=True))
+
+    def _run(
+        self, messages: Sequence[Message], *, overlap: bool
+    ) -> Generator[None, None, BatchResult]:
+        """The batch, step by step; with ``overlap`` it pauses (yields) after sending each
+        inference step's requests, and waits for their answers when resumed."""
         result = BatchResult(records=[])
         events: list[EventState] = []
         for message in messages:
@@ -266,6 +280,14 @@ class Plan:
                         record = step.record(event)
                         if record is not None:
                             pending.setdefault(id(event), []).append(record)
+            elif overlap and isinstance(step, InferenceStep):
+                answered = step.start(events)
+                sent = time.perf_counter()
+                yield
+                resumed = time.perf_counter()
+                answered()
+                # this batch's own time in the step: sending, then waiting once resumed
+                started += resumed - sent
             else:
                 step.run(events)
             result.stage_seconds[step.task.name] = time.perf_counter() - started
@@ -354,3 +376,29 @@ class Plan:
             headers.append(("rtflow-stage", stage.encode()))
         headers.extend((k, v) for k, v in message.headers if k == "traceparent")
         return Record(self.stream.dead_letter_topic, message.value or b"", message.key, headers)
+
+
+class StartedBatch:
+    """A batch the worker has started: run up to its first inference request (or to its end)."""
+
+    def __init__(self, run: Generator[None, None, BatchResult]) -> None:
+        self._run = run
+        self._result: BatchResult | None = None
+        self._advance()
+
+    def _advance(self) -> None:
+        try:
+            next(self._run)
+        except StopIteration as stop:
+            self._result = stop.value
+
+    def finish(self) -> BatchResult:
+        """Wait for its requests' answers and run the rest of its steps."""
+        while self._result is None:
+            self._advance()
+        return self._result
+
+    def discard(self) -> None:
+        """Drop it unfinished (a batch before it failed, its partitions were revoked): nothing
+        of it is produced; the answers of a request still out are ignored."""
+        self._run.close()

@@ -323,6 +323,23 @@ class InferenceStep(Step):
         self.output_name = self.stage.outputs[0].name
 
     def run(self, events: Sequence[EventState]) -> None:
+        ready, rows = self.requests(events)
+        if ready:
+            self.answered(ready, self.batcher.infer(rows))
+
+    def start(self, events: Sequence[EventState]) -> Callable[[], None]:
+        """Send the batch's requests and return at once; calling the result waits for the
+        answers and records them (a DependencyError is raised then)."""
+        ready, rows = self.requests(events)
+        if not ready:
+            return lambda: None
+        answers = self.batcher.submit(rows)
+        return lambda: self.answered(ready, answers.result())
+
+    def requests(
+        self, events: Sequence[EventState]
+    ) -> tuple[list[EventState], list[Mapping[str, Any]]]:
+        """The events this step runs for, and each one's tensors."""
         name = self.task.name
         ready: list[EventState] = []
         rows: list[Mapping[str, Any]] = []
@@ -337,9 +354,10 @@ class InferenceStep(Step):
             row = arguments["tensors"] if self.packed else arguments
             ready.append(event)
             rows.append(row)
-        if not ready:
-            return
-        answers = self.batcher.infer(rows)
+        return ready, rows
+
+    def answered(self, ready: Sequence[EventState], answers: Sequence[Any]) -> None:
+        name = self.task.name
         for event, answer in zip(ready, answers, strict=True):
             if isinstance(answer, dict):
                 event.outputs[name] = {self.output_name: answer}

@@ -20,6 +20,7 @@ Failures are told apart because they mean different things for exactly-once:
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import itertools
 import threading
 from collections.abc import Mapping, Sequence
@@ -93,9 +94,23 @@ class TritonBatcher:
         ]
         self.requests = 0
         self.rows = 0
+        self._calls: cf.ThreadPoolExecutor | None = None
 
     def close(self) -> None:
+        if self._calls is not None:
+            self._calls.shutdown(wait=True)
         self._client.close()
+
+    def submit(
+        self, rows: Sequence[Mapping[str, Any]]
+    ) -> cf.Future[list[dict[str, Any] | Rejected]]:
+        """:meth:`infer` on a thread of the batcher's own: the gRPC wait releases the GIL, so
+        the worker starts its next batch while Triton answers this one. Two threads, so the
+        next batch's request reaches Triton without waiting for this one's answer (a model
+        the stream plane calls has two instances)."""
+        if self._calls is None:
+            self._calls = cf.ThreadPoolExecutor(2, thread_name_prefix=f"rtflow-{self.model.name}")
+        return self._calls.submit(self.infer, list(rows))
 
     # -- building requests -----------------------------------------------------------------------
 

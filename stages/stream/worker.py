@@ -45,12 +45,21 @@ import gc
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rtflow.stages.stream.lag import LagWatch
 from rtflow.stages.stream.metrics import StreamMetrics
-from rtflow.stages.stream.plan import BatchResult, DependencyError, Message, Plan, Record
+from rtflow.stages.stream.plan import (
+    BatchResult,
+    DependencyError,
+    Message,
+    Plan,
+    Record,
+    StartedBatch,
+)
 from rtflow.stages.stream.settings import (
     EXIT_FATAL,
     EXIT_OK,
@@ -67,13 +76,29 @@ LATENCY_SAMPLE = 32
 TopicPartition = tuple[str, int]
 
 
+@dataclass(frozen=True)
+class _InFlight:
+    """A batch started and not yet produced (``batches_in_flight=2``)."""
+
+    messages: Sequence[Message]
+    batch: StartedBatch
+    started: float
+
+
 class StreamWorker:
     def __init__(self, plan: Plan, settings: WorkerSettings) -> None:
         self.plan = plan
         self.settings = settings
         self.stream = plan.stream
         self.exactly_once = plan.stream.guarantee == "exactly_once"
-        self.metrics = StreamMetrics(plan.pipeline.name, settings.worker_id)
+        self.metrics = StreamMetrics(
+            plan.pipeline.name,
+            settings.worker_id,
+            {
+                "guarantee": plan.stream.guarantee,
+                "batches_in_flight": str(plan.stream.batches_in_flight),
+            },
+        )
         self._lag = LagWatch(
             self.metrics, plan.consumer_group, settings.unreadable_offsets_after_seconds
         )
@@ -100,6 +125,9 @@ class StreamWorker:
         self._active = 0
         self._committing: Any = None  # the producer whose transaction the running commit ends
         self._flushed: threading.Event | None = None  # its records are acknowledged
+        # Batches started and not yet produced, oldest first; produced in this order.
+        self._in_flight: deque[_InFlight] = deque()
+        self._pipelined = plan.stream.batches_in_flight > 1
 
     @property
     def producer(self) -> Any:
@@ -201,9 +229,13 @@ class StreamWorker:
                 messages: list[Message] = []
                 try:
                     started = time.perf_counter()
-                    messages = self._consume(wait)
+                    # With a batch in flight, take only what is there: it finishes meanwhile.
+                    messages = self._consume(0.0 if self._in_flight else wait)
                     consumed = time.perf_counter()
-                    phases = self._process(messages) if messages else {}
+                    if self._pipelined:
+                        phases = self._overlapped(messages)
+                    else:
+                        phases = self._process(messages) if messages else {}
                     processed = time.perf_counter()
                     self._commit_if_due()
                     self.metrics.observe_iteration(
@@ -216,11 +248,12 @@ class StreamWorker:
                 except DependencyError as exc:
                     self.metrics.retries.inc()
                     log.warning("dependency failed; retrying from the last commit", exc_info=exc)
-                    self._rewind_after(messages)
+                    self._rewind_after([*self._dropped_in_flight(), *messages])
                     self._sleep(backoff)
                     backoff = min(backoff * 2, self.settings.max_backoff_seconds)
                 self._lag.observe(self.consumer)
             try:
+                self._drain()
                 self._finish()
             except DependencyError as exc:
                 log.error("the last commit failed; the next owner redoes it", exc_info=exc)
@@ -285,13 +318,54 @@ class StreamWorker:
     def _process(self, messages: Sequence[Message]) -> dict[str, float]:
         """Run a batch and produce its records; the seconds of each stage and of producing."""
         started = time.perf_counter()
-        result = self.plan.execute(messages)
+        return self._produced(messages, self.plan.execute(messages), started)
+
+    def _produced(
+        self, messages: Sequence[Message], result: BatchResult, started: float
+    ) -> dict[str, float]:
         self._record(result, len(messages))
         executed = time.perf_counter()
         self._produce(result.records, messages)
         ended = time.perf_counter()
         self.metrics.stage.labels(stage="(batch)").observe(ended - started)
         return {**result.stage_seconds, "produce": ended - executed}
+
+    def _overlapped(self, messages: Sequence[Message]) -> dict[str, float]:
+        """Two batches in flight: start this one (up to its first Triton request), then finish
+        and produce the one before it, whose answers came meanwhile. Batches are produced in
+        the order they were consumed, so offsets and a key's records stay in order."""
+        phases: dict[str, float] = {}
+        if messages:
+            started = time.perf_counter()
+            self._in_flight.append(_InFlight(messages, self.plan.start(messages), started))
+            phases["start"] = time.perf_counter() - started
+        if len(self._in_flight) > 1 or (self._in_flight and not messages):
+            phases.update(self._finish_oldest())
+        return phases
+
+    def _finish_oldest(self) -> dict[str, float]:
+        oldest = self._in_flight[0]
+        phases = self._produced(oldest.messages, oldest.batch.finish(), oldest.started)
+        self._in_flight.popleft()  # only once produced: a failure above rewinds it too
+        return phases
+
+    def _dropped_in_flight(self) -> list[Message]:
+        """Drop the batches started and not produced; their messages (to consume again)."""
+        dropped = [m for b in self._in_flight for m in b.messages]
+        for started in self._in_flight:
+            started.batch.discard()
+        self._in_flight.clear()
+        return dropped
+
+    def _drain(self) -> None:
+        """Before stopping: finish and produce the batches in flight, so the last commit
+        covers every event consumed."""
+        try:
+            while self._in_flight:
+                self._finish_oldest()
+        except DependencyError as exc:
+            log.warning("a batch in flight failed at stop; the next owner redoes it", exc_info=exc)
+            self._rewind_after(self._dropped_in_flight())
 
     def _record(self, result: BatchResult, consumed: int) -> None:
         m = self.metrics
@@ -580,16 +654,27 @@ class StreamWorker:
         """Before partitions go to another worker, what was done with them must be committed
         (or aborted): the new owner starts from the committed offsets."""
         log.info("revoked %s", [f"{p.topic}/{p.partition}" for p in partitions])
+        # Batches started and not produced are dropped: a revoked partition's new owner
+        # consumes them again from the commit; one kept here (an incremental rebalance) is
+        # rewound to them.
+        revoked = {(p.topic, p.partition) for p in partitions}
+        kept: dict[TopicPartition, int] = {}
+        for message in self._dropped_in_flight():
+            tp = (message.topic, message.partition)
+            if tp not in revoked:
+                kept[tp] = min(message.offset, kept.get(tp, message.offset))
         try:
             self._finish()
         except DependencyError as exc:
             log.warning("commit on revoke failed; the new owner redoes it", exc_info=exc)
         self._pending_rewind = {}
+        self._seek(kept)
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
         """Partitions lost without a revoke (session timed out): this worker may be a zombie,
         so nothing of the open transaction may become visible."""
         log.warning("lost %s", [f"{p.topic}/{p.partition}" for p in partitions])
+        self._dropped_in_flight()
         with contextlib.suppress(DependencyError):
             self._wait_for_commit()
         if self.exactly_once and self._open:

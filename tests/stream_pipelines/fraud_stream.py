@@ -105,6 +105,7 @@ transactions = rtflow.kafka(
         guarantee=GUARANTEE,
         handoff_topic=HANDOFF,
         partitions=4,
+        batches_in_flight=int(os.environ.get("RTFLOW_TEST_BATCHES", "1")),
         # Pinned, as a cluster should run it (a fictional digest: no registry is reached).
         image="ghcr.io/acme/fraud/stream:test@sha256:c01144f49a36aa24115b0f3445dc819043b69e4f1eb3ebee62414688401256af",
     ),
