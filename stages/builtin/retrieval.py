@@ -19,7 +19,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import rtflow
+from rtflow.options import Backoff, Retry
+from rtflow.stage import stage
 from rtflow.stages.builtin import image
 from rtflow.stages.builtin.pgvector_store import OPERATORS, PgVectorStore
 from rtflow.stages.builtin.stores import VECTOR_DSN_ENV, VectorStore, dsn_from_env
@@ -65,10 +66,10 @@ class Retrieved(NamedTuple):
     ids: list[str]
 
 
-@rtflow.stage(
+@stage(
     name="retrieve",
     image=image("retrieval"),
-    retry=rtflow.Retry(limit=5, policy="Always", backoff=rtflow.Backoff("1s", 2, "1m")),
+    retry=Retry(limit=5, policy="Always", backoff=Backoff("1s", 2, "1m")),
     timeout="1m",
 )
 def retrieve_documents(

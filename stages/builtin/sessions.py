@@ -17,7 +17,8 @@ from __future__ import annotations
 import threading
 from typing import Any, NamedTuple
 
-import rtflow
+from rtflow.options import Backoff, Retry
+from rtflow.stage import stage
 from rtflow.stages.builtin import image
 from rtflow.stages.builtin.pgvector_store import SESSIONS_TABLE, PgSessionStore
 from rtflow.stages.builtin.stores import SESSION_DSN_ENV, Turn, dsn_from_env
@@ -26,7 +27,7 @@ from rtflow.stages.runtime import BadInput
 _stores: dict[tuple[str, str], PgSessionStore] = {}
 _lock = threading.Lock()
 
-RETRY = rtflow.Retry(limit=5, policy="Always", backoff=rtflow.Backoff("1s", 2, "1m"))
+RETRY = Retry(limit=5, policy="Always", backoff=Backoff("1s", 2, "1m"))
 
 
 def session_store(prefix: str) -> PgSessionStore:
@@ -50,7 +51,7 @@ class History(NamedTuple):
     transcript: str  # "user: ...\nassistant: ...", one line a turn, for a prompt
 
 
-@rtflow.stage(name="session-history", image=image("retrieval"), retry=RETRY, timeout="1m")
+@stage(name="session-history", image=image("retrieval"), retry=RETRY, timeout="1m")
 def session_history(session: str, max_turns: int = 20, prefix: str = SESSIONS_TABLE) -> History:
     """The last ``max_turns`` turns of ``session`` (none for a new session)."""
     turns = session_store(prefix).read(session, _bound(max_turns))
@@ -60,7 +61,7 @@ def session_history(session: str, max_turns: int = 20, prefix: str = SESSIONS_TA
     )
 
 
-@rtflow.stage(name="session-append", image=image("retrieval"), retry=RETRY, timeout="1m")
+@stage(name="session-append", image=image("retrieval"), retry=RETRY, timeout="1m")
 def session_append(
     session: str,
     user: str,
