@@ -14,7 +14,7 @@ from rtflow.generators import stream as stream_plane
 from rtflow.generators.bundle import Bundle, ExtraFile, Manifest, YamlFile
 from rtflow.generators.stream import handoff
 from rtflow.generators.workflow_template import workflow_template
-from rtflow.gpu.config import render_config
+from rtflow.gpu.config import model_files
 from rtflow.gpu.serving import serving_manifests
 
 
@@ -59,9 +59,7 @@ def compile_pipelines(
             documents += serving_manifests(server)
             files += [
                 ExtraFile(pipeline.name, f"model-repository/{path}", text)
-                for path, text in sorted(
-                    (f"{m.name}/config.pbtxt", render_config(m)) for m in server.models
-                )
+                for path, text in sorted(f for m in server.models for f in model_files(m))
             ]
         documents += stream_plane.documents(pipeline)
         documents += network.for_pipeline(pipeline, documents)

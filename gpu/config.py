@@ -27,6 +27,7 @@ from rtflow.gpu.models import TritonModel, cpu_variant
 __all__ = [
     "CONFIG_FILE",
     "TEMPLATE",
+    "model_files",
     "pb_string",
     "render_config",
     "repository_layout",
@@ -136,6 +137,14 @@ def _generated_files(model: TritonModel) -> list[tuple[str, str]]:
     vLLM backend's ``model.json``): every declared version, else version 1."""
     numbers = [v.number for v in model.versions] or [1]
     return [(f"{n}/{name}", text) for n in numbers for name, text in model.files]
+
+
+def model_files(model: TritonModel) -> list[tuple[str, str]]:
+    """What compile writes for ``model`` under ``model-repository/``: ``<model>/config.pbtxt``
+    and the files rtflow generates in its version folders, sorted by path."""
+    files = [(f"{model.name}/{CONFIG_FILE}", render_config(model))]
+    files += [(f"{model.name}/{path}", text) for path, text in _generated_files(model)]
+    return sorted(files)
 
 
 def repository_layout(

@@ -204,21 +204,44 @@ class TritonGenerator:
     def __init__(
         self,
         url: str,
-        model: TritonModel,
+        model: TritonModel | str,
         *,
         timeout_seconds: float | None = None,
     ) -> None:
+        """``model``: its declaration, or its name (then its configuration is read from the
+        server, as the built-in generate stage does: the step carries no declaration)."""
         import numpy as np
         import tritonclient.grpc as grpcclient  # type: ignore[import-untyped, unused-ignore]
 
-        self.model = model
         self.timeout_seconds = timeout_seconds
         self._np: Any = np
         self._grpc: Any = grpcclient
         self._client: Any = grpcclient.InferenceServerClient(url=url)
-        self._output = text_output(model)
-        self._types = {t.name: t.data_type for t in model.inputs}
         self._lock = threading.Lock()
+        if isinstance(model, TritonModel):
+            self.model: TritonModel | None = model
+            self.name = model.name
+            self._batched = model.batched
+            self._output = text_output(model)
+            self._types = {t.name: t.data_type for t in model.inputs}
+            return
+        self.model = None
+        self.name = model
+        try:
+            config = self._client.get_model_config(model, as_json=True)["config"]
+        except Exception as exc:
+            self._client.close()
+            raise GenerationError(f"model {model!r}: Triton answered: {exc}") from None
+        self._batched = int(config.get("max_batch_size", 0)) > 0
+        self._types = {t["name"]: str(t["data_type"]) for t in config.get("input", [])}
+        texts = [o["name"] for o in config.get("output", []) if o["data_type"] == "TYPE_STRING"]
+        if not config.get("model_transaction_policy", {}).get("decoupled"):
+            self._client.close()
+            raise GenerationError(f"model {model!r} is not decoupled: it cannot stream tokens")
+        if "text_output" not in texts and len(texts) != 1:
+            self._client.close()
+            raise GenerationError(f"model {model!r} has no text output to generate into")
+        self._output = "text_output" if "text_output" in texts else texts[0]
 
     def _tensor(self, name: str, value: object) -> Any:
         from rtflow.gpu.client import NUMPY_DTYPES
@@ -228,7 +251,7 @@ class TritonGenerator:
         if kind == "TYPE_STRING":
             items = [v.encode("utf-8") if isinstance(v, str) else v for v in items]
         array = self._np.array(items, dtype=NUMPY_DTYPES[kind])
-        if self.model.batched:
+        if self._batched:
             array = array.reshape(1, -1)
         tensor = self._grpc.InferInput(name, list(array.shape), KSERVE_DATATYPES[kind])
         tensor.set_data_from_numpy(array)
@@ -243,6 +266,8 @@ class TritonGenerator:
         timeout_seconds: float | None = None,
     ) -> Iterator[str]:
         """The tokens as they arrive. Leaving the loop early cancels the request."""
+        if self.model is None:
+            raise TypeError("stream() needs the model's declaration; use stream_inputs()")
         inputs = generation_inputs(self.model, prompt, max_tokens=max_tokens, sampling=sampling)
         return self.stream_inputs(inputs, timeout_seconds=timeout_seconds)
 
@@ -253,7 +278,7 @@ class TritonGenerator:
         unknown = sorted(set(inputs) - set(self._types))
         if unknown:
             raise DefinitionError(
-                f"model {self.model.name!r} has no input {unknown[0]!r}",
+                f"model {self.name!r} has no input {unknown[0]!r}",
                 fix=f"give only its inputs: {', '.join(self._types)}",
                 field=f"inputs.{unknown[0]}",
             )
@@ -265,7 +290,7 @@ class TritonGenerator:
         answers: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
         deadline = None if limit is None else time.monotonic() + limit
         tokens: list[str] = []
-        name = self.model.name
+        name = self.name
         with self._lock:
             self._client.start_stream(callback=lambda result, error: answers.put((result, error)))
             finished = False
@@ -316,7 +341,7 @@ class TritonGenerator:
         tokens = self.stream(
             prompt, max_tokens=max_tokens, sampling=sampling, timeout_seconds=timeout_seconds
         )
-        return collect(tokens, self.model.name)
+        return collect(tokens, self.name)
 
     def close(self) -> None:
         self._client.close()

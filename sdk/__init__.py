@@ -2,15 +2,16 @@
 
 The public surface: ``stage``, ``container`` and ``pipeline`` declare; ``when``,
 ``otherwise``, ``for_each``, ``approval``, ``http`` and ``on_exit`` shape the graph inside a
-pipeline function; ``Retry``, ``Backoff``, ``Secret``, ``Param`` and ``Output`` are option
-values; ``kafka``, ``webhook`` and ``calendar`` declare triggers, with ``field``,
-``payload``, ``Delivery`` and ``SecretKey``; ``Environment`` and ``ArgoCD`` say where the
-compiled output is deployed.
+pipeline function, ``infer`` and ``generate`` call models on Triton; ``Retry``, ``Backoff``,
+``Secret``, ``Param`` and ``Output`` are option values; ``kafka``, ``webhook`` and
+``calendar`` declare triggers, with ``field``, ``payload``, ``Delivery`` and ``SecretKey``;
+``Environment`` and ``ArgoCD`` say where the compiled output is deployed.
 """
 
 from rtflow.egress import Egress
 from rtflow.environments import ArgoCD, Environment
 from rtflow.errors import DefinitionError, LoadError, RtflowError
+from rtflow.generation import GenerationResult, generate
 from rtflow.http_step import http
 from rtflow.options import Backoff, Output, Param, Retry, Secret
 from rtflow.pipeline import Pipeline, pipeline
@@ -53,6 +54,7 @@ __all__ = [
     "Egress",
     "Environment",
     "EventBus",
+    "GenerationResult",
     "InferenceResult",
     "KafkaTopics",
     "LoadError",
@@ -76,6 +78,7 @@ __all__ = [
     "container",
     "field",
     "for_each",
+    "generate",
     "history",
     "http",
     "infer",

@@ -566,7 +566,18 @@ def inference_ir(
     if definition.timeout is None:  # the pipeline's default_timeout, else 10 s
         timeout = default_timeout if default_timeout is not None else DEFAULT_INFERENCE_TIMEOUT
         definition = replace(definition, timeout=timeout)
-    if definition.via == "grpc":
+    if getattr(model, "decoupled", False) != (definition.via == "generate"):
+        raise DefinitionError(
+            f"model {model.name!r} streams its answer (decoupled), so one request cannot read it"
+            if definition.via != "generate"
+            else f"model {model.name!r} is not decoupled, so it cannot stream tokens",
+            fix="call it with rtflow.generate"
+            if definition.via != "generate"
+            else "call it with rtflow.infer, or declare it decoupled (rtflow.gpu.llm)",
+            field="model",
+            stage=name,
+        )
+    if definition.via in GRPC_FUNCTIONS:  # grpc, generate: the built-in client stages
         return _grpc_inference(definition, server, model, name, namespace)
     if definition.via != "http":
         raise DefinitionError(
@@ -614,6 +625,10 @@ def addressed(server: Any, namespace: str | None) -> Any:
 
 
 GRPC_CLIENT_FUNCTION = "rtflow.stages.builtin.triton_client:triton_infer"
+GENERATE_FUNCTION = "rtflow.stages.builtin.triton_generate:triton_generate"
+GRPC_FUNCTIONS = {"grpc": GRPC_CLIENT_FUNCTION, "generate": GENERATE_FUNCTION}
+"""``via`` -> the built-in stage that makes the call: one gRPC inference, or a token stream
+(``rtflow.generate``: decoupled gRPC, time to first token measured; see docs/inference.md)."""
 
 
 def _grpc_inference(
@@ -625,6 +640,8 @@ def _grpc_inference(
     from rtflow.stages.builtin import image as builtin_image
 
     timeout = check_seconds(definition.timeout, field="timeout")
+    function = GRPC_FUNCTIONS[definition.via]
+    what = "token stream" if definition.via == "generate" else "gRPC inference"
     inputs = (
         ir.Param("url", ParamType("str"), grpc_address(addressed(server, namespace))),
         ir.Param("model", ParamType("str"), model.name),
@@ -639,12 +656,12 @@ def _grpc_inference(
         outputs=(ir.Output("result", ParamType("dict"), contract.output_path("result")),),
         image=builtin_image("triton-client"),
         command=contract.COMMAND,
-        args=tuple(contract.run_args(GRPC_CLIENT_FUNCTION, [p.name for p in inputs])),
-        function=GRPC_CLIENT_FUNCTION,
+        args=tuple(contract.run_args(function, [p.name for p in inputs])),
+        function=function,
         resources=ir.Resources("500m", "1Gi", "1", "1Gi"),
         retry=_retry(retry) if retry is not None else INFERENCE_RETRY,
         deadline_seconds=timeout * 4,
-        description=f"gRPC inference on {model.name!r} served by {server.name!r}",
+        description=f"{what} on {model.name!r} served by {server.name!r}",
         inference=ir.Inference(
             server=server.name,
             model=model.name,

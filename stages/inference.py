@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 GRPC_CLIENT_FUNCTION = "rtflow.stages.builtin.triton_client:triton_infer"
+GENERATE_FUNCTION = "rtflow.stages.builtin.triton_generate:triton_generate"
 _TAG = re.compile(r"\{\{inputs\.parameters\.([A-Za-z0-9_.-]+)\}\}")
 _RESET = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
@@ -69,7 +70,8 @@ class InferenceSetupError(RuntimeError):
 
 
 def is_grpc_inference(stage: ir.Stage) -> bool:
-    return stage.kind == "function" and stage.function == GRPC_CLIENT_FUNCTION
+    """A function stage calling Triton over gRPC: ``via="grpc"`` or ``rtflow.generate``."""
+    return stage.kind == "function" and stage.function in (GRPC_CLIENT_FUNCTION, GENERATE_FUNCTION)
 
 
 def needs_triton(pipeline: ir.Pipeline, skip: Sequence[str] = ()) -> list[ir.Stage]:

@@ -7,6 +7,9 @@ mid-stream.
 
 from __future__ import annotations
 
+from typing import Any
+
+import rtflow
 from rtflow.gpu.models import triton_model
 from rtflow.gpu.server import triton_serving
 from rtflow.gpu.tensors import Tensor
@@ -24,3 +27,21 @@ WORDS = triton_model(
     parameters={"delay_ms": 30},
 )
 SERVER = triton_serving("llm-triton", [WORDS], cpu="1", memory="1Gi")
+
+
+@rtflow.stage(image="ghcr.io/acme/chat:1.0")
+def answer(generated: dict[str, Any], question: str) -> dict[str, Any]:
+    """What a downstream stage does with a generation: its text and its time to first token."""
+    return {
+        "question": question,
+        "text": generated["text"],
+        "tokens": len(generated["tokens"]),
+        "ttft_ms": generated["ttft_ms"],
+        "total_ms": generated["total_ms"],
+    }
+
+
+@rtflow.pipeline(name="generation", namespace="llm")
+def generation(question: str) -> None:
+    generated = rtflow.generate(SERVER, WORDS, question, max_tokens=8, name="reply", timeout="20s")
+    answer(generated, question)
