@@ -244,7 +244,10 @@ def approval_ir(definition: ApprovalDef) -> ir.Stage:
         )
     timeout = None
     if definition.timeout is not None:
-        timeout = check_seconds(definition.timeout, field="timeout")
+        try:
+            timeout = check_seconds(definition.timeout, field="timeout")
+        except DefinitionError as error:
+            raise error.located(stage=name) from None
     if definition.on_timeout is not None and definition.on_timeout not in choices:
         raise DefinitionError(
             f"on_timeout {definition.on_timeout!r} is not one of {list(choices)!r}",
