@@ -9,12 +9,14 @@ has to a streaming model is exercised: gRPC streaming (``TritonGenerator``), HTT
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from components import component_missing
-from local_pipelines.generation import WORDS
+from local_pipelines.generation import WORDS, generation
 
 from rtflow.errors import DefinitionError
 from rtflow.gpu import triton_server as ts
@@ -28,6 +30,10 @@ from rtflow.gpu.generate import (
     stream_http,
 )
 from rtflow.gpu.triton_server import TritonServer
+from rtflow.stages.builtin.triton_generate import triton_generate
+from rtflow.stages.events import ListSource, MemorySink
+from rtflow.stages.local import run_local
+from rtflow.stages.runtime import BadInput
 
 pytestmark = pytest.mark.integration
 
@@ -174,3 +180,50 @@ def test_a_model_that_does_not_stream_is_refused_before_any_call() -> None:
 
     with pytest.raises(DefinitionError, match="not decoupled"):
         generation_inputs(replace(WORDS, decoupled=False), "hi", max_tokens=3)
+
+
+def test_the_builtin_generate_stage_answers_the_typed_generation(server: TritonServer) -> None:
+    answer = triton_generate(
+        server.grpc_url, WORDS.name, {"text_input": [PROMPT], "max_tokens": [3]}, 30.0
+    )
+    assert answer["text"] == "the quick brown"
+    assert answer["tokens"] == ["the", " quick", " brown"]
+    assert answer["model"] == WORDS.name
+    assert 0 < answer["ttft_ms"] < answer["total_ms"]
+
+
+def test_the_builtin_stage_sorts_bad_inputs_from_model_errors(server: TritonServer) -> None:
+    with pytest.raises(BadInput, match="no input 'prompt'"):
+        triton_generate(server.grpc_url, WORDS.name, {"prompt": ["x"]}, 30.0)
+    with pytest.raises(BadInput, match="max_tokens"):  # a required input missing: refused
+        triton_generate(server.grpc_url, WORDS.name, {"text_input": ["x"]}, 30.0)
+    with pytest.raises(GenerationError, match="failed at token 1"):  # the model broke: retry
+        triton_generate(
+            server.grpc_url, WORDS.name, {"text_input": ["a FAIL"], "max_tokens": [5]}, 30.0
+        )
+
+
+def test_a_pipeline_run_locally_streams_and_reports_time_to_first_token(
+    server: TritonServer, tmp_path: Path
+) -> None:
+    out, dead = MemorySink(), MemorySink()
+    questions = ["what is rtflow", "one two three four five six seven eight nine ten", "x FAIL"]
+    summary = run_local(
+        generation.build(),
+        ListSource([{"question": q} for q in questions]),
+        output=out,
+        dead_letter=dead,
+        triton=server,
+        log_dir=tmp_path / "logs",
+    )
+    answers = {r["event"]: r["outputs"]["answer"]["result"] for r in out.records}
+    assert answers["event:0"]["text"] == "what is rtflow"
+    # max_tokens=8 in the pipeline: the budget reached the model
+    assert answers["event:1"]["text"] == "one two three four five six seven eight"
+    assert answers["event:1"]["tokens"] == 8
+    for answer in answers.values():
+        assert 0 < answer["ttft_ms"] < answer["total_ms"]
+    # the model's error mid-stream: the event is a dead letter naming it, not a crash
+    assert summary.failed == 1
+    (failed,) = dead.records
+    assert "failed at token 1" in json.dumps(failed)
