@@ -86,9 +86,18 @@ def network_policy(pipeline: ir.Pipeline, kafka: Kafka) -> Document:
                     "ports": [{"port": METRICS_PORT_NAME, "protocol": "TCP"}],
                 }
             ],
-            "egress": [dns, *_kafka_rules(kafka), *_triton_rules(pipeline)],
+            "egress": [dns, *_kafka_rules(kafka), *_triton_rules(pipeline), *_declared(pipeline)],
         },
     }
+
+
+def _declared(pipeline: ir.Pipeline) -> list[Document]:
+    """What the pipeline's ``egress=`` declares and the stores its stages use (a retrieval
+    store's database): the hot path's stage functions run in the workers."""
+    return [
+        {"to": [{"ipBlock": {"cidr": rule.cidr}}], "ports": _ports(list(rule.ports), rule.protocol)}
+        for rule in pipeline.egress
+    ]
 
 
 def documents(pipeline: ir.Pipeline, kafka: Kafka) -> list[Document]:

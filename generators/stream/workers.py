@@ -30,9 +30,13 @@ from rtflow.generators.stream.common import (
     stream,
     worker_name,
 )
-from rtflow.stream_layout import DRAIN_SECONDS, Group, groups
+from rtflow.stream_layout import DRAIN_SECONDS, KAFKA_PUBLISH_FUNCTION, Group, groups
 
 SECRETS_VOLUME = "kafka-credentials"
+# The hot path's stage credentials (rtflow.Secret, e.g. a retrieval store's connection string):
+# one file per Secret key, ``<ENV>_FILE`` holding its path, as the workflow plane mounts them.
+STAGE_SECRETS_VOLUME = "stage-credentials"
+STAGE_SECRETS_DIR = "/var/run/secrets/rtflow/stages"
 CONTAINER = "worker"
 TRITON_GRPC_PORT = 8001
 
@@ -57,7 +61,34 @@ def triton_servers(pipeline: ir.Pipeline, group: Group) -> list[str]:
     return sorted(found)
 
 
-def _env(pipeline: ir.Pipeline, kafka: Kafka) -> list[m.EnvVar]:
+def stage_secret_files(pipeline: ir.Pipeline, group: Group) -> dict[str, ir.SecretKey]:
+    """``<ENV>_FILE`` -> Secret key, for every file credential of the group's stages; one
+    variable naming two different keys cannot be set for one process: a one-line error."""
+    found: dict[str, ir.SecretKey] = {}
+    for name in group.tasks:
+        stage = pipeline.stage(pipeline.task(name).stage)
+        if stage.function == KAFKA_PUBLISH_FUNCTION:
+            continue  # a produce of the worker's own, with the worker's Kafka credentials
+        for env in stage.env:
+            if env.secret is None or not env.file:
+                continue
+            variable = f"{env.name}_FILE"
+            if found.setdefault(variable, env.secret) != env.secret:
+                raise DefinitionError(
+                    f"two hot-path stages give {env.name} from different Secret keys; one "
+                    "worker process runs both",
+                    fix="use one Secret key for it, or put a hop between them (hops=[...])",
+                    field="stream",
+                    pipeline=pipeline.name,
+                )
+    return found
+
+
+def _stage_file_paths(files: Mapping[str, ir.SecretKey]) -> list[tuple[str, ir.SecretKey]]:
+    return sorted({(f"{k.secret}/{k.key}", k) for k in files.values()}, key=lambda p: p[0])
+
+
+def _env(pipeline: ir.Pipeline, kafka: Kafka, group: Group | None = None) -> list[m.EnvVar]:
     env = [
         m.EnvVar(name="KAFKA_BROKERS", value=kafka.bootstrap),
         m.EnvVar(name="KAFKA_SECURITY_PROTOCOL", value=kafka.protocol),
@@ -82,6 +113,10 @@ def _env(pipeline: ir.Pipeline, kafka: Kafka) -> list[m.EnvVar]:
     ):
         if file in files:
             env.append(m.EnvVar(name=variable, value=f"{SECRETS_DIR}/{file}"))
+    if group is not None:
+        for variable, key in stage_secret_files(pipeline, group).items():
+            path = f"{STAGE_SECRETS_DIR}/{key.secret}/{key.key}"
+            env.append(m.EnvVar(name=variable, value=path))
     return sorted(env, key=lambda e: e.name)
 
 
@@ -143,13 +178,15 @@ def container(
     mounts = [security.scratch_mount()]
     if kafka.secret_files():
         mounts.append(secret_files.mount(SECRETS_VOLUME, SECRETS_DIR))
+    if stage_secret_files(pipeline, group):
+        mounts.append(secret_files.mount(STAGE_SECRETS_VOLUME, STAGE_SECRETS_DIR))
     return m.Container(
         name=CONTAINER,
         image=plane.image,
         image_pull_policy=security.PULL_POLICY,
         command=full[:3],
         args=full[3:],
-        env=_env(pipeline, kafka),
+        env=_env(pipeline, kafka, group),
         ports=[
             m.ContainerPort(
                 name=METRICS_PORT_NAME, container_port=plane.metrics_port, protocol="TCP"
@@ -176,6 +213,10 @@ def deployment(
     secrets = secret_files.volume(SECRETS_VOLUME, kafka.secret_files())
     if secrets is not None:
         volumes.append(secrets)
+    stage_files = _stage_file_paths(stage_secret_files(pipeline, group))
+    stage_secrets = secret_files.volume(STAGE_SECRETS_VOLUME, stage_files)
+    if stage_secrets is not None:
+        volumes.append(stage_secrets)
     pod_labels = {**metadata(pipeline, name)["labels"], **selector(pipeline, group)}
     pod_spec: Document = {
         "affinity": security.spread_across_nodes(selector(pipeline, group)),

@@ -55,3 +55,28 @@ def rag_lookup(question: str) -> None:
     """Retrieval alone: no session store, so no session flows."""
     found = rtflow.retrieve(SERVER, EMBED, question, store=DOCS, collection="docs", top_k=2)
     answer(question=question, context=found.texts, transcript="")
+
+
+@rtflow.pipeline(
+    name="rag-stream",
+    namespace="rag",
+    latency_budget_ms=2_000,
+    triggers=[
+        rtflow.kafka(
+            "questions",
+            brokers=["kafka:9092"],
+            consumer_group="rag",
+            inputs={"session": "body.session", "question": "body.question"},
+        )
+    ],
+    stream=rtflow.Stream(
+        # Pinned, as a cluster should run it (a fictional digest: no registry is reached).
+        image="ghcr.io/acme/rag/stream:test@sha256:c01144f49a36aa24115b0f3445dc819043b69e4f1eb3ebee62414688401256af",
+    ),
+)
+def rag_stream(session: str, question: str) -> None:
+    """The same steps on the stream plane: one worker runs them all per event."""
+    past = rtflow.history(SESSIONS, session)
+    found = rtflow.retrieve(SERVER, EMBED, question, store=DOCS, collection="docs", top_k=2)
+    reply = answer(question=question, context=found.texts, transcript=past.transcript)
+    rtflow.remember(SESSIONS, session, user=question, assistant=reply)
