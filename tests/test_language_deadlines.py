@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import strict_schema
 from compiled import compile_docs, templates, workflow_template
 from local_pipelines import language, scoring
 
@@ -178,8 +179,6 @@ def test_the_default_reaches_http_and_inference_steps_but_not_approvals() -> Non
     assert made["always"]["activeDeadlineSeconds"] == 45
     assert "activeDeadlineSeconds" not in made["gate"]
     for doc in compile_docs(defaults):
-        import strict_schema
-
         assert strict_schema.errors_any(doc) == [], doc["metadata"]["name"]
 
 
