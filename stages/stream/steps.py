@@ -25,6 +25,7 @@ from rtflow.stages.stream.batch import (
     BAD_INPUT,
     INFERENCE_REJECTED,
     STAGE_FAILED,
+    DependencyError,
     EventState,
     Record,
 )
@@ -244,6 +245,8 @@ class FunctionStep(Step):
             except BadInput as exc:
                 event.fail(BAD_INPUT, name, str(exc))
                 continue
+            except DependencyError:
+                raise  # a store down (the retrieval built-ins): retry the batch, no dead letter
             except Exception as exc:
                 event.fail(STAGE_FAILED, name, _error(exc))
                 continue
