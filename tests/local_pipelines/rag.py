@@ -12,6 +12,7 @@ import rtflow
 from rtflow.gpu.models import triton_model
 from rtflow.gpu.server import triton_image, triton_serving
 from rtflow.gpu.tensors import Tensor
+from rtflow.stages.builtin.kafka_publish import kafka_publish
 
 EMBED = triton_model(
     "embed",
@@ -66,7 +67,7 @@ def rag_lookup(question: str) -> None:
             "questions",
             brokers=["kafka:9092"],
             consumer_group="rag",
-            inputs={"session": "body.session", "question": "body.question"},
+            inputs={"session": "body.session", "question": "body.question", "asked": "body.id"},
         )
     ],
     stream=rtflow.Stream(
@@ -74,9 +75,12 @@ def rag_lookup(question: str) -> None:
         image="ghcr.io/acme/rag/stream:test@sha256:c01144f49a36aa24115b0f3445dc819043b69e4f1eb3ebee62414688401256af",
     ),
 )
-def rag_stream(session: str, question: str) -> None:
-    """The same steps on the stream plane: one worker runs them all per event."""
+def rag_stream(session: str, question: str, asked: str) -> None:
+    """The same steps on the stream plane, fused in one worker, and the answer published."""
     past = rtflow.history(SESSIONS, session)
     found = rtflow.retrieve(SERVER, EMBED, question, store=DOCS, collection="docs", top_k=2)
     reply = answer(question=question, context=found.texts, transcript=past.transcript)
-    rtflow.remember(SESSIONS, session, user=question, assistant=reply)
+    # the event's id: a batch retried after a failed commit appends its exchanges once
+    rtflow.remember(SESSIONS, session, user=question, assistant=reply, request_id=asked)
+    publish = rtflow.configure(kafka_publish, name="publish")
+    publish(topic="answers", payload={"session": session, "answer": reply, "ids": found.ids})
