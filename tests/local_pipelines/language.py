@@ -1,17 +1,15 @@
-"""Pipelines of the language features (otherwise, approval timeout, default timeout, http),
-at module level so the local run's stage workers can import them. The http pipelines read the
-server's address from ``$RTFLOW_TEST_HTTP`` (a real server on 127.0.0.1 the test starts)."""
+"""Pipelines and stages of the language features (otherwise, approval timeout, default
+timeout, http), at module level so the local run's stage workers can import them (the http
+tests build their pipelines around a real server's address on 127.0.0.1)."""
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import rtflow
 
 IMAGE = "ghcr.io/acme/lang:1.0"
-SERVER = os.environ.get("RTFLOW_TEST_HTTP", "http://127.0.0.1:9")
 
 
 @rtflow.stage(image=IMAGE)
@@ -95,20 +93,3 @@ def read_echo(answer: dict[str, Any]) -> str:
 @rtflow.stage(image=IMAGE)
 def make_user(name: str) -> str:
     return name.title()
-
-
-@rtflow.pipeline(name="calls")
-def calls(name: str, note: str) -> None:
-    user = make_user(name)
-    echoed = rtflow.http(
-        f"{SERVER}/echo?x=1",
-        method="POST",
-        json={"user": user, "note": note, "n": [1, 2.5]},
-        headers={"X-Request-Id": "rtflow-test"},
-        secret_headers={"Authorization": rtflow.SecretKey("echo-api", "bearer")},
-        returns=dict[str, Any],
-        name="echo",
-    )
-    read_echo(echoed)
-    rtflow.http(f"{SERVER}/text", method="PUT", body=note, name="put-text", timeout="5s")
-    rtflow.http(f"{SERVER}/missing", name="missing", success_status={200, 404})
