@@ -158,7 +158,7 @@ def _task_terms(pipeline: ir.Pipeline, task: ir.Task, plane: Plane, *, waited: b
         return [Term(f"{task.name}: stage over the batch", FUNCTION_STAGE_MS)]
     if not waited:  # its work is done when its pod (the agent's, for an http step) ends
         return [Term(f"{task.name}: pod", POD_RUN_MS)]
-    if stage.inference is not None:
+    if stage.inference is not None or stage.http is not None:  # rtflow.http too: the agent
         return [Term(f"{task.name}: http step, {HTTP_PASSES} controller passes",
                      HTTP_PASSES * REQUEUE_MS)]  # fmt: skip
     return [Term(f"{task.name}: pod, seen at the controller's next pass",

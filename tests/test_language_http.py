@@ -324,3 +324,17 @@ def test_two_unnamed_calls_to_one_host_must_be_named_apart() -> None:
 
     with pytest.raises(rtflow.DefinitionError, match="two different stages are named 'call-api'"):
         twice.build()
+
+
+def test_a_step_waiting_for_the_call_is_costed_as_an_http_step() -> None:
+    from rtflow.latency import HTTP_PASSES, REQUEUE_MS, estimates
+
+    @rtflow.pipeline(name="costed")
+    def costed(x: float) -> None:
+        fetched = rtflow.http(f"{BASE}/risk", name="fetch", returns=float)
+        language.high(fetched)
+
+    (path,) = estimates(costed.build())
+    (term,) = [t for t in path.terms if t.what.startswith("fetch:")]
+    assert term.what == f"fetch: http step, {HTTP_PASSES} controller passes"
+    assert term.ms == HTTP_PASSES * REQUEUE_MS
