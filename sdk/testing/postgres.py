@@ -10,7 +10,10 @@ The server runs here as a supervised process (:class:`rtflow.testing.supervised.
 ``initdb`` into a work folder, ``postgres`` listening on 127.0.0.1 at a free port only (its
 Unix socket inside the work folder), trust authentication for local connections, fsync off
 (a test database: speed over durability). PostgreSQL refuses to run as root, so under root the
-server runs as the ``nobody`` account, with its work folder handed to it. :meth:`close` stops it
+server runs as the ``nobody`` account, with its work folder handed to it; when that account
+cannot reach the binaries (a checkout under a private home folder), they are copied once (with
+the wheel's bundled libraries) to a world-readable cache in the temporary folder
+(``rtflow-postgres-<key>``, reused after). :meth:`close` stops it
 with a fast shutdown (SIGINT), then SIGKILL; a test session that dies takes it along
 (parent-death signal).
 
@@ -26,6 +29,7 @@ As a script it runs a server until Ctrl-C and prints its connection string::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -105,6 +109,48 @@ def _fast_shutdown(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def _reachable(bin_dir: Path, account: pwd.struct_passwd) -> bool:
+    """Whether ``account`` can run ``postgres --version`` from ``bin_dir``."""
+    try:
+        done = subprocess.run(
+            [str(bin_dir / "postgres"), "--version"],
+            stdin=subprocess.DEVNULL, capture_output=True, preexec_fn=_as_user(account),
+            env={"PATH": "/usr/bin:/bin"}, cwd="/", timeout=30,
+        )  # fmt: skip
+    except OSError:
+        return False
+    return done.returncode == 0
+
+
+def runnable_bin_dir(bin_dir: Path, account: pwd.struct_passwd | None) -> Path:
+    """``bin_dir``, or a copy of its installation the unprivileged ``account`` can run."""
+    if account is None or _reachable(bin_dir, account):
+        return bin_dir
+    install = bin_dir.resolve().parent
+    stamp = (install / "bin" / "postgres").stat()
+    key = hashlib.sha256(f"{install}:{stamp.st_size}:{stamp.st_mtime_ns}".encode()).hexdigest()
+    cached = Path(tempfile.gettempdir()) / f"rtflow-postgres-{key[:16]}"
+    # The wheel's layout, kept: its binaries find their libraries at $ORIGIN/../../../<pkg>.libs
+    package = install.parent
+    inside = Path(package.name) / install.name
+    if not (cached / inside / "bin" / "postgres").exists():
+        staging = Path(tempfile.mkdtemp(prefix="rtflow-postgres-copy-"))
+        shutil.copytree(install, staging / "tree" / inside, symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / "tree" / libs.name, symlinks=True)
+        for folder, _dirs, files in os.walk(staging):
+            os.chmod(folder, 0o755)
+            for name in files:
+                path = Path(folder) / name
+                if not path.is_symlink():
+                    path.chmod(path.stat().st_mode | 0o444)
+        with contextlib.suppress(OSError):  # another process cached it first
+            (staging / "tree").rename(cached)
+        shutil.rmtree(staging, ignore_errors=True)
+    return cached / inside / "bin"
+
+
 class PostgresServer(SupervisedProcess):
     """``postgres`` on 127.0.0.1:``port`` (free unless given), database ``postgres``, user
     ``postgres``, trust authentication; the ``vector`` extension is available to create."""
@@ -124,8 +170,8 @@ class PostgresServer(SupervisedProcess):
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self, timeout: float = 60.0) -> Self:
-        bin_dir = self._bin_dir or find_bin_dir()
         account = pwd.getpwnam(UNPRIVILEGED) if os.geteuid() == 0 else None
+        bin_dir = runnable_bin_dir(self._bin_dir or find_bin_dir(), account)
         self.work_dir = self.work_dir or Path(tempfile.mkdtemp(prefix="rtflow-postgres-"))
         data = self.work_dir / "data"
         data.mkdir(parents=True, exist_ok=True)
