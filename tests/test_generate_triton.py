@@ -51,8 +51,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     folder = tmp_path_factory.mktemp("triton-generate")
     base = __import__("local_pipelines").__path__[0]
     repository = write_repository([WORDS], folder / "models", base=base, cpu_only=True)
+    log = folder / "word_stream.log"
     with TritonServer(
         repository,
+        env={"WORD_STREAM_LOG": str(log)},
         http_port=0,
         grpc_port=0,
         metrics_port=0,
@@ -129,27 +131,57 @@ def test_a_model_error_mid_stream_is_a_generation_error_with_the_tokens_before(
     assert generator.generate("still here", max_tokens=5).text == "still here"
 
 
-def test_a_deadline_cancels_the_stream(generator: TritonGenerator) -> None:
+def endings(server: TritonServer) -> list[str]:
+    """How the model says each request ended (``done n`` / ``cancelled n``), in order."""
+    log = server.work_dir.parent / "word_stream.log"
+    return log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+
+
+def cancelled_in_the_model(server: TritonServer, before: int) -> list[str]:
+    """The endings logged since ``before`` once the model has seen the cancellation (it
+    checks before each token, so within a token's delay)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        new = endings(server)[before:]
+        if new:
+            return new
+        time.sleep(0.05)
+    return []
+
+
+def test_a_deadline_cancels_the_stream(server: TritonServer, generator: TritonGenerator) -> None:
     long_prompt = " ".join(f"w{i}" for i in range(200))  # 200 tokens x 30 ms = 6 s
+    before = len(endings(server))
     started = time.perf_counter()
     with pytest.raises(GenerationTimeout) as info:
         generator.generate(long_prompt, max_tokens=200, timeout_seconds=0.3)
     assert time.perf_counter() - started < 3.0
     assert 0 < len(info.value.tokens) < 200
+    # Triton told the model: it stopped generating, well before its 200 tokens
+    (ending,) = cancelled_in_the_model(server, before)
+    kind, count = ending.split()
+    assert kind == "cancelled" and int(count) < 50
     assert generator.generate("after timeout", max_tokens=5).text == "after timeout"
 
 
 def test_http_deadline(server: TritonServer) -> None:
     long_prompt = " ".join(f"w{i}" for i in range(200))
     inputs = generation_inputs(WORDS, long_prompt, max_tokens=200)
+    before = len(endings(server))
     started = time.perf_counter()
     with pytest.raises(GenerationTimeout):
         list(stream_http(server.http_url, WORDS, inputs, timeout_seconds=0.3))
     assert time.perf_counter() - started < 3.0
+    # closing the connection is how an HTTP client cancels: Triton tells the model
+    (ending,) = cancelled_in_the_model(server, before)
+    assert ending.split()[0] == "cancelled" and int(ending.split()[1]) < 50
 
 
-def test_leaving_the_stream_early_cancels_it(generator: TritonGenerator) -> None:
+def test_leaving_the_stream_early_cancels_it(
+    server: TritonServer, generator: TritonGenerator
+) -> None:
     long_prompt = " ".join(f"w{i}" for i in range(200))
+    before = len(endings(server))
     started = time.perf_counter()
     taken = []
     for token in generator.stream(long_prompt, max_tokens=200):
@@ -158,6 +190,8 @@ def test_leaving_the_stream_early_cancels_it(generator: TritonGenerator) -> None
             break
     assert taken == ["w0", " w1"]
     assert time.perf_counter() - started < 3.0  # not the 6 s the whole stream takes
+    (ending,) = cancelled_in_the_model(server, before)
+    assert ending.split()[0] == "cancelled" and int(ending.split()[1]) < 50
     assert generator.generate("next one", max_tokens=5).text == "next one"
 
 

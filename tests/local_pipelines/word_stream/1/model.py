@@ -7,12 +7,15 @@ echoed back (with the space before it, so the tokens joined are the text), after
 (the model parameter ``delay_ms``, 20 by default), at most ``max_tokens`` of them; then an empty
 final response flagged COMPLETE_FINAL. A prompt holding the word ``FAIL`` streams the words
 before it and then answers an error, as a backend that breaks mid-generation does. A client
-that cancels (or goes away) stops the stream: the next token is not computed.
+that cancels (or goes away) stops the stream: the next token is not computed. When the
+environment names a file (``WORD_STREAM_LOG``), each request appends how it ended there
+(``done <n>`` or ``cancelled <n>``, n the tokens sent), so a test sees a cancellation arrive.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from typing import Any
@@ -30,6 +33,13 @@ class TritonPythonModel:
         parameters = config.get("parameters", {})
         self.delay = float(parameters.get("delay_ms", {}).get("string_value", "20")) / 1000.0
         self.threads: list[threading.Thread] = []
+        self.log = os.environ.get("WORD_STREAM_LOG")
+        self.log_lock = threading.Lock()
+
+    def _record(self, line: str) -> None:
+        if self.log:
+            with self.log_lock, open(self.log, "a", encoding="utf-8") as log:
+                log.write(line + "\n")
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
@@ -57,11 +67,13 @@ class TritonPythonModel:
                     return
                 time.sleep(self.delay)
                 if request.is_cancelled():
+                    self._record(f"cancelled {index}")
                     sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
                     return
                 token = (word if index == 0 else " " + word).encode("utf-8")
                 out = pb_utils.Tensor("text_output", np.array([token], dtype=np.object_))
                 sender.send(pb_utils.InferenceResponse([out]))
+            self._record(f"done {min(budget, len(words))}")
             sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         except Exception as exc:  # the stream must end, or the client waits forever
             error = pb_utils.TritonError(f"word_stream: {exc}")
