@@ -340,7 +340,9 @@ def cpu_variant(model: TritonModel) -> TritonModel:
             _problem(
                 model.name, f"{model.runtime} runs only on GPUs, so it cannot run locally on CPU"
             ),
-            fix="run it on a GPU pool, or export the model to ONNX for local runs",
+            fix="run against a Triton on GPUs (rtflow run --local --triton-url URL)"
+            if model.gpus_per_instance > 0
+            else "run it on a GPU pool, or export the model to ONNX for local runs",
             field="platform" if model.platform else "backend",
         )
     groups = tuple(
