@@ -89,6 +89,14 @@ def generate(
         inputs = generation_inputs(declared, prompt, max_tokens=max_tokens, sampling=sampling)
     except DefinitionError as error:
         raise error.located(stage=step) from None
-    definition = InferenceDef(server, declared, step, {}, timeout, retry, "generate")
+    definition = InferenceDef(
+        server=server,
+        model=declared,
+        name=step,
+        shapes={},
+        timeout=timeout,
+        retry=retry,
+        via="generate",
+    )
     # Typed as what it stands for (the generation's JSON), so mypy checks the stage it feeds.
     return cast(GenerationResult, recorder.inference(definition, inputs))
