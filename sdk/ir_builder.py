@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import cast
 
 from rtflow import ir, stage_ir
+from rtflow.approval_ir import approval_ir
 from rtflow.egress import check_egress
 from rtflow.environments import build_argocd, build_environments
 from rtflow.errors import DefinitionError
@@ -182,7 +183,7 @@ class _PipelineBuilder:
             definition = call.definition
             if id(definition) not in built_for:
                 if isinstance(definition, ApprovalDef):
-                    built = stage_ir.approval_ir(definition)
+                    built = approval_ir(definition)
                 elif isinstance(definition, HttpDef):
                     built = http_ir(definition, self.options)
                 elif isinstance(definition, InferenceDef):
