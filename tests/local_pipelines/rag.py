@@ -51,7 +51,7 @@ def rag(session: str, question: str) -> None:
     rtflow.remember(SESSIONS, session, user=question, assistant=reply)
 
 
-@rtflow.pipeline(name="rag-lookup", namespace="rag")
+@rtflow.pipeline(name="rag-lookup", namespace="rag-lookup")
 def rag_lookup(question: str) -> None:
     """Retrieval alone: no session store, so no session flows."""
     found = rtflow.retrieve(SERVER, EMBED, question, store=DOCS, collection="docs", top_k=2)
@@ -60,7 +60,7 @@ def rag_lookup(question: str) -> None:
 
 @rtflow.pipeline(
     name="rag-stream",
-    namespace="rag",
+    namespace="rag-stream",
     latency_budget_ms=2_000,
     triggers=[
         rtflow.kafka(
