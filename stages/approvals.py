@@ -91,32 +91,39 @@ def auto_reject(request: ApprovalRequest) -> str:
 
 
 def terminal_approver(tty: str = "/dev/tty") -> Approver:
-    """Ask on the terminal (not stdin, which may carry the events), one question at a time."""
+    """Ask on the terminal (not stdin, which may carry the events), one question at a time.
+
+    The terminal is opened twice, to read and to write: a terminal cannot seek, which Python's
+    read-write text files need (one ``"r+"`` file failed on every real terminal)."""
     lock = threading.Lock()
 
     def ask(request: ApprovalRequest) -> str:
         ends = None
         if request.timeout_seconds is not None:
             ends = time.monotonic() + request.timeout_seconds
-        with lock, open(tty, "r+", encoding="utf-8") as term:
+        with (
+            lock,
+            open(tty, "w", encoding="utf-8") as out,
+            open(tty, encoding="utf-8") as term,
+        ):
             choices = "/".join(request.choices)
             while True:
-                term.write(
+                out.write(
                     f"\n[{request.workflow}] {request.task} for event {request.event}"
                     f"{': ' + request.description if request.description else ''}\n"
                     f"  choose {choices} [{request.default}]: "
                 )
-                term.flush()
+                out.flush()
                 if ends is not None:
                     left = ends - time.monotonic()
                     ready, _, _ = select.select([term], [], [], max(left, 0.0))
                     if not ready:
-                        term.write(f"\n  no answer within {request.timeout_seconds} s: "
-                                   f"{request.on_timeout}\n")  # fmt: skip
+                        out.write(f"\n  no answer within {request.timeout_seconds} s: "
+                                  f"{request.on_timeout}\n")  # fmt: skip
                         return request.on_timeout or request.default
                 answer = term.readline().strip() or request.default
                 if answer in request.choices:
                     return answer
-                term.write(f"  {answer!r} is not one of {choices}\n")
+                out.write(f"  {answer!r} is not one of {choices}\n")
 
     return ask

@@ -206,3 +206,33 @@ def test_a_wrong_default_fails_in_one_line() -> None:
         bad_default.build()
     error = caught.value
     assert (error.pipeline, error.stage, error.field) == ("bad-default", "nap", "default_timeout")
+
+
+def _request(timeout: int | None) -> ApprovalRequest:
+    return ApprovalRequest(
+        "gated", "review", "event:0", "gated-abcde", ("approve", "reject"), "reject", "approve",
+        None, timeout_seconds=timeout, on_timeout="approve" if timeout else None,
+    )  # fmt: skip
+
+
+def test_the_terminal_approver_stops_asking_at_the_timeout() -> None:
+    import os
+
+    from rtflow.stages.approvals import terminal_approver
+
+    master, replica = os.openpty()
+    try:
+        ask = terminal_approver(os.ttyname(replica))
+        started = time.monotonic()
+        assert ask(_request(1)) == "approve"  # nobody typed: on_timeout
+        assert 1.0 <= time.monotonic() - started < 5
+        asked = os.read(master, 4096).decode()
+        assert "choose approve/reject [reject]" in asked and "no answer within 1 s" in asked
+        os.write(master, b"reject\n")
+        assert ask(_request(30)) == "reject"  # an answer in time is the decision
+        os.write(master, b"maybe\napprove\n")
+        assert ask(_request(None)) == "approve"  # no timeout: asks until a choice
+        assert "'maybe' is not one of approve/reject" in os.read(master, 4096).decode()
+    finally:
+        os.close(master)
+        os.close(replica)
