@@ -4,6 +4,8 @@ the built-in ``retrieve`` stage, which reads its connection string from the Secr
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,35 @@ def test_a_missing_collection_or_a_store_that_is_down_is_a_dependency_error(
     monkeypatch.setenv(VECTOR_DSN_ENV, f"postgresql://postgres@127.0.0.1:{free_port()}/x")
     with pytest.raises(DependencyError, match="cannot connect"):
         retrieve_documents(embedding=[1.0, 0.0, 0.0], collection="docs", where={})
+
+
+def test_a_restarted_server_fails_one_call_then_the_next_reconnects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The process keeps one connection; a server restart breaks it. The call that finds it
+    broken is a DependencyError (the batch is retried) and drops it; the retry connects
+    afresh."""
+    from rtflow.stages.builtin import pgvector_store
+    from rtflow.testing.postgres import PostgresServer
+
+    # A folder of its own the server keeps over the restart (under the temporary folder,
+    # which the unprivileged account the server runs as under root can reach).
+    folder = Path(tempfile.mkdtemp(prefix="rtflow-postgres-restart-"))
+    server = PostgresServer(folder).start()
+    try:
+        dsn = server.create_database("restarts")
+        create_collection(dsn, "docs", 3)
+        upsert_documents(dsn, "docs", DOCS)
+        monkeypatch.setenv(VECTOR_DSN_ENV, dsn)
+        ask = {"embedding": [1.0, 0.0, 0.0], "collection": "docs", "where": {}, "top_k": 1}
+        assert retrieve_documents(**ask).ids == ["refunds"]
+        server.close()
+        with pytest.raises(DependencyError):
+            retrieve_documents(**ask)  # down: the broken connection, or no server to reach
+        server.start()  # the same folder and port: the data is still there
+        # the broken connection was dropped by the failed call: this one connects afresh
+        assert retrieve_documents(**ask).ids == ["refunds"]
+    finally:
+        pgvector_store.close_all()
+        server.close()
+        shutil.rmtree(folder, ignore_errors=True)

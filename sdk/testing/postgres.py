@@ -153,7 +153,11 @@ def runnable_bin_dir(bin_dir: Path, account: pwd.struct_passwd | None) -> Path:
 
 class PostgresServer(SupervisedProcess):
     """``postgres`` on 127.0.0.1:``port`` (free unless given), database ``postgres``, user
-    ``postgres``, trust authentication; the ``vector`` extension is available to create."""
+    ``postgres``, trust authentication; the ``vector`` extension is available to create.
+
+    ``work_dir`` (default: a fresh temporary folder, removed at close) is kept when given, so
+    a server closed and started again keeps its data and port; under root its parents must be
+    reachable by the ``nobody`` account."""
 
     def __init__(
         self, work_dir: Path | None = None, *, bin_dir: Path | None = None, port: int = 0
