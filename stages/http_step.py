@@ -44,8 +44,10 @@ class HttpStep:
             if header.secret is None:
                 headers[header.name] = header.value or ""
                 continue
-            given = self._secrets.get(header.name)
-            value = given if given is not None else os.environ.get(header.name)
+            value = None
+            if header.name in self._secrets:  # STAGE:HEADER=VALUE, or STAGE:HEADER: the variable
+                given = self._secrets[header.name]
+                value = given if given is not None else os.environ.get(header.name)
             if value is None:
                 raise LookupError(
                     f"header {header.name!r} comes from Secret {header.secret.secret!r} (key "

@@ -338,3 +338,19 @@ def test_a_step_waiting_for_the_call_is_costed_as_an_http_step() -> None:
     (term,) = [t for t in path.terms if t.what.startswith("fetch:")]
     assert term.what == f"fetch: http step, {HTTP_PASSES} controller passes"
     assert term.ms == HTTP_PASSES * REQUEUE_MS
+
+
+def test_a_secret_header_may_come_from_this_process_when_named(
+    server: tuple[str, list[dict[str, Any]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, _ = server
+    monkeypatch.setenv("Authorization", SECRET)
+    summary, _, dead = _run(calls(base), [{"name": "x", "note": "y"}], tmp_path)
+    assert summary.failed == 1, "read a variable nobody named"
+    assert "--stage-env echo:Authorization=VALUE" in dead[0]["reason"]
+    summary, out, dead = _run(
+        calls(base), [{"name": "x", "note": "y"}], tmp_path,
+        stage_env={"echo": {"Authorization": None}},
+    )  # fmt: skip
+    assert summary.succeeded == 1, dead
+    assert out[0]["outputs"]["echo"]["body"]["headers"]["authorization"] == SECRET
