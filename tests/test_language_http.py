@@ -354,3 +354,28 @@ def test_a_secret_header_may_come_from_this_process_when_named(
     )  # fmt: skip
     assert summary.succeeded == 1, dead
     assert out[0]["outputs"]["echo"]["body"]["headers"]["authorization"] == SECRET
+
+
+def test_the_exit_handler_may_call_with_the_run_s_status(
+    server: tuple[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    base, seen = server
+
+    @rtflow.pipeline(name="reporting")
+    def reporting(x: float) -> None:
+        language.score(x)
+        with rtflow.on_exit():
+            rtflow.http(
+                f"{base}/text", method="POST", name="report",
+                json={"status": rtflow.workflow.status, "workflow": rtflow.workflow.name},
+            )  # fmt: skip
+
+    (doc,) = [d for d in compile_docs(reporting) if d["kind"] == "WorkflowTemplate"]
+    (body,) = tasks(doc, "exit-handler")["report"]["arguments"]["parameters"]
+    assert body["value"] == (
+        '{"status":{{=toJson(workflow.status)}},"workflow":{{=toJson(workflow.name)}}}'
+    )
+    summary, _, dead = _run(reporting, [{"x": 1.0}], tmp_path)
+    assert summary.succeeded == 1, dead
+    (sent,) = [json.loads(r["body"]) for r in seen if r["path"] == "/text"]
+    assert sent["status"] == "Succeeded" and sent["workflow"].startswith("reporting-")
