@@ -7,6 +7,7 @@ and ..."), not as Argo template tags.
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 
 from rtflow import ir
 from rtflow.stream_ir import value_refs
@@ -57,6 +58,8 @@ def _node(task: ir.Task, stage: ir.Stage) -> str:
     text = task.name if task.name == stage.name else f"{task.name} ({stage.name})"
     if stage.kind == "approval":
         text += ": approval"
+    if stage.http is not None:  # rtflow.http: the method and where it goes
+        text += f": {stage.http.method} {urlsplit(stage.http.url).netloc}"
     if task.fan_out is not None:
         text += f": for each of {_items(task.fan_out)}"
     if task.when is not None:

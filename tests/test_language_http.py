@@ -379,3 +379,11 @@ def test_the_exit_handler_may_call_with_the_run_s_status(
     assert summary.succeeded == 1, dead
     (sent,) = [json.loads(r["body"]) for r in seen if r["path"] == "/text"]
     assert sent["status"] == "Succeeded" and sent["workflow"].startswith("reporting-")
+
+
+def test_the_graph_shows_where_the_call_goes() -> None:
+    from rtflow.generators.mermaid import flowchart
+
+    text = flowchart(calls(BASE).build())
+    assert 'echo["echo: POST api.example.com"]' in text
+    assert 'missing["missing: GET api.example.com"]' in text
