@@ -61,7 +61,7 @@ def test_a_repeated_request_id_appends_once(store: PgSessionStore) -> None:
     assert store.append("other", exchange, max_turns=10, request_id="evt-1") == 2
 
 
-def _append_many(dsn: str, worker: int, count: int, max_turns: int) -> None:
+def _append_many(dsn: str, worker: int, count: int, max_turns: int, close: bool = True) -> None:
     store = PgSessionStore(dsn)
     for n in range(count):
         store.append(
@@ -69,7 +69,8 @@ def _append_many(dsn: str, worker: int, count: int, max_turns: int) -> None:
             [Turn("user", f"w{worker}-q{n}"), Turn("assistant", f"w{worker}-a{n}")],
             max_turns=max_turns,
         )
-    pgvector_store.close_all()
+    if close:  # a process of its own: its connections end with it
+        pgvector_store.close_all()
 
 
 @pytest.mark.parametrize("max_turns", [10_000, 10])
@@ -103,6 +104,22 @@ def test_concurrent_appends_to_one_session_lose_no_turn(
     if max_turns >= total:
         texts = {r[2] for r in rows}
         assert texts == {f"w{w}-{k}{n}" for w in range(workers) for n in range(count) for k in "qa"}
+
+
+def test_concurrent_appends_from_threads_of_one_process_lose_no_turn(
+    store: PgSessionStore, database: str
+) -> None:
+    """A local run calls a stage from several threads of one process: each has a connection
+    of its own (one connection runs one transaction at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda w: _append_many(database, w, 20, 10_000, close=False), range(6)))
+    turns = PgSessionStore(database).read("shared", 10_000)
+    assert len(turns) == 6 * 20 * 2
+    assert {t.text for t in turns} == {
+        f"w{w}-{k}{n}" for w in range(6) for n in range(20) for k in "qa"
+    }
 
 
 def test_the_built_in_stages_read_the_connection_string_from_the_secret_file(

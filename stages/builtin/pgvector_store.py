@@ -7,7 +7,7 @@ scripting: an append that is atomic with the trim of the oldest turns, serialize
 by a row lock (concurrent appends to one session all land, none overwrites another), and an
 idempotency key per event, so a retried batch appends once.
 
-One connection per process and connection string, made on first use and kept (a stream worker
+One connection per thread and connection string, made on first use and kept (a stream worker
 serves every event on it; a workflow pod makes one). A connection that breaks is dropped and
 the call raises :class:`~rtflow.stages.builtin.stores.StoreUnavailable`; the next call
 reconnects.
@@ -46,7 +46,9 @@ OPERATORS: dict[str, tuple[str, str]] = {
 }
 SESSIONS_TABLE = "rtflow_sessions"
 
-_connections: dict[str, psycopg.Connection[Any]] = {}
+# Per thread and connection string: a connection runs one transaction at a time, and a stage
+# called from several threads at once (a local run's thread pool) must not share one.
+_connections: dict[tuple[int, str], psycopg.Connection[Any]] = {}
 _lock = threading.Lock()
 
 
@@ -84,14 +86,15 @@ def transaction(dsn: str) -> Iterator[psycopg.Connection[Any]]:
         raise StoreUnavailable(
             "psycopg is not installed: pip install 'rtflow[retrieval]'"
         ) from None
+    key = (threading.get_ident(), dsn)
     with _lock:
-        conn = _connections.get(dsn)
+        conn = _connections.get(key)
         if conn is None or conn.closed or conn.broken:
             try:
                 conn = psycopg.connect(dsn, connect_timeout=5)
             except psycopg.Error as exc:
                 raise StoreUnavailable(f"cannot connect to the store: {_first_line(exc)}") from None
-            _connections[dsn] = conn
+            _connections[key] = conn
     try:
         with conn.transaction():
             yield conn
@@ -100,8 +103,8 @@ def transaction(dsn: str) -> Iterator[psycopg.Connection[Any]]:
     except psycopg.Error as exc:
         if conn.broken or conn.closed:
             with _lock:
-                if _connections.get(dsn) is conn:
-                    del _connections[dsn]
+                if _connections.get(key) is conn:
+                    del _connections[key]
         raise StoreUnavailable(f"the store failed: {_first_line(exc)}") from None
 
 
