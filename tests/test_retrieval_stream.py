@@ -149,3 +149,20 @@ def test_a_store_that_is_down_fails_the_batch_and_dead_letters_nothing(
     result = plan.execute(_messages(("q1", "ada", "my refund")))
     assert not result.dead_lettered
     assert [r.topic for r in result.records] == ["answers"]
+
+
+def test_an_event_the_store_refuses_is_dead_lettered_and_the_batch_goes_on(
+    plan: Plan, database: str
+) -> None:
+    result = plan.execute(
+        _messages(("q1", " ", "my refund"), ("q2", "ada", "my refund"))  # an empty session id
+    )
+    (dead,) = [r for r in result.records if r.topic != "answers"]
+    headers = dict(dead.headers)
+    assert headers["rtflow-reason"] == b"bad_input"
+    assert headers["rtflow-stage"] == b"history"
+    assert b"session id is empty" in headers["rtflow-error"]
+    assert [json.loads(r.value)["session"] for r in result.records if r.topic == "answers"] == [
+        "ada"
+    ]
+    assert [s for s, _, _ in _turns(database)] == ["ada", "ada"]
