@@ -97,6 +97,16 @@ def _as_user(account: pwd.struct_passwd | None) -> Callable[[], None]:
     return prepare
 
 
+def _unprivileged() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(UNPRIVILEGED)
+    except KeyError:
+        raise PostgresUnavailable(
+            f"PostgreSQL refuses to run as root and this machine has no {UNPRIVILEGED!r} account "
+            "to run it as"
+        ) from None
+
+
 def _fast_shutdown(proc: subprocess.Popen[bytes]) -> None:
     """SIGINT (PostgreSQL's fast shutdown: clients disconnected), then SIGKILL after 10 s."""
     if proc.poll() is not None:
@@ -174,7 +184,7 @@ class PostgresServer(SupervisedProcess):
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self, timeout: float = 60.0) -> Self:
-        account = pwd.getpwnam(UNPRIVILEGED) if os.geteuid() == 0 else None
+        account = _unprivileged() if os.geteuid() == 0 else None
         bin_dir = runnable_bin_dir(self._bin_dir or find_bin_dir(), account)
         self.work_dir = self.work_dir or Path(tempfile.mkdtemp(prefix="rtflow-postgres-"))
         data = self.work_dir / "data"
