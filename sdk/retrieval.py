@@ -200,6 +200,13 @@ def retrieve(
             "where",
             name,
         )
+    if not hasattr(model, "inputs") or not hasattr(model, "outputs"):
+        raise _problem(
+            f"the embedding model is a {type(model).__name__}, not a model declaration",
+            "pass the rtflow.gpu.triton_model(...) the server serves (its tensors are checked)",
+            "model",
+            name,
+        )
     inputs = [t.name for t in getattr(model, "inputs", ())]
     outputs = [t.name for t in getattr(model, "outputs", ())]
     tensor_in = _tensor(inputs, query_input, "input", "query_input", name)

@@ -182,6 +182,17 @@ TWO_SERVER = rtflow.gpu.triton_serving("two-triton", [TWO_OUTPUTS], cpu="1", mem
         ),
         (_retrieve(embedding_output="vector"), "embedding_output", "has no output 'vector'"),
         (
+            lambda q: rtflow.retrieve(
+                rag.SERVER,
+                "embed",
+                q,
+                store=rtflow.VectorDatabase(dsn=DB, egress=AT),
+                collection="docs",
+            ),
+            "model",
+            "not a model declaration",
+        ),
+        (
             lambda q: rtflow.history(rtflow.SessionDatabase(dsn=DB, egress=AT, max_turns=1), q),
             "store.max_turns",
             "cannot hold an exchange",
