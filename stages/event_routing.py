@@ -22,6 +22,7 @@ from rtflow import ir
 from rtflow.stages import semantics
 from rtflow.stages.dead_letters import letter
 from rtflow.stages.events import Event, Sink
+from rtflow.stages.inference import GENERATE_FUNCTION
 
 if TYPE_CHECKING:
     from rtflow.stages.local_results import EventResult
@@ -59,6 +60,11 @@ class EventRouter:
         self.summary = summary
         self.lock = threading.Lock()
         self.latencies: list[float] = []
+        self.first_tokens: list[float] = []
+        """Time to first token (ms) of each ``rtflow.generate`` step that succeeded."""
+        self.generations = [
+            t.name for t in pipeline.tasks if pipeline.stage(t.stage).function == GENERATE_FUNCTION
+        ]
         self.trigger = pipeline.triggers[0] if pipeline.triggers else None
         self.abandoned = threading.Event()
         """Set when the run stops at once (a second signal): events still running are neither
@@ -108,16 +114,21 @@ class EventRouter:
             if event.ack is not None:
                 event.ack()
             return
+        first_tokens: list[float] = []
         if reason is None and result is not None:
             try:
-                self.output.write(result.record(self.pipeline))
+                record = result.record(self.pipeline)
+                self.output.write(record)
             except Exception as exc:  # too large for its topic, not encodable: a dead letter
                 reason = f"the result cannot be written: {_error(exc)}"
+            else:
+                first_tokens = self._first_tokens(record)
         if reason is not None:
             self._dead_letter(event, reason, result.workflow if result else None)
         with self.lock:
             self.summary.events += 1
             self.latencies.append((time.monotonic() - started) * 1000)
+            self.first_tokens += first_tokens
             if reason is None:
                 self.summary.succeeded += 1
             else:
@@ -126,6 +137,17 @@ class EventRouter:
                 self.summary.failures.append((event.id, reason))
         if event.ack is not None:
             event.ack()
+
+    def _first_tokens(self, record: Mapping[str, Any]) -> list[float]:
+        """The ``ttft_ms`` the event's generate steps answered (each item of a fan-out)."""
+        found: list[float] = []
+        for task in self.generations:
+            value = record.get("outputs", {}).get(task, {}).get("result")
+            for answer in value if isinstance(value, list) else [value]:
+                ttft = answer.get("ttft_ms") if isinstance(answer, Mapping) else None
+                if isinstance(ttft, int | float) and not isinstance(ttft, bool):
+                    found.append(float(ttft))
+        return found
 
     def _dead_letter(self, event: Event, reason: str, workflow: str | None) -> None:
         record = letter(event, reason, pipeline=self.pipeline.name, workflow=workflow)

@@ -220,6 +220,10 @@ def run_local(
     summary.signal_exit = stop.exit_code
     summary.latency_p50_ms = percentile(router.latencies, 50)
     summary.latency_p99_ms = percentile(router.latencies, 99)
+    if router.first_tokens:
+        summary.generations = len(router.first_tokens)
+        summary.ttft_p50_ms = percentile(router.first_tokens, 50)
+        summary.ttft_p99_ms = percentile(router.first_tokens, 99)
     if crashed:
         raise crashed[0]
     return summary

@@ -75,6 +75,10 @@ class RunSummary:
     elapsed_s: float = 0.0
     latency_p50_ms: float = 0.0
     latency_p99_ms: float = 0.0
+    ttft_p50_ms: float | None = None
+    """Time to first token of the run's ``rtflow.generate`` steps (None: it has none)."""
+    ttft_p99_ms: float | None = None
+    generations: int = 0
     interrupted: bool = False
     abandoned: bool = False
     signal_exit: int | None = None
@@ -103,6 +107,11 @@ class RunSummary:
             + "; "
             f"latency p50 {self.latency_p50_ms:.2f} ms, p99 {self.latency_p99_ms:.2f} ms",
         ]
+        if self.ttft_p50_ms is not None and self.ttft_p99_ms is not None:
+            lines.append(
+                f"time to first token ({self.generations} generations): "
+                f"p50 {self.ttft_p50_ms:.2f} ms, p99 {self.ttft_p99_ms:.2f} ms"
+            )
         if self.stages:
             width = max(len("stage"), *(len(s.stage) for s in self.stages))
             lines.append(

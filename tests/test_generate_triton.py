@@ -257,6 +257,13 @@ def test_a_pipeline_run_locally_streams_and_reports_time_to_first_token(
     assert answers["event:1"]["tokens"] == 8
     for answer in answers.values():
         assert 0 < answer["ttft_ms"] < answer["total_ms"]
+    # the run reports time to first token over the generations that succeeded
+    assert summary.generations == 2
+    assert summary.ttft_p50_ms is not None and summary.ttft_p99_ms is not None
+    assert 0 < summary.ttft_p50_ms <= summary.ttft_p99_ms
+    assert summary.ttft_p99_ms <= max(a["ttft_ms"] for a in answers.values())
+    assert "time to first token (2 generations): p50" in summary.render()
+    assert summary.as_dict()["ttft_p99_ms"] == summary.ttft_p99_ms
     # the model's error mid-stream: the event is a dead letter naming it, not a crash
     assert summary.failed == 1
     (failed,) = dead.records
