@@ -134,7 +134,7 @@ class _PipelineBuilder:
             servers=tuple(self.servers[n] for n in sorted(self.servers)),
             argocd=build_argocd(options.argocd),
             # what the pipeline declares, and the stores its built-in stages use
-            egress=(*check_egress(options.egress), *stage_egress(c.definition for c in all_calls)),
+            egress=stage_egress((c.definition for c in all_calls), check_egress(options.egress)),
         )
         function = self.definition.function
         target = f"{built.source}:{getattr(function, '__name__', name)}"

@@ -82,10 +82,13 @@ class StoreStage(StageDef):
     egress: tuple[Egress, ...] = ()
 
 
-def stage_egress(definitions: Iterable[object]) -> tuple[Egress, ...]:
-    """The egress rules of the store stages among ``definitions``, once each, sorted."""
-    found = {rule for d in definitions for rule in getattr(d, "egress", ())}
-    return tuple(sorted(found, key=lambda e: (e.cidr, e.ports, e.protocol)))
+def stage_egress(
+    definitions: Iterable[object], declared: tuple[Egress, ...] = ()
+) -> tuple[Egress, ...]:
+    """The pipeline's ``declared`` egress, then the rules of the store stages among
+    ``definitions`` it does not already hold, once each, sorted."""
+    found = {rule for d in definitions for rule in getattr(d, "egress", ())} - set(declared)
+    return (*declared, *sorted(found, key=lambda e: (e.cidr, e.ports, e.protocol)))
 
 
 def _problem(problem: str, fix: str, field: str, stage: str) -> DefinitionError:

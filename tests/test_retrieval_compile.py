@@ -79,6 +79,17 @@ def test_the_database_flow_is_opened_only_where_a_store_is_used() -> None:
     assert _database_rules(compile_docs(text.text_http), "text-http-workflow") == []
 
 
+def test_a_flow_the_pipeline_declares_too_is_not_repeated() -> None:
+    store = rtflow.VectorDatabase(dsn=DB, egress=rtflow.Egress("10.20.0.0/16", ports=[5432]))
+
+    @rtflow.pipeline(name="declares-it", egress=[rtflow.Egress("10.20.0.0/16", ports=[5432])])
+    def declares_it(question: str) -> None:
+        found = rtflow.retrieve(rag.SERVER, rag.EMBED, question, store=store, collection="docs")
+        use(found.texts)
+
+    assert _database_rules(compile_docs(declares_it), "declares-it-workflow") == [DB_RULE]
+
+
 def test_the_stream_workers_mount_the_secret_and_reach_the_database() -> None:
     docs = compile_docs(rag.rag_stream)
     assert _database_rules(docs, "rag-stream-stream") == [DB_RULE]
