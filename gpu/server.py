@@ -52,15 +52,57 @@ AutoscalingMetric = Literal["queue_time", "pending_requests"]
 AutoscalingEngine = Literal["hpa", "keda"]
 
 
-def triton_image(tag: str = DEFAULT_TAG) -> str:
-    """``nvcr.io/nvidia/tritonserver:<yy.mm>-py3`` (the image with the Python backend)."""
+ImageVariant = Literal["py3", "vllm-python-py3", "trtllm-python-py3"]
+LLM_IMAGE_VARIANTS: Final[dict[str, ImageVariant]] = {
+    "vllm": "vllm-python-py3",
+    "tensorrtllm": "trtllm-python-py3",
+}
+"""The NGC image that carries each LLM backend (the plain ``-py3`` image has neither)."""
+
+
+def triton_image(tag: str = DEFAULT_TAG, variant: ImageVariant = "py3") -> str:
+    """``nvcr.io/nvidia/tritonserver:<yy.mm>-py3`` (the image with the Python backend), or
+    the variant with an LLM backend: ``vllm-python-py3``, ``trtllm-python-py3``."""
     if not re.match(r"^[0-9]{2}\.[0-9]{2}$", tag):
         raise DefinitionError(
             f"Triton image tag {tag!r} is not a release such as '24.10'",
             fix="give the NGC release as yy.mm, or pass the whole image to image=",
             field="image",
         )
-    return f"{IMAGE_REPOSITORY}:{tag}-py3"
+    if variant not in get_args(ImageVariant):
+        raise DefinitionError(
+            f"Triton image variant {variant!r} is not one NGC publishes",
+            fix=f"use one of {', '.join(get_args(ImageVariant))}",
+            field="image",
+        )
+    return f"{IMAGE_REPOSITORY}:{tag}-{variant}"
+
+
+def _server_image(server: str, image: str | None, models: Sequence[TritonModel]) -> str:
+    """The image given, or the default one that has the backends ``models`` need; an NGC
+    image without a backend a model needs is refused (the model would never load)."""
+    needed = sorted(
+        {LLM_IMAGE_VARIANTS[m.backend] for m in models if m.backend in LLM_IMAGE_VARIANTS}
+    )
+    if len(needed) > 1:
+        raise DefinitionError(
+            _problem(server, "serves both vLLM and TensorRT-LLM models, which no image has"),
+            fix="serve them from two triton_serving(...) servers",
+            field="models",
+        )
+    if image is None:
+        return triton_image(DEFAULT_TAG, needed[0]) if needed else DEFAULT_IMAGE
+    checked = _check_image(server, image)
+    ngc = re.match(
+        rf"^{re.escape(IMAGE_REPOSITORY)}:([0-9]{{2}}\.[0-9]{{2}})-([a-z0-9-]+)(@.*)?$", checked
+    )
+    if needed and ngc is not None and ngc[2] != needed[0]:
+        raise DefinitionError(
+            _problem(server, f"image {checked!r} has no {needed[0].split('-')[0]} backend"),
+            fix=f"use triton_image({ngc[1]!r}, {needed[0]!r}), or leave image unset",
+            field="image",
+        )
+    return checked
 
 
 DEFAULT_IMAGE: Final = triton_image()
@@ -382,7 +424,7 @@ def triton_serving(
     memory: str = "4Gi",
     cpu_limit: str | None = None,
     memory_limit: str | None = None,
-    image: str = DEFAULT_IMAGE,
+    image: str | None = None,
     autoscaling: Autoscaling | None = None,
     prometheus: bool = True,
     shm_size: str = "1Gi",
@@ -404,7 +446,9 @@ def triton_serving(
         pool: the GPU pool; required when a model has KIND_GPU instance groups.
         replicas: pods when not autoscaled (the autoscaler owns the count otherwise).
         cpu, memory, cpu_limit, memory_limit: container resources (limits default to requests).
-        image: defaults to ``nvcr.io/nvidia/tritonserver:24.10-py3``; see :func:`triton_image`.
+        image: defaults to ``nvcr.io/nvidia/tritonserver:24.10-py3``, or its
+            ``-vllm-python-py3`` / ``-trtllm-python-py3`` variant for LLM models; see
+            :func:`triton_image`.
         autoscaling: bounds and target on a Triton metric (:class:`Autoscaling`).
         prometheus: add the ``prometheus.io/*`` scrape annotations for port 8002.
         shm_size: the memory-backed ``/dev/shm`` (Python backend tensors pass through it).
@@ -482,7 +526,7 @@ def triton_serving(
         resources=resources,
         pool=pool,
         replicas=replicas,
-        image=_check_image(name, image),
+        image=_server_image(name, image, served),
         autoscaling=scaling,
         prometheus=prometheus,
         shm_size=shm,

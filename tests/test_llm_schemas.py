@@ -40,7 +40,7 @@ from rtflow.gpu.llm_schemas import (
     VLLM_WHEEL_SHA256,
 )
 from rtflow.gpu.pools import gpu_pool
-from rtflow.gpu.server import triton_serving
+from rtflow.gpu.server import triton_image, triton_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 ARG_UTILS = "vllm/engine/arg_utils.py"
@@ -381,3 +381,22 @@ def test_llm_models_need_a_gpu_pool_and_cannot_run_on_cpu() -> None:
             triton_serving("s", [model], cpu="1", memory="1Gi")
         with pytest.raises(DefinitionError, match="cannot run locally on CPU"):
             render_config(model, cpu_only=True)
+
+
+def test_an_llm_server_runs_the_image_with_its_backend() -> None:
+    pool = gpu_pool("h100", product="NVIDIA-H100", gpus_per_pod=2)
+    chat, trt = every_vllm()[0], every_trtllm()[0]
+    assert triton_serving("v", [chat], pool=pool).image == (
+        "nvcr.io/nvidia/tritonserver:24.10-vllm-python-py3"
+    )
+    assert triton_serving("t", [trt], pool=pool).image == (
+        "nvcr.io/nvidia/tritonserver:24.10-trtllm-python-py3"
+    )
+    assert triton_serving("v", [chat], pool=pool, image=triton_image("25.01", "vllm-python-py3"))
+    assert triton_serving("v", [chat], pool=pool, image="ghcr.io/acme/triton-vllm:1.0")
+    with pytest.raises(DefinitionError, match="has no vllm backend") as info:
+        triton_serving("v", [chat], pool=pool, image=triton_image("24.10"))
+    assert info.value.field == "image"
+    assert "triton_image('24.10', 'vllm-python-py3')" in str(info.value)
+    with pytest.raises(DefinitionError, match="no image has"):
+        triton_serving("both", [chat, trt], pool=pool)
