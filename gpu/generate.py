@@ -158,7 +158,14 @@ def generation_inputs(
                 fix="give max_tokens as an int",
                 field="max_tokens",
             )
-        inputs[SAMPLING_INPUT] = json.dumps(extra, sort_keys=True)
+        try:
+            inputs[SAMPLING_INPUT] = json.dumps(extra, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise DefinitionError(
+                f"model {model.name!r}: sampling {extra!r} is not JSON ({exc})",
+                fix="give numbers, strings, booleans or lists of them",
+                field="sampling",
+            ) from None
     elif budget is None or sampling:
         raise DefinitionError(
             f"model {model.name!r} takes no {SAMPLING_INPUT!r} input"

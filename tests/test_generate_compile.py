@@ -133,3 +133,39 @@ def test_wrong_calls_are_one_line_errors(call: Any, field: str, message: str) ->
 def test_generate_outside_a_pipeline_says_so() -> None:
     with pytest.raises(RtflowError, match="inside a pipeline"):
         rtflow.generate(SERVER, WORDS, "hi")
+
+
+def test_generation_inputs_follow_the_names_the_model_declares() -> None:
+    from dataclasses import replace
+
+    from rtflow.gpu.generate import generation_inputs
+    from rtflow.gpu.tensors import Tensor
+
+    chat = vllm_model("chat", model="m", repository="pvc://m/l")
+    vllm = generation_inputs(chat, "hi", max_tokens=7, sampling={"temperature": 0.5})
+    assert vllm == {
+        "text_input": "hi",
+        "stream": True,
+        "sampling_parameters": '{"max_tokens": 7, "temperature": 0.5}',
+    }
+    # a TensorRT-LLM ensemble's names: the budget is request_output_len, the flag streaming
+    ensemble = replace(
+        WORDS,
+        inputs=(
+            Tensor("text_input", "TYPE_STRING", (1,)),
+            Tensor("request_output_len", "TYPE_INT32", (1,)),
+            Tensor("streaming", "TYPE_BOOL", (1,)),
+            Tensor("end_id", "TYPE_INT32", (1,), optional=True),
+        ),
+    )
+    assert generation_inputs(ensemble, "hi", max_tokens=9) == {
+        "text_input": "hi",
+        "request_output_len": 9,
+        "streaming": True,
+    }
+    with pytest.raises(DefinitionError, match="is not JSON") as info:
+        generation_inputs(chat, "hi", max_tokens=7, sampling={"temperature": float("nan")})
+    assert info.value.field == "sampling"
+    required = replace(WORDS, inputs=(*WORDS.inputs, Tensor("seed", "TYPE_INT32", (1,))))
+    with pytest.raises(DefinitionError, match="needs input 'seed'"):
+        generation_inputs(required, "hi", max_tokens=3)
