@@ -72,8 +72,9 @@ def _vector(values: Sequence[float]) -> str:
 
 
 @contextmanager
-def transaction(dsn: str) -> Iterator[psycopg.Connection[Any]]:
-    """The process's connection for ``dsn`` inside one transaction, committed at the end.
+def transaction(dsn: str, *, atomic: bool = True) -> Iterator[psycopg.Connection[Any]]:
+    """This thread's connection for ``dsn``: inside one transaction, committed at the end, or
+    with ``atomic=False`` in autocommit (one statement, one round trip: no BEGIN and COMMIT).
 
     A broken connection, a missing table or any other database failure is
     :class:`StoreUnavailable`; bad data (a vector of the wrong dimension) is
@@ -91,12 +92,15 @@ def transaction(dsn: str) -> Iterator[psycopg.Connection[Any]]:
         conn = _connections.get(key)
         if conn is None or conn.closed or conn.broken:
             try:
-                conn = psycopg.connect(dsn, connect_timeout=5)
+                conn = psycopg.connect(dsn, connect_timeout=5, autocommit=True)
             except psycopg.Error as exc:
                 raise StoreUnavailable(f"cannot connect to the store: {_first_line(exc)}") from None
             _connections[key] = conn
     try:
-        with conn.transaction():
+        if atomic:
+            with conn.transaction():
+                yield conn
+        else:
             yield conn
     except errors.DataException as exc:
         raise BadInput(f"the store refused the value: {_first_line(exc)}") from None
@@ -149,7 +153,7 @@ class PgVectorStore:
             filter=sql.SQL("WHERE metadata @> %(w)s::jsonb" if where else ""),
         )
         params = {"v": vector, "k": top_k, "w": json.dumps(dict(where or {}), sort_keys=True)}
-        with transaction(self.dsn) as conn:
+        with transaction(self.dsn, atomic=False) as conn:
             rows = conn.execute(query, params).fetchall()
         return [
             Document(str(i), str(text), self._score(float(distance)), dict(meta or {}))
@@ -178,7 +182,7 @@ class PgSessionStore:
         query = sql.SQL(
             "SELECT role, content FROM {t} WHERE session_id = %s ORDER BY seq DESC LIMIT %s"
         ).format(**self._tables())
-        with transaction(self.dsn) as conn:
+        with transaction(self.dsn, atomic=False) as conn:
             rows = conn.execute(query, (_session(session), max_turns)).fetchall()
         return [Turn(str(role), str(text)) for role, text in reversed(rows)]
 
