@@ -38,6 +38,10 @@ from rtflow.stages.reaper import parent_death_signal
 
 ROOT = Path(__file__).resolve().parents[1]
 HOT_PATH = str(ROOT / "benchmarks" / "stream" / "fraud_hot_path.py")
+PASSTHROUGH = str(ROOT / "benchmarks" / "stream" / "passthrough_path.py")
+# The floor: the same topics and guarantee with no stage and no Triton (--floor, and the
+# default plan's exactly-once 20,000/s point): what Kafka's exactly-once costs here.
+FLOOR = ("rtflow passthrough", "hand-written passthrough")
 HANDWRITTEN = str(ROOT / "benchmarks" / "stream" / "handwritten.py")
 QUIX = str(ROOT / "benchmarks" / "stream" / "quix_peer.py")
 CHAIN = str(ROOT / "benchmarks" / "stream" / "measuring_chain.py")
@@ -214,15 +218,17 @@ class Bench:
         commands: list[list[str]] = []
         if system.startswith("rtflow"):
             # "rtflow NAME=VALUE" (--variant): the hot path module reads NAME from its env.
+            path = PASSTHROUGH if system == "rtflow passthrough" else HOT_PATH
             for name, _, value in (v.partition("=") for v in system.split()[1:]):
-                env[name] = value
+                if value:
+                    env[name] = value
             self.ports = []
             for index in range(workers):
                 port = free_port()
                 self.ports.append(port)
                 commands.append(
                     worker_command(
-                        HOT_PATH,
+                        path,
                         group=0,
                         worker_id=f"bench-{index}",
                         brokers=brokers,
@@ -230,8 +236,9 @@ class Bench:
                         metrics_port=port,
                     )
                 )
-        elif system == "hand-written loop":
+        elif system in ("hand-written loop", "hand-written passthrough"):
             extra = ["--transactions"] if guarantee == "exactly_once" else []
+            extra += ["--passthrough"] if system == "hand-written passthrough" else []
             commands.append([sys.executable, HANDWRITTEN, *common, *extra])
         else:
             commands.append([str(QUIX_PYTHON), QUIX, *common])
@@ -387,6 +394,7 @@ def plan(quick: bool) -> list[tuple[str, str, int, int, int]]:
         ("rtflow", eos, 5_000, 4, 1),
         ("rtflow", eos, 20_000, 4, 1),
         ("hand-written loop", eos, 20_000, 4, 1),
+        *((floor, eos, 20_000, 4, 1) for floor in FLOOR),
         ("quix streams", eos, 500, 4, 1),
         ("rtflow", alo, 20_000, 4, 1),
         ("hand-written loop", alo, 20_000, 4, 1),
@@ -498,6 +506,11 @@ def main(argv: list[str] | None = None) -> int:
         "as soon as the broker has it, 65536 (default) waits up to 5 ms more",
     )
     parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="with --repeat: also the passthrough systems (no stage, no Triton), interleaved",
+    )
+    parser.add_argument(
         "--broker-jvm",
         action="append",
         default=[],
@@ -529,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     eos = "exactly_once"
     chosen = (
         [(s, eos, 20_000, 4, 1) for _ in range(options.repeat)
-         for s in ("rtflow", *(f"rtflow {v}" for v in options.variant), "hand-written loop")]
+         for s in ("rtflow", *(f"rtflow {v}" for v in options.variant), "hand-written loop",
+                   *(FLOOR if options.floor else ()))]
         if options.repeat
         else plan(options.quick)
     )  # fmt: skip
@@ -556,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         command = f"python benchmarks/stream_fraud.py --repeat {options.repeat} --write" + "".join(
             f" --variant {v}" for v in options.variant
         )
+        command += " --floor" if options.floor else ""
         command += reader
         replace_section(
             REPEAT_HEADING, repeat_section(points, options.seconds, options.warmup, command)

@@ -3,7 +3,9 @@
 A straightforward loop over the same stage functions: consume a batch, decode, features, one
 Triton request for the batch, decide, produce; at-least-once commits offsets every interval,
 ``--transactions`` wraps each interval in a Kafka transaction (serially: the loop waits for the
-commit). Run by benchmarks/stream_fraud.py.
+commit). ``--passthrough`` copies each transaction to the sink unchanged, keyed as it came, with
+no stage and no Triton: the floor of such a loop on this machine. Run by
+benchmarks/stream_fraud.py.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def main() -> int:
     parser.add_argument("--transactions", action="store_true")
     parser.add_argument("--interval-ms", type=float, default=10.0)
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--passthrough", action="store_true")
     args = parser.parse_args()
 
     def stop(*_: Any) -> None:
@@ -68,7 +71,19 @@ def main() -> int:
     in_txn = False
     while not STOP:
         messages = [m for m in consumer.consume(1000, 0.005) if m.error() is None]
-        if messages:
+        if messages and args.passthrough:
+            if args.transactions and not in_txn:
+                producer.begin_transaction()
+                in_txn = True
+            for m in messages:
+                while True:
+                    try:
+                        producer.produce(args.sink, m.value(), key=m.key())
+                        break
+                    except BufferError:
+                        producer.poll(0.005)
+            producer.poll(0)
+        elif messages:
             transactions = [json.loads(m.value() or b"") for m in messages]
             rows = [compute_features(t) for t in transactions]
             risks: list[float] = []
@@ -92,8 +107,8 @@ def main() -> int:
                     except BufferError:
                         producer.poll(0.005)
             producer.poll(0)
-            for m in messages:
-                offsets[(str(m.topic()), int(m.partition() or 0))] = int(m.offset() or 0) + 1
+        for m in messages:
+            offsets[(str(m.topic()), int(m.partition() or 0))] = int(m.offset() or 0) + 1
         if offsets and (time.monotonic() - last_commit) * 1000 >= args.interval_ms:
             positions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
             if args.transactions:
