@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 import rtflow
+from rtflow.stages.builtin.kafka_publish import kafka_publish
 
 SUFFIX = os.environ.get("RTFLOW_BENCH_TOPICS", "")
 
@@ -23,9 +24,7 @@ transactions = rtflow.kafka(
     delivery=rtflow.Delivery(dead_letter=rtflow.DeadLetter(f"dead-letter{SUFFIX}")),
 )
 
-publish = rtflow.configure(
-    rtflow.stages.builtin.kafka_publish.kafka_publish, name="publish-transaction"
-)
+publish = rtflow.configure(kafka_publish, name="publish-transaction")
 
 
 @rtflow.pipeline(
