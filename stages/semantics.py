@@ -34,6 +34,7 @@ from typing import Any, Literal
 from rtflow import ir
 from rtflow.param_types import decode, encode
 from rtflow.quantity import parse_go_duration
+from rtflow.stages import event_values
 
 Phase = Literal["Succeeded", "Failed", "Error", "Skipped", "Omitted"]
 DONE_PHASES: frozenset[str] = frozenset({"Succeeded", "Skipped"})
@@ -344,8 +345,8 @@ def event_inputs(
             found, value = (False, None)
             if mapping.path is not None:
                 found, value = lookup(event, mapping.path)
-            if found:
-                texts[mapping.input] = encode(value)
+            if found:  # the text the Sensor gives the Workflow parameter
+                texts[mapping.input] = event_values.argo_text(value)
             elif mapping.default is not None:
                 texts[mapping.input] = mapping.default
             elif mapping.path is not None:
@@ -384,21 +385,21 @@ _PYTHON_OPS = {"&&": " and ", "||": " or ", "!": " not "}
 
 
 def _data_filter_passes(f: ir.DataFilter, event: Any) -> bool:
+    """Argo Events' data filter: gjson's coercions of the value (rtflow.stages.event_values),
+    not a type check; a path the event lacks fails."""
     found, value = lookup(event, f.path)
     if not found:
         return False
     if f.type == "string":
-        if not isinstance(value, str):
-            return False
-        matched = any(re.search(pattern, value) for pattern in f.values)
+        text = event_values.filter_text(value)
+        matched = any(re.search(pattern, text) for pattern in f.values)
         return matched if f.comparator == "=" else not matched
     if f.type == "bool":
-        if not isinstance(value, bool):
-            return False
-        equal = any(value == (v == "true") for v in f.values)
+        flag = event_values.filter_bool(value)
+        equal = any(flag == (v == "true") for v in f.values)
         return equal if f.comparator == "=" else not equal
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        value = event_values.filter_float(value)
     targets = [float(v) for v in f.values]
     try:
         number = float(value)  # gjson reads every JSON number as a double

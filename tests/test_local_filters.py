@@ -20,7 +20,10 @@ from rtflow.stages.local import run_local
         ({"kind": "sellxx", "amount": 50, "vip": True}, False),  # '.' is literal, anchored
         ({"kind": "buyer", "amount": 50, "vip": True}, False),  # anchored: no prefix match
         ({"kind": "buy", "amount": 10, "vip": True}, False),
-        ({"kind": "buy", "amount": "11", "vip": True}, False),  # a string is not a number
+        # gjson's Float(), as the real Sensor (tests/integration/test_events_typed_inputs.py):
+        # a string's number counts, a string that is not one is 0
+        ({"kind": "buy", "amount": "11", "vip": True}, True),
+        ({"kind": "buy", "amount": "lots", "vip": True}, False),
         ({"kind": "buy", "amount": 11, "vip": False}, False),
         ({"kind": "buy", "amount": 11}, False),  # a missing path fails its filter
     ],

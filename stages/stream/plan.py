@@ -22,8 +22,9 @@ from random import getrandbits
 from typing import Any
 
 from rtflow import ir
-from rtflow.param_types import encode
+from rtflow.param_types import decode, encode
 from rtflow.stages import portable_json, semantics
+from rtflow.stages.event_values import converter
 from rtflow.stages.stream.batch import (
     NOT_JSON,
     PAYLOAD,
@@ -42,8 +43,6 @@ from rtflow.stages.stream.steps import (
     PublishStep,
     Step,
     compile_data_filter,
-    constant_value,
-    kind_fits,
     path_keys,
     walk,
 )
@@ -124,22 +123,29 @@ class Plan:
             for t in (pipeline.task(n) for n in stream.handoff_tasks)
             if all(d in hot for d in t.depends)
         ]
-        self._defaults = {
-            p.name: constant_value(p.default, p.type)
-            for p in pipeline.inputs
-            if p.default is not None
-        }
+        # An event's value reaches an input as on the workflow plane (rtflow.stages.event_values:
+        # Argo Events' text, decoded by the input's type): one converter per input, made here.
         self._types = {p.name: p.type for p in pipeline.inputs}
-        self._mapping_defaults = {
-            m.input: constant_value(m.default, self._types.get(m.input))
-            for m in self.trigger.inputs
-            if m.default is not None
+        self._defaults = {
+            p.name: decode(p.default, p.type) for p in pipeline.inputs if p.default is not None
         }
-        self._schema = [(path_keys(p), p, t) for p, t in self.trigger.payload_schema]
+        self._mapping_defaults = {
+            m.input: decode(m.default, self._types[m.input])
+            for m in self.trigger.inputs
+            if m.default is not None and m.input in self._types
+        }
+        self._schema = [(path_keys(p), p, t, converter(t)) for p, t in self.trigger.payload_schema]
         self._mappings = [
-            (m.input, path_keys(m.path) if m.path is not None else None, m.path)
+            (
+                m.input,
+                path_keys(m.path) if m.path is not None else None,
+                m.path,
+                converter(self._types[m.input]) if m.input in self._types else None,
+            )
             for m in self.trigger.inputs
         ]
+        mapped = {m.input for m in self.trigger.inputs}
+        self._unmapped = [(p.name, p.type) for p in pipeline.inputs if p.name not in mapped]
         paths = [m.path for m in self.trigger.inputs if m.path is not None]
         paths += [f.path for f in self.trigger.data_filters]
         paths += [p for f in self.trigger.expr_filters for p, _ in f.fields]
@@ -213,35 +219,37 @@ class Plan:
             and all(semantics.expr_filter_passes(f, document) for f in self._expr_filters)
         ):
             return False
-        for keys, path, param_type in self._schema:
+        for keys, path, param_type, convert in self._schema:
             value = walk(document, keys)
-            if value is not MISSING and not kind_fits(param_type.kind, value):
-                event.fail(PAYLOAD, "", f"{path} is {type(value).__name__}, declared {param_type}")
-                return True
+            if value is not MISSING:
+                try:
+                    convert(value)
+                except ValueError:
+                    event.fail(
+                        PAYLOAD, "", f"{path} is {type(value).__name__}, declared {param_type}"
+                    )
+                    return True
         inputs: dict[str, Any] = {}
-        for name, mapping_keys, mapped in self._mappings:
+        for name, mapping_keys, mapped, to_input in self._mappings:
             value = walk(document, mapping_keys) if mapping_keys is not None else MISSING
             if value is not MISSING:
-                inputs[name] = value
+                if to_input is None:
+                    continue  # not an input of the pipeline (refused at compile time)
+                try:
+                    inputs[name] = to_input(value)
+                except ValueError as exc:
+                    event.fail(PAYLOAD, "", f"input {name!r}: {exc}")
+                    return True
             elif name in self._mapping_defaults:
                 inputs[name] = self._mapping_defaults[name]
             elif mapped is not None:
-                event.fail(PAYLOAD, "", f"the event has no {mapped!r} ({name!r})")
+                event.fail(PAYLOAD, "", f"the event has no {mapped!r} (input {name!r})")
                 return True
-        for name, param_type in self._types.items():
-            if name not in inputs:
-                if name not in self._defaults:
-                    event.fail(PAYLOAD, "", f"input {name!r} ({param_type}) is missing")
-                    return True
-                inputs[name] = self._defaults[name]
-            value = inputs[name]
-            if not kind_fits(param_type.kind, value):
-                event.fail(
-                    PAYLOAD, "", f"input {name!r} is {type(value).__name__}, not {param_type}"
-                )
+        for name, param_type in self._unmapped:
+            if name not in self._defaults:
+                event.fail(PAYLOAD, "", f"input {name!r} ({param_type}) is missing")
                 return True
-            if param_type.kind == "float" and isinstance(value, int):
-                inputs[name] = float(value)
+            inputs[name] = self._defaults[name]
         event.inputs = inputs
         return True
 

@@ -20,6 +20,7 @@ from typing import Any
 from rtflow import ir
 from rtflow.param_types import ParamType, encode
 from rtflow.stages import portable_json, runtime, semantics
+from rtflow.stages.event_values import filter_bool, filter_float, filter_text
 from rtflow.stages.runtime import BadInput
 from rtflow.stages.stream.batch import (
     BAD_INPUT,
@@ -394,8 +395,9 @@ def walk(document: Any, keys: tuple[str, ...]) -> Any:
 
 def compile_data_filter(f: ir.DataFilter) -> Callable[[Any], bool]:
     """An Argo Events data filter as a function of the event document, with
-    :mod:`semantics`'s rules (strings as regular expressions, numbers as floats, a missing
-    path fails), its paths split and patterns compiled once."""
+    :mod:`semantics`'s rules (strings as regular expressions, gjson's coercions of a value of
+    another type: :mod:`rtflow.stages.event_values`; a missing path fails), its paths split and
+    patterns compiled once."""
     keys = path_keys(f.path)
     negate = f.comparator == "!="
     if f.type == "string":
@@ -403,9 +405,10 @@ def compile_data_filter(f: ir.DataFilter) -> Callable[[Any], bool]:
 
         def string_filter(document: Any) -> bool:
             value = walk(document, keys)
-            if not isinstance(value, str):
+            if value is MISSING:
                 return False
-            return any(p.search(value) for p in patterns) != negate
+            text = value if value.__class__ is str else filter_text(value)
+            return any(p.search(text) for p in patterns) != negate
 
         return string_filter
     if f.type == "bool":
@@ -413,9 +416,10 @@ def compile_data_filter(f: ir.DataFilter) -> Callable[[Any], bool]:
 
         def bool_filter(document: Any) -> bool:
             value = walk(document, keys)
-            if not isinstance(value, bool):
+            if value is MISSING:
                 return False
-            return any(value == w for w in wanted) != negate
+            flag = filter_bool(value)
+            return any(flag == w for w in wanted) != negate
 
         return bool_filter
     targets = [float(v) for v in f.values]
@@ -423,10 +427,12 @@ def compile_data_filter(f: ir.DataFilter) -> Callable[[Any], bool]:
 
     def number_filter(document: Any) -> bool:
         value = walk(document, keys)
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if value is MISSING:
             return False
+        cls = value.__class__
+        number = float(value) if cls is float or cls is int else filter_float(value)
         if negate:
-            return all(float(value) != t for t in targets)
-        return any(semantics.compare(float(value), op, t) for t in targets)
+            return all(number != t for t in targets)
+        return any(semantics.compare(number, op, t) for t in targets)
 
     return number_filter
