@@ -29,6 +29,7 @@ from rtflow.gpu.repository import (
     _versions,
     model_repository,
 )
+from rtflow.gpu.response_cache import check_client_cache, check_response_cache
 from rtflow.gpu.scheduling import (
     MAX_QUEUE_DELAY_MICROSECONDS,
     DynamicBatching,
@@ -127,6 +128,11 @@ class TritonModel:
     files: tuple[tuple[str, str], ...] = ()
     """Generated files in each version folder, ``(name, text)`` (the vLLM backend's
     ``model.json``), written with ``config.pbtxt``."""
+    response_cache: bool = False
+    """Triton's ``response_cache { enable: true }`` (:mod:`rtflow.gpu.response_cache`)."""
+    client_cache: int = 0
+    """Answers each stream worker keeps for repeated requests (0: none; see
+    :mod:`rtflow.stages.stream.answer_cache`)."""
 
     @property
     def runtime(self) -> str:
@@ -234,6 +240,8 @@ def triton_model(
     parameters: Mapping[str, str | int | float | bool] | None = None,
     default_model_filename: str | None = None,
     decoupled: bool = False,
+    response_cache: bool = False,
+    client_cache: int = 0,
 ) -> TritonModel:
     """Declare a Triton model; every rule is checked here, so a :class:`TritonModel` is valid.
 
@@ -254,6 +262,10 @@ def triton_model(
             ``EXECUTION_ENV_PATH``.
         decoupled: any number of responses per request (a model that streams tokens; see
             :mod:`rtflow.gpu.llm` for the vLLM and TensorRT-LLM backends).
+        response_cache: Triton answers a repeated request (same inputs) from its cache
+            (:mod:`rtflow.gpu.response_cache`; refused for decoupled models).
+        client_cache: how many answers each stream worker keeps for repeated requests
+            (an LRU keyed by the input tensors' bytes; 0, the default, keeps none).
     """
     if not isinstance(decoupled, bool):
         raise DefinitionError(
@@ -262,6 +274,8 @@ def triton_model(
             field="decoupled",
         )
     check_dns1123_label(name, field="name", what="model name")
+    cached = check_response_cache(name, response_cache, decoupled=decoupled)
+    kept = check_client_cache(name, client_cache, decoupled=decoupled)
     backend, platform = _runtime(name, backend, platform)
     batch = _whole(
         max_batch_size,
@@ -329,6 +343,8 @@ def triton_model(
         parameters=_parameters(parameters, model=name),
         default_model_filename=default_model_filename,
         decoupled=decoupled,
+        response_cache=cached,
+        client_cache=kept,
     )
 
 

@@ -31,6 +31,7 @@ from rtflow.generators import secret_files, security
 from rtflow.gpu import admin_api
 from rtflow.gpu.pools import placement
 from rtflow.gpu.repository import Repository
+from rtflow.gpu.response_cache import cache_args
 from rtflow.gpu.server import (
     GRPC_PORT,
     HTTP_PORT,
@@ -191,6 +192,7 @@ def triton_args(serving: TritonServing, repositories: Sequence[str]) -> list[str
         f"--metrics-port={METRICS_PORT}",
         "--allow-metrics=true",
         f"--allow-gpu-metrics={'true' if serving.pool is not None else 'false'}",
+        *cache_args(serving.models),
     ]
     return args
 

@@ -2,7 +2,8 @@
 
 The public surface: ``stage``, ``container`` and ``pipeline`` declare; ``when``,
 ``otherwise``, ``for_each``, ``approval``, ``http`` and ``on_exit`` shape the graph inside a
-pipeline function, ``infer`` and ``generate`` call models on Triton; ``Retry``, ``Backoff``,
+pipeline function, ``infer``, ``route`` and ``generate`` call models on Triton; ``Retry``,
+``Backoff``,
 ``Secret``, ``Param`` and ``Output`` are option values; ``kafka``, ``webhook`` and
 ``calendar`` declare triggers, with ``field``, ``payload``, ``Delivery`` and ``SecretKey``;
 ``Environment`` and ``ArgoCD`` say where the compiled output is deployed.
@@ -26,6 +27,7 @@ from rtflow.recording import (
     workflow,
 )
 from rtflow.retrieval import SessionDatabase, VectorDatabase, history, remember, retrieve
+from rtflow.routing import route
 from rtflow.stage import ContainerStage, configure, container, stage
 from rtflow.streams import KafkaTopics, Stream
 from rtflow.triggers import (
@@ -89,6 +91,7 @@ __all__ = [
     "pipeline",
     "remember",
     "retrieve",
+    "route",
     "stage",
     "webhook",
     "when",

@@ -335,6 +335,7 @@ def local_triton_server(
 ) -> TritonServer:
     """A (not yet started) Triton on free loopback ports serving the models ``stages`` call,
     loaded as the generated Deployment loads them (explicit model control, no auto-complete)."""
+    from rtflow.gpu.response_cache import cache_args
     from rtflow.gpu.triton_server import TritonServer
 
     models = called_models(pipeline, stages)
@@ -346,7 +347,7 @@ def local_triton_server(
         "metrics_port": 0,
         "model_control_mode": "explicit",
         "models": [m.name for m in models],
-        "extra_args": ["--disable-auto-complete-config"],
+        "extra_args": ["--disable-auto-complete-config", *cache_args(models)],
         "work_dir": folder / "server",
         **options,
     }

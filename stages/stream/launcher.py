@@ -95,6 +95,7 @@ def serve(args: argparse.Namespace) -> int:
     """The worker process: build the plan from the pipeline's own definition and run it."""
     from rtflow.stages.builtin.kafka_publish import security_from_env
     from rtflow.stages.stage_logging import configure as configure_logging
+    from rtflow.stages.stream.answer_cache import observe_caches
     from rtflow.stages.stream.plan import Plan
     from rtflow.stages.stream.settings import EXIT_FATAL, WorkerSettings
     from rtflow.stages.stream.worker import StreamWorker
@@ -131,6 +132,7 @@ def serve(args: argparse.Namespace) -> int:
         unreadable_offsets_after_seconds=args.unreadable_offsets_after,
     )
     worker = StreamWorker(plan, settings)
+    observe_caches(plan.steps, worker.metrics.answer_cache)  # models with a client_cache
     if stop_requested:
         return 0
     code = worker.run()

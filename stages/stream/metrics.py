@@ -62,6 +62,13 @@ class StreamMetrics:
             "rtflow_stream_inference_batch_rows", "Rows per Triton request", ["stage"],
             buckets=BATCH_BUCKETS, registry=r,
         )  # fmt: skip
+        self.answer_cache = Counter(
+            "rtflow_stream_inference_cache",
+            "Rows of an inference stage answered from the worker's cache (hit) or by Triton "
+            "(miss), for models declared with client_cache",
+            ["stage", "outcome"],
+            registry=r,
+        )
         self.commit = Histogram(
             "rtflow_stream_commit_seconds",
             "Transaction commit (exactly-once) or offset commit (at-least-once)",

@@ -31,6 +31,7 @@ from rtflow.gpu.client import NUMPY_DTYPES
 from rtflow.gpu.kserve import KSERVE_DATATYPES
 from rtflow.gpu.models import TritonModel
 from rtflow.gpu.text_tensors import BYTES, TextDecodeError, decoded, text_problem
+from rtflow.stages.stream.answer_cache import AnswerCache, copy_answer
 from rtflow.stages.stream.plan import DependencyError
 
 # gRPC status codes that say "the server, not this request": retry the batch later.
@@ -94,6 +95,7 @@ class TritonBatcher:
         ]
         self.requests = 0
         self.rows = 0
+        self.cache = AnswerCache(model.client_cache) if model.client_cache else None
         self._calls: cf.ThreadPoolExecutor | None = None
 
     def close(self) -> None:
@@ -157,9 +159,67 @@ class TritonBatcher:
 
     # -- calling ---------------------------------------------------------------------------------
 
+    def _key(self, row: Mapping[str, Any]) -> bytes | None:
+        """The request's identity for the answer cache: each input's datatype, shape and bytes
+        (text element by element, as UTF-8); None when the row does not fit the model."""
+        np = self._np
+        parts: list[bytes] = []
+        try:
+            for spec in self._specs:
+                array = np.asarray(row[spec.name], dtype=spec.dtype)
+                parts.append(f"{spec.name}:{spec.datatype}:{array.shape}|".encode())
+                if spec.datatype == BYTES:
+                    for item in array.reshape(-1):
+                        data = item.encode() if isinstance(item, str) else bytes(item)
+                        parts.append(len(data).to_bytes(8, "little") + data)
+                else:
+                    parts.append(np.ascontiguousarray(array).tobytes())
+        except (TypeError, ValueError, KeyError, UnicodeError):
+            return None
+        return b"".join(parts)
+
     def infer(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any] | Rejected]:
         """Each row's KServe-shaped answer or why it was rejected; DependencyError when Triton
-        cannot answer at all."""
+        cannot answer at all. With the model's ``client_cache``, a row seen before (or twice
+        in this batch) is answered without a request (:mod:`.answer_cache`)."""
+        cache = self.cache
+        if cache is None:
+            return self._infer(rows)
+        answers: list[dict[str, Any] | Rejected | None] = [None] * len(rows)
+        sent: list[Mapping[str, Any]] = []
+        first: dict[bytes, int] = {}  # a key -> its row's place among the sent ones
+        waiting: list[tuple[int, int]] = []  # (row, place among the sent ones)
+        hits = 0
+        for index, row in enumerate(rows):
+            key = self._key(row)
+            if key is not None:
+                cached = cache.get(key)
+                if cached is not None:
+                    answers[index], hits = cached, hits + 1
+                    continue
+                if key in first:  # the same request twice in one batch: sent once
+                    waiting.append((index, first[key]))
+                    hits += 1
+                    continue
+                first[key] = len(sent)
+            waiting.append((index, len(sent)))
+            sent.append(row)
+        results = self._infer(sent) if sent else []
+        for key, place in first.items():
+            result = results[place]
+            if isinstance(result, dict):
+                cache.put(key, result)
+        taken: set[int] = set()
+        for index, place in waiting:
+            result = results[place]
+            answers[index] = (
+                copy_answer(result) if place in taken and isinstance(result, dict) else result
+            )
+            taken.add(place)
+        cache.count(hits, len(sent))
+        return [a if a is not None else Rejected("no answer") for a in answers]
+
+    def _infer(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any] | Rejected]:
         answers: list[dict[str, Any] | Rejected | None] = [None] * len(rows)
         good = list(range(len(rows)))
         arrays = self._stack(rows) if rows else None
