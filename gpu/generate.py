@@ -66,9 +66,14 @@ SAMPLING_INPUT: Final = "sampling_parameters"
 class GenerationError(InferenceError):
     """The model answered an error (``tokens``: what it streamed before)."""
 
-    def __init__(self, message: str, tokens: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, message: str, tokens: tuple[str, ...] = (), status: str | None = None
+    ) -> None:
         super().__init__(message)
         self.tokens = tokens
+        self.status = status
+        """The gRPC status of a transport or server failure (``UNAVAILABLE``...); None when
+        the model itself answered the error in its stream."""
 
 
 class GenerationTimeout(GenerationError, TimeoutError):
@@ -320,7 +325,9 @@ class TritonGenerator:
                         continue
                     if error is not None:
                         raise GenerationError(
-                            f"model {name!r}: Triton answered: {error}", tuple(tokens)
+                            f"model {name!r}: Triton answered: {error}",
+                            tuple(tokens),
+                            _grpc_status(error),
                         )
                     response = result.get_response()
                     final = response.parameters.get("triton_final_response")
@@ -363,6 +370,15 @@ class TritonGenerator:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _grpc_status(error: object) -> str | None:
+    """``UNAVAILABLE`` of tritonclient's ``StatusCode.UNAVAILABLE``; None for an error the
+    model answered in its stream (tritonclient gives those no status)."""
+    status = getattr(error, "status", None)
+    if callable(status):
+        status = status()
+    return str(status).rsplit(".", 1)[-1] if status else None
 
 
 def _text(item: object) -> str:

@@ -455,6 +455,7 @@ class StreamPlane:
     topics: TopicPolicy | None = None
     prometheus_namespace: str = "monitoring"
     batches_in_flight: int = 1  # started, not yet produced (the worker's pipelining depth)
+    generations_in_flight: int = 16  # streamed generations at once, per generate step
 
 
 # Where the compiled output goes: environments (kustomize overlays) and Argo CD.

@@ -13,7 +13,7 @@ from typing import cast
 from rtflow import ir
 from rtflow.errors import DefinitionError
 from rtflow.names import check_dns1123_label
-from rtflow.stage_ir import check_resources
+from rtflow.stage_ir import GENERATE_FUNCTION, check_resources
 from rtflow.stream_layout import KAFKA_PUBLISH_FUNCTION
 from rtflow.streams import KafkaTopics, Stream
 from rtflow.trigger_ir import check_topic
@@ -210,6 +210,9 @@ def build_stream(
             options.inference_in_flight, field="inference_in_flight", fix="say e.g. 4"
         ),
         batches_in_flight=_batches_in_flight(options.batches_in_flight),
+        generations_in_flight=_positive(
+            options.generations_in_flight, field="generations_in_flight", fix="say e.g. 16"
+        ),
         dead_letter_topic=dead_letter,
         handoff_topic=handoff,
         results_topic=options.results_topic,
@@ -273,7 +276,13 @@ def _batches(
 ) -> tuple[tuple[str, int], ...]:
     result = []
     servers = {s.name: s for s in pipeline.servers}
-    inference = [t for t in hot if pipeline.stage(t.stage).inference is not None]
+    # a generate step streams one request per event (generations_in_flight), never a batch
+    inference = [
+        t
+        for t in hot
+        if pipeline.stage(t.stage).inference is not None
+        and pipeline.stage(t.stage).function != GENERATE_FUNCTION
+    ]
     names = {t.name for t in inference}
     if isinstance(given, Mapping):
         for key in given:

@@ -69,6 +69,11 @@ class Stream:
             decoded and runs its stages up to its first inference while Triton answers the
             current one; batches still finish, and are produced, in order. 1 runs one batch
             at a time.
+        generations_in_flight: generations (``rtflow.generate`` steps) a worker streams at
+            once, per generate step: each event of a batch is one streamed request, answered
+            concurrently up to this bound (batches in flight share it). 16 by default; an
+            LLM backend batches the requests in flight (vLLM, TensorRT-LLM's in-flight
+            batcher), so raise it with the server's capacity.
         dead_letter_topic: where poison events go with the reason and their source offset;
             default the trigger's dead-letter topic, else ``<topic>-dead-letter``.
         handoff_topic: where an event goes when it needs the workflow plane (an approval, a
@@ -98,6 +103,7 @@ class Stream:
     inference_batch: int | Mapping[str, int] | None = None
     inference_in_flight: int = 1
     batches_in_flight: int = 1
+    generations_in_flight: int = 16
     dead_letter_topic: str | None = None
     handoff_topic: str | None = None
     results_topic: str | None = None

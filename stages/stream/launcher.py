@@ -96,6 +96,7 @@ def serve(args: argparse.Namespace) -> int:
     from rtflow.stages.builtin.kafka_publish import security_from_env
     from rtflow.stages.stage_logging import configure as configure_logging
     from rtflow.stages.stream.answer_cache import observe_caches
+    from rtflow.stages.stream.generate_step import observe_first_tokens
     from rtflow.stages.stream.plan import Plan
     from rtflow.stages.stream.settings import EXIT_FATAL, WorkerSettings
     from rtflow.stages.stream.worker import StreamWorker
@@ -132,6 +133,7 @@ def serve(args: argparse.Namespace) -> int:
         unreadable_offsets_after_seconds=args.unreadable_offsets_after,
     )
     worker = StreamWorker(plan, settings)
+    observe_first_tokens(plan.steps, worker.metrics.first_token)  # rtflow.generate steps
     observe_caches(plan.steps, worker.metrics.answer_cache)  # models with a client_cache
     if stop_requested:
         return 0

@@ -20,6 +20,7 @@ LATENCY_BUCKETS = (
     2.5,
 )  # fmt: skip
 log = logging.getLogger("rtflow.stream")
+TOKEN_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
 
@@ -62,6 +63,13 @@ class StreamMetrics:
             "rtflow_stream_inference_batch_rows", "Rows per Triton request", ["stage"],
             buckets=BATCH_BUCKETS, registry=r,
         )  # fmt: skip
+        self.first_token = Histogram(
+            "rtflow_stream_time_to_first_token_seconds",
+            "A generation's request sent to its first token (rtflow.generate steps)",
+            ["stage"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
         self.answer_cache = Counter(
             "rtflow_stream_inference_cache",
             "Rows of an inference stage answered from the worker's cache (hit) or by Triton "

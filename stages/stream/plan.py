@@ -25,6 +25,7 @@ from rtflow import ir
 from rtflow.param_types import decode, encode
 from rtflow.stages import portable_json, semantics
 from rtflow.stages.event_values import converter
+from rtflow.stages.inference import GENERATE_FUNCTION
 from rtflow.stages.stream.batch import (
     NOT_JSON,
     PAYLOAD,
@@ -35,6 +36,7 @@ from rtflow.stages.stream.batch import (
     Message,
     Record,
 )
+from rtflow.stages.stream.generate_step import GenerateStep, Generations
 from rtflow.stages.stream.steps import (
     MISSING,
     FunctionStep,
@@ -110,7 +112,9 @@ class Plan:
             task = pipeline.task(name)
             stage = pipeline.stage(task.stage)
             kind: type[Step]
-            if stage.inference is not None:
+            if stage.function == GENERATE_FUNCTION:
+                kind = GenerateStep  # one streamed generation per event, not a batch
+            elif stage.inference is not None:
                 kind = InferenceStep
             elif stage.function == KAFKA_PUBLISH_FUNCTION:
                 kind = PublishStep
@@ -169,6 +173,14 @@ class Plan:
             spec = step.stage.inference
             assert spec is not None
             model = next(m for m in servers[spec.server].models if m.name == spec.model)
+            if isinstance(step, GenerateStep):
+                step.batcher = Generations(
+                    urls.get(spec.server, spec.url),
+                    model,
+                    concurrency=self.stream.generations_in_flight,
+                    timeout_seconds=spec.timeout_seconds * timeout_scale,
+                )
+                continue
             step.batcher = TritonBatcher(
                 urls.get(spec.server, spec.url),
                 model,
