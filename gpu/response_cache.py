@@ -25,9 +25,12 @@ guide's own caveat), which is why caching is off unless declared.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 from rtflow.errors import DefinitionError
+
+if TYPE_CHECKING:
+    from rtflow.gpu.models import TritonModel
 
 __all__ = [
     "CACHE_BYTES",
@@ -43,11 +46,6 @@ CACHE_BYTES: Final = 64 * 1024 * 1024
 
 CLIENT_CACHE_LIMIT: Final = 1_000_000
 """The most answers a stream worker keeps per model (each is a few hundred bytes of Python)."""
-
-
-class _Cacheable(Protocol):
-    name: str
-    response_cache: bool
 
 
 def check_response_cache(name: str, response_cache: object, *, decoupled: bool) -> bool:
@@ -67,7 +65,7 @@ def check_response_cache(name: str, response_cache: object, *, decoupled: bool) 
     return response_cache
 
 
-def cache_args(models: Iterable[_Cacheable]) -> list[str]:
+def cache_args(models: Iterable[TritonModel]) -> list[str]:
     """``tritonserver`` flags for a server loading ``models``: the local cache when one of them
     enables the response cache, else nothing."""
     if not any(m.response_cache for m in models):

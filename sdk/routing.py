@@ -129,12 +129,14 @@ def _check_compatible(models: Sequence[TritonModel], step: str) -> None:
         if set(mine) != set(theirs):
             what = f"inputs {sorted(theirs)} are not {first.name!r}'s {sorted(mine)}"
         elif (first.max_batch_size > 0) != (other.max_batch_size > 0):
-            what = "batches and the other does not (their tensors' shapes differ)"
             what = f"{'does not batch' if other.max_batch_size == 0 else 'batches'} but "
             what += f"{first.name!r} {'batches' if other.max_batch_size == 0 else 'does not'}"
         else:
-            name = next(n for n in mine if (mine[n].data_type, mine[n].dims) != (
-                theirs[n].data_type, theirs[n].dims))
+            name = next(
+                n
+                for n in mine
+                if (mine[n].data_type, mine[n].dims) != (theirs[n].data_type, theirs[n].dims)
+            )
             what = (
                 f"input {name!r} is {theirs[name].data_type} {list(theirs[name].dims)} but "
                 f"{first.name!r}'s is {mine[name].data_type} {list(mine[name].dims)}"

@@ -231,7 +231,9 @@ class TritonBatcher:
                     good.append(index)
                 else:
                     answers[index] = Rejected(problem)
-            arrays = self._stack([rows[i] for i in good]) if good else {}
+            if not good:  # every row refused before any request (no request to split)
+                return [a if a is not None else Rejected("no answer") for a in answers]
+            arrays = self._stack([rows[i] for i in good])
             assert arrays is not None
         if not self.batched:
             chunks = [(i, i + 1) for i in range(len(good))]
