@@ -233,3 +233,18 @@ def test_rtflow_run_local_routes_events_from_a_real_broker(
          expected(str(e["tier"]), float(e["amount"]))[0])
         for e in sent
     )  # fmt: skip
+
+
+def test_the_routed_workflow_template_passes_argo_lint(tmp_path: Path) -> None:
+    from rtflow.generators.compiler import compile_pipelines
+    from rtflow.generators.writers import write_folder
+    from rtflow.verify.argo_linters import LinterUnavailable, find_argo_lint, run_argo_lint
+
+    try:
+        find_argo_lint()
+    except LinterUnavailable as exc:
+        component_missing(str(exc))
+    write_folder(compile_pipelines([routing.routed.build()]), tmp_path)
+    (manifest,) = sorted(tmp_path.rglob("workflowtemplate-*.yaml"))
+    result = run_argo_lint([manifest])
+    assert result.ok, "\n".join(result.findings)
