@@ -189,7 +189,12 @@ def _run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cmd.add_argument("--workers", type=int, default=1, help="worker processes per stage")
     cmd.add_argument("--max-in-flight", type=int, default=16, help="events run at once")
     approve = cmd.add_mutually_exclusive_group()
-    approve.add_argument("--auto-approve", action="store_true", help="approve every approval")
+    approve.add_argument(
+        "--auto-approve",
+        action="store_true",
+        help="approve every approval (default: ask on the terminal; an approval with "
+        "timeout= stops asking then and takes its on_timeout decision)",
+    )
     approve.add_argument("--auto-reject", action="store_true", help="reject every approval")
     cmd.add_argument(
         "--stand-in",
@@ -213,7 +218,9 @@ def _run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=[],
         metavar="STAGE:NAME[=VALUE]",
         help="set a stage worker's environment variable over the stage's own env=; without "
-        "=VALUE, take this shell's value instead (or none, when it has none)",
+        "=VALUE, take this shell's value instead (or none, when it has none). For an "
+        "rtflow.http step, STAGE:HEADER=VALUE gives a header the cluster reads from a Secret "
+        "(STAGE:HEADER: this shell's variable of that name); without it the call fails",
     )
     cmd.add_argument(
         "--triton-url",
