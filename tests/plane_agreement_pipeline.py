@@ -86,3 +86,33 @@ streamed = rtflow.pipeline(
     stream=rtflow.Stream(results_topic=f"{TOPIC}-results", image="ghcr.io/acme/typed/s:1.0.0"),
 )(_body)
 workflow = rtflow.pipeline(name="typed-inputs", triggers=[trigger])(_body)
+
+
+# The one difference left on purpose (docs/triggers.md): a payload schema the stream plane
+# admits events with, and the Sensor knows nothing of.
+orders = rtflow.kafka(
+    f"{TOPIC}-orders",
+    brokers=[BROKER],
+    consumer_group="typed-orders",
+    name="orders",
+    inputs={"order": "body"},
+    payload_schema={"total": float, "kind": str},
+)
+
+
+@rtflow.stage(image="ghcr.io/acme/typed/echo:1.0.0")
+def total_of(order: dict[str, Any]) -> float:
+    return float(order["total"])
+
+
+def _orders(order: dict[str, Any]) -> None:
+    total_of(order)
+
+
+streamed_orders = rtflow.pipeline(
+    name="typed-orders",
+    latency_budget_ms=50,
+    triggers=[orders],
+    stream=rtflow.Stream(image="ghcr.io/acme/typed/s:1.0.0"),
+)(_orders)
+workflow_orders = rtflow.pipeline(name="typed-orders", triggers=[orders])(_orders)

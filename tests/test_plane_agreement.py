@@ -243,3 +243,34 @@ def test_the_stream_plane_admits_events_no_slower_with_conversions() -> None:
         PLAN.execute(messages)
     per_event = (time.process_time() - started) / (20 * 256)
     assert per_event < 200e-6, per_event
+
+
+def test_the_payload_schema_is_the_stream_planes_admission_check_only() -> None:
+    """The one difference left on purpose: the compiled Sensor carries nothing of the schema
+    (the workflow plane starts the run), the stream plane dead-letters a declared field that
+    does not convert to its type by the same rule, and admits one that does."""
+    from rtflow.generators.compiler import compile_pipelines
+
+    pipeline = typed.workflow_orders.build()
+    (sensor,) = [
+        dict(m.body) for m in compile_pipelines([pipeline]).manifests if m.body["kind"] == "Sensor"
+    ]
+    assert "total" not in json.dumps(sensor) and "filters" not in json.dumps(sensor)
+    assert semantics.event_inputs(pipeline, {"total": "many", "kind": 1}) == {
+        "order": '{"total":"many","kind":1}'
+    }
+    plan = Plan(typed.streamed_orders.build())
+    messages = [
+        Message(typed.TOPIC, 0, i, json.dumps(body).encode(), b"k", [], 0)
+        for i, body in enumerate(
+            [
+                {"total": "many", "kind": "sale"},
+                {"total": "7.5", "kind": 7},
+                {"total": 3, "kind": "sale"},
+            ]
+        )
+    ]
+    result = plan.execute(messages)
+    assert (result.processed, result.dead_lettered) == (2, {"payload": 1})
+    (dead,) = [r for r in result.records if r.value == messages[0].value]
+    assert dict(dead.headers)["rtflow-error"] == b"body.total is str, declared float"
