@@ -159,8 +159,10 @@ class Bench:
         keep_logs: Path | None = None,
         reader_min_bytes: int = 65536,
         broker_jvm: Sequence[str] = (),
+        repeated: float | None = None,
     ) -> None:
         self.reader_min_bytes = reader_min_bytes
+        self.repeated = repeated  # the generator's share of repeated transactions
         self.logs: list[Path] = []
         self.keep_logs = keep_logs  # where each point's process logs go, instead of deleted
         self.points_run = 0
@@ -311,7 +313,8 @@ class Bench:
                 preexec_fn=parent_death_signal(),
             )
             generator = subprocess.Popen(
-                [*here, "generate", brokers, topics[0], str(offered), str(self.seconds)],
+                [*here, "generate", brokers, topics[0], str(offered), str(self.seconds)]
+                + ([] if self.repeated is None else [str(self.repeated)]),
                 stdout=subprocess.PIPE,
                 preexec_fn=parent_death_signal(),
             )
@@ -525,6 +528,13 @@ def main(argv: list[str] | None = None) -> int:
         help="keep every process's log (stderr) of every point in DIR, named by point: to "
         "match a stall's second with, say, librdkafka's debug lines",
     )
+    parser.add_argument(
+        "--repeated",
+        type=float,
+        metavar="FRACTION",
+        help="this share (0 to 1) of events repeats one of 1,000 transactions, the rest are "
+        "each seen once: for a model with a cache (client_cache, response_cache)",
+    )
     options = parser.parse_args(args)
     if options.keep_logs:
         options.keep_logs.mkdir(parents=True, exist_ok=True)
@@ -537,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         options.keep_logs,
         options.reader_min_bytes,
         options.broker_jvm,
+        options.repeated,
     )
     points: list[Point] = []
     eos = "exactly_once"

@@ -11,14 +11,25 @@ import json
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 STALL_MS = 150.0  # a second of sending whose worst latency is above this is reported
 
 
-def generate(brokers: str, topic: str, rate: float, seconds: float) -> int:
-    """Offer ``rate`` events/s for ``seconds``; each key is ``<seq>.<send time in µs>``."""
+HOT = 1000  # with --repeated: the transactions a repeated event is drawn from
+
+
+def generate(
+    brokers: str, topic: str, rate: float, seconds: float, repeated: float | None = None
+) -> int:
+    """Offer ``rate`` events/s for ``seconds``; each key is ``<seq>.<send time in µs>``.
+
+    ``repeated`` (a fraction from 0 to 1): that share of events repeats one of ``HOT``
+    transactions (the same model inputs, so a cache can answer them), drawn at random; every
+    other event is a transaction seen once (its amount made unique from its sequence number).
+    Without it, the events cycle through 2,000 transactions, as the benchmark always did."""
     sys.path.insert(0, str(ROOT / "examples" / "models"))
     import random
 
@@ -31,6 +42,7 @@ def generate(brokers: str, topic: str, rate: float, seconds: float) -> int:
         body = fraud_events.transaction(rng, index)
         body.pop("id")
         templates.append(json.dumps(body, separators=(",", ":")).encode()[1:])
+    body = _bodies(templates, repeated)
     producer = Producer(
         {"bootstrap.servers": brokers, "linger.ms": 5, "enable.idempotence": True,
          "queue.buffering.max.messages": 1_000_000}
@@ -44,7 +56,7 @@ def generate(brokers: str, topic: str, rate: float, seconds: float) -> int:
         due = int(elapsed * rate)
         while sent < due:
             key = f"{sent}.{time.time_ns() // 1000}".encode()
-            value = b'{"id":"' + key + b'",' + templates[sent % 2000]
+            value = b'{"id":"' + key + b'",' + body(sent)
             try:
                 producer.produce(topic, value, key=key)
             except BufferError:
@@ -56,6 +68,29 @@ def generate(brokers: str, topic: str, rate: float, seconds: float) -> int:
     producer.flush(30)
     print(json.dumps({"sent": sent}))
     return 0
+
+
+def _bodies(templates: list[bytes], repeated: float | None) -> Callable[[int], bytes]:
+    """The event body (after its id) for sequence number ``n``."""
+    if repeated is None:
+        return lambda n: templates[n % 2000]
+    if not 0.0 <= repeated <= 1.0:
+        raise SystemExit(f"--repeated {repeated} is not a fraction from 0 to 1")
+    import random
+
+    draw = random.Random(5)
+    hot = templates[:HOT]
+    # each template split around its amount, so a fresh event gets an amount of its own
+    split = [t.split(b'"amount":', 1) for t in templates]
+    parts = [(a + b'"amount":', b[b.index(b",") :]) for a, b in split]
+
+    def body(n: int) -> bytes:
+        if draw.random() < repeated:
+            return hot[draw.randrange(HOT)]
+        head, tail = parts[n % len(parts)]
+        return head + str(1.0 + n).encode() + tail
+
+    return body
 
 
 def read(
@@ -118,7 +153,8 @@ def main(args: list[str]) -> int:
     # latency charged to the system under test: the cyclic collector stays off in both.
     gc.disable()
     if args[0] == "generate":
-        return generate(args[1], args[2], float(args[3]), float(args[4]))
+        repeated = float(args[5]) if len(args) > 5 else None
+        return generate(args[1], args[2], float(args[3]), float(args[4]), repeated)
     return read(args[1], args[2], float(args[3]), float(args[4]), float(args[5]), int(args[6]))
 
 
