@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 from components import component_missing
 from local_pipelines import routing
-from prometheus_client import CollectorRegistry, Counter
 
 from rtflow.gpu import triton_server as ts
 from rtflow.gpu.kserve import encode_request, infer_path, infer_request
@@ -31,6 +30,7 @@ from rtflow.stages.events import ListSource, MemorySink
 from rtflow.stages.inference import local_triton_server, needs_triton
 from rtflow.stages.local import run_local
 from rtflow.stages.stream.answer_cache import observe_caches
+from rtflow.stages.stream.metrics import StreamMetrics
 from rtflow.stages.stream.plan import Message, Plan
 from rtflow.stages.stream.steps import InferenceStep
 from rtflow.stages.stream.triton import Rejected, TritonBatcher
@@ -113,8 +113,8 @@ def test_the_stream_plane_groups_the_batch_per_model_and_caches_repeats(
 ) -> None:
     plan = Plan(routing.routed_stream.build())
     plan.bind_triton({routing.SERVER.name: server.grpc_url})
-    counter = Counter("cache", "", ["stage", "outcome"], registry=CollectorRegistry())
-    observe_caches(plan.steps, counter)
+    metrics = StreamMetrics("routed-stream", "0")  # the worker's own counters
+    observe_caches(plan.steps, metrics.answer_cache)
     batchers = {s.task.name: s.batcher for s in plan.steps if isinstance(s, InferenceStep)}
     try:
         tiers = TIERS * 3
@@ -135,9 +135,20 @@ def test_the_stream_plane_groups_the_batch_per_model_and_caches_repeats(
         assert (large.requests, large.rows) == (1, premium)
         assert (small.requests, small.rows) == (1, len(TIERS) - premium)
         assert (large.cache.hits, large.cache.misses) == (2 * premium, premium)
-        assert counter.labels(stage="score-small", outcome="hit")._value.get() == 2 * (
-            len(TIERS) - premium
-        )
+        counted = {
+            (stage, outcome): metrics.registry.get_sample_value(
+                "rtflow_stream_inference_cache_total", {"stage": stage, "outcome": outcome}
+            )
+            for stage in ("score-large", "score-small")
+            for outcome in ("hit", "miss")
+        }
+        others = len(TIERS) - premium
+        assert counted == {
+            ("score-large", "hit"): 2 * premium,
+            ("score-large", "miss"): premium,
+            ("score-small", "hit"): 2 * others,
+            ("score-small", "miss"): others,
+        }
         before = succeeded(server, "large")
         again = plan.execute(_messages(["premium"], [0.0]))
         assert [json.loads(r.value)["answer"]["outputs"][0]["data"] for r in again.records] == [[2]]
