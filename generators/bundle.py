@@ -18,6 +18,7 @@ from typing import Any
 
 from rtflow import api_limits
 from rtflow.errors import BundleError
+from rtflow.generators.stream.workers import STAGE_SECRETS_VOLUME
 
 Document = dict[str, Any]
 
@@ -409,7 +410,12 @@ def check_stream_plane(bundle: Bundle) -> Iterable[str]:
                 yield f"{where}: reads topic {source['topic']!r}, which no KafkaTopic declares"
             used = _secret_keys({k: source.get(k) for k in ("tls", "sasl")})
             for worker in own_workers:
-                mounted = _secret_keys(worker.body["spec"]["template"]["spec"].get("volumes"))
+                # the workers' Kafka credentials only: a hot stage's (a store's connection
+                # string) are mounted beside them and are no business of the EventSource
+                volumes = worker.body["spec"]["template"]["spec"].get("volumes") or []
+                mounted = _secret_keys(
+                    [v for v in volumes if v.get("name") != STAGE_SECRETS_VOLUME]
+                )
                 if used != mounted:
                     yield (
                         f"{where}: logs in with Secrets {sorted(used)}, the stream workers "
