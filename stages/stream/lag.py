@@ -67,20 +67,23 @@ class LagWatch:
                 overdue.append(tp)
         for key in set(self._without_position) - {(tp.topic, tp.partition) for tp in assigned}:
             del self._without_position[key]
-        if not overdue:
-            self.metrics.unreadable_offsets.set(0)
-        elif now - self._last_check >= self.unreadable_after:
+        unreadable: int | None = 0 if not overdue else None  # None: unchanged
+        if overdue and now - self._last_check >= self.unreadable_after:
             self._last_check = now
-            lags.update(self._check(consumer, overdue))
+            held, unreadable = self._check(consumer, overdue)
+            lags.update(held)
+        # The lag first: whoever sees the unreadable partitions counted sees what they hold.
         self.metrics.observe_lag(lags)
+        if unreadable is not None:
+            self.metrics.unreadable_offsets.set(unreadable)
 
-    def _check(self, consumer: Any, partitions: list[Any]) -> dict[int, int]:
+    def _check(self, consumer: Any, partitions: list[Any]) -> tuple[dict[int, int], int]:
+        """The lag of partitions without a position, and how many of them are unreadable."""
         from confluent_kafka import KafkaException
 
         try:
             committed = consumer.committed(partitions, timeout=2.0)
         except KafkaException as exc:
-            self.metrics.unreadable_offsets.set(len(partitions))
             names = ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions)
             log.error(
                 "group %s cannot read its committed offsets of %s after %g s without a "
@@ -90,9 +93,9 @@ class LagWatch:
                 "--broker-id N` and abort it with `kafka-transactions.sh ... abort`",
                 self.group, names, self.unreadable_after, exc.args[0].str(),
             )  # fmt: skip
-            return {tp.partition: self._held(consumer, tp, None) for tp in partitions}
-        self.metrics.unreadable_offsets.set(0)
-        return {tp.partition: self._held(consumer, tp, tp.offset) for tp in committed}
+            held = {tp.partition: self._held(consumer, tp, None) for tp in partitions}
+            return held, len(partitions)
+        return {tp.partition: self._held(consumer, tp, tp.offset) for tp in committed}, 0
 
     @staticmethod
     def _held(consumer: Any, tp: Any, committed: int | None) -> int:
