@@ -252,6 +252,8 @@ class Totals:
     dead_lettered: float = 0.0
     handed_off: float = 0.0
     latency_buckets: dict[float, float] = field(default_factory=dict)
+    first_token_buckets: dict[float, float] = field(default_factory=dict)
+    """Time to first token of the rtflow.generate steps (every stage and worker together)."""
 
     @property
     def done(self) -> float:
@@ -264,15 +266,17 @@ class Totals:
         finite = [b for b in self.latency_buckets if b != float("inf")]
         return f">{max(finite, default=0.0) * 1000.0:.0f} ms"
 
-    def quantile(self, q: float) -> float | None:
-        """The latency quantile in ms, read off the histogram's buckets (upper bound)."""
-        if not self.latency_buckets:
+    def quantile(self, q: float, buckets: dict[float, float] | None = None) -> float | None:
+        """The latency quantile in ms (or of ``buckets``), read off the histogram's buckets
+        (upper bound)."""
+        buckets = self.latency_buckets if buckets is None else buckets
+        if not buckets:
             return None
-        total = max(self.latency_buckets.values())
+        total = max(buckets.values())
         if total <= 0:
             return None
-        for bound in sorted(self.latency_buckets):
-            if self.latency_buckets[bound] >= q * total:
+        for bound in sorted(buckets):
+            if buckets[bound] >= q * total:
                 return bound * 1000.0
         return None
 
@@ -298,6 +302,11 @@ def totals(ports: Sequence[int], *, last_group_ports: Sequence[int]) -> Totals:
                 bound = key.split("le=", 1)[1].split(",")[0].rstrip("}")
                 upper = float("inf") if bound in ("+Inf", "inf") else float(bound)
                 result.latency_buckets[upper] = result.latency_buckets.get(upper, 0.0) + value
+            elif key.startswith("rtflow_stream_time_to_first_token_seconds_bucket{"):
+                bound = key.split("le=", 1)[1].split(",")[0].rstrip("}")
+                upper = float("inf") if bound in ("+Inf", "inf") else float(bound)
+                found = result.first_token_buckets
+                found[upper] = found.get(upper, 0.0) + value
     return result
 
 
@@ -541,6 +550,13 @@ def run_stream_local(
                 "worker_exit_codes": codes,
                 "seconds": round(time.monotonic() - started, 2),
             }
+            generations = max(seen.first_token_buckets.values(), default=0.0)
+            if generations:  # the histogram's bucket bounds: "at most" figures
+                p50, p99 = (seen.quantile(q, seen.first_token_buckets) or 0.0 for q in (0.5, 0.99))
+                summary |= {"generations": int(generations),
+                            "ttft_p50_le_ms": p50, "ttft_p99_le_ms": p99}  # fmt: skip
+                print(f"stream: time to first token ({int(generations)} generations): "
+                      f"p50<={p50:.0f} ms, p99<={p99:.0f} ms", file=out)  # fmt: skip
             print(json.dumps(summary), file=out)
             return 0 if all(code == 0 for code in codes) else 1
     finally:
