@@ -4,6 +4,7 @@ named by ``$RTFLOW_BENCH_TOPICS`` so each measured point starts from empty topic
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -35,6 +36,18 @@ def _optional_int(name: str) -> int | None:
     return int(os.environ[name]) if os.environ.get(name) else None
 
 
+# RTFLOW_BENCH_CACHE=N: the worker keeps N answers of the scorer for repeated requests
+# (triton_model(client_cache=N)); measured with stream_fraud.py --repeated.
+CACHE = _optional_int("RTFLOW_BENCH_CACHE") or 0
+if CACHE:
+    SCORER = dataclasses.replace(FRAUD_SCORER, client_cache=CACHE)
+    SERVER = dataclasses.replace(
+        SERVER, models=tuple(SCORER if m.name == SCORER.name else m for m in SERVER.models)
+    )
+else:
+    SCORER = FRAUD_SCORER
+
+
 @rtflow.pipeline(
     name="fraud-bench",
     latency_budget_ms=35,
@@ -52,6 +65,6 @@ def _optional_int(name: str) -> int | None:
 )
 def fraud_bench(transaction: dict[str, Any]) -> None:
     features = compute_features(transaction)
-    scored = rtflow.infer(SERVER, FRAUD_SCORER, {"features": features}, name="score", timeout="2s")
+    scored = rtflow.infer(SERVER, SCORER, {"features": features}, name="score", timeout="2s")
     decision = decide(scored, transaction)
     publish(topic=DECISIONS, payload=decision.record, key_field="transaction_id")
