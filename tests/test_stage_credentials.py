@@ -285,3 +285,86 @@ def test_lint_accepts_a_cloud_repositorys_credentials_as_compiled(
     for name in ("GOOGLE_APPLICATION_CREDENTIALS", "TRITON_CLOUD_CREDENTIAL_PATH"):
         if name in env:
             assert any(env[name]["value"].startswith(f"{m}/") for m in mounts)
+
+
+def test_a_stream_worker_loads_its_stages_file_credentials_before_their_modules(
+    tmp_path: Path,
+) -> None:
+    """The compiled worker Deployment's env, run by the real worker entry point: a hot-path
+    stage's module reads os.environ["API_TOKEN"] at import, as it can on the workflow plane
+    (the module stops the worker right after, so no broker is needed)."""
+    seen = tmp_path / "seen"
+    (tmp_path / "stream_creds.py").write_text(
+        textwrap.dedent(
+            f"""
+            import os
+            import rtflow
+
+            SEEN = os.environ.get("SEEN_AT_IMPORT")
+            if SEEN:
+                with open(SEEN, "w") as out:
+                    out.write(os.environ.get("API_TOKEN", "<unset>"))
+                raise SystemExit(0)
+
+            orders = rtflow.kafka("orders", brokers=["kafka:9092"], consumer_group="creds",
+                                  inputs={{"n": "body.n"}})
+
+            @rtflow.stage(
+                image={IMAGE!r}, secrets=[rtflow.Secret(env="API_TOKEN", secret="api", key="token")]
+            )
+            def whoami(n: int) -> str:
+                return os.environ["API_TOKEN"]
+
+            @rtflow.pipeline(name="stream-creds", triggers=[orders],
+                             stream=rtflow.Stream(image={IMAGE!r}))
+            def stream_creds(n: int) -> None:
+                whoami(n)
+            """
+        )
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        _, pipelines = load_pipelines(str(tmp_path / "stream_creds.py"))
+        bundle = compile_pipelines([p.build() for p in pipelines])
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("stream_creds", None)
+    from rtflow.generators.writers import render_stream
+
+    (worker,) = [
+        d
+        for d in yaml.safe_load_all(render_stream(bundle))
+        if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-stream")
+    ]
+    (container,) = worker["spec"]["template"]["spec"]["containers"]
+    command = [*container["command"], *container["args"]]
+    assert command[:4] == ["python", "-m", "rtflow.stages", "stream"], command
+    mounted = tmp_path / "mnt"
+    env = {
+        e["name"]: e["value"].replace(contract.SECRETS_DIR, str(mounted))
+        for e in container.get("env", [])
+        if "value" in e
+    }
+    assert env["API_TOKEN_FILE"].startswith(str(mounted)), env
+    token = Path(env["API_TOKEN_FILE"])
+    token.parent.mkdir(parents=True)
+    token.write_text("s3cret")
+    patch = (
+        "import sys; from rtflow.stages import contract; "
+        f"contract.SECRETS_DIR = {str(mounted)!r}; "
+        "from rtflow.stages.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", patch, *command[3:], "--brokers", "127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={
+            **{k: v for k, v in os.environ.items() if k != "API_TOKEN"},
+            **env,
+            "SEEN_AT_IMPORT": str(seen),
+            "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+        },
+        timeout=60,
+    )
+    assert seen.read_text() == "s3cret", result.stderr

@@ -93,6 +93,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     """The worker process: build the plan from the pipeline's own definition and run it."""
+    from rtflow.stages import secret_files
     from rtflow.stages.builtin.kafka_publish import security_from_env
     from rtflow.stages.stage_logging import configure as configure_logging
     from rtflow.stages.stream.answer_cache import observe_caches
@@ -117,6 +118,10 @@ def serve(args: argparse.Namespace) -> int:
     # One log format for both planes (rtflow.stages.stage_logging): JSON lines with the level,
     # the logger, the message as "event" and, for failures, the traceback.
     configure_logging()
+    # The hot path's stage credentials are mounted as files (<ENV>_FILE); a stage function
+    # reads os.environ["<ENV>"] on the stream plane as on the workflow plane, so they are
+    # loaded before the pipeline's modules are imported (rtflow.stages.secret_files).
+    secret_files.load()
     pipeline = load_stream_pipeline(args.pipeline)
     assert pipeline.stream is not None
     plan = Plan(pipeline, group=args.group)
