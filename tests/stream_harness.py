@@ -273,19 +273,11 @@ def iter_lines(path: Path) -> Iterator[str]:
 def fraud_stream_triton(work_dir: Path) -> Any:
     """A local Triton serving what the test stream pipeline's inference steps need (not
     started); a missing Triton wheel or numpy skips the test (fails under CI=true)."""
-    from components import component_missing
+    from components import local_triton_for
 
-    from rtflow.gpu import triton_server as ts
-    from rtflow.stages.inference import local_triton_server, needs_triton
     from rtflow.stages.stream.launcher import load_stream_pipeline
 
-    try:
-        ts.locate_triton()
-        ts.check_numpy()
-    except ts.TritonUnavailable as exc:
-        component_missing(str(exc))
-    pipeline = load_stream_pipeline(FRAUD_STREAM)
-    return local_triton_server(pipeline, needs_triton(pipeline), work_dir=work_dir)
+    return local_triton_for(load_stream_pipeline(FRAUD_STREAM), work_dir)
 
 
 EVENTS = 100_000

@@ -15,11 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from components import component_missing
+from components import triton_available
 from local_pipelines.generation import WORDS, generation
 
 from rtflow.errors import DefinitionError
-from rtflow.gpu import triton_server as ts
 from rtflow.gpu.config import write_repository
 from rtflow.gpu.generate import (
     GenerationError,
@@ -43,11 +42,7 @@ WORDS_OF = PROMPT.split()
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    try:
-        ts.locate_triton()
-        ts.check_numpy()
-    except ts.TritonUnavailable as exc:
-        component_missing(str(exc))
+    triton_available()
     folder = tmp_path_factory.mktemp("triton-generate")
     base = __import__("local_pipelines").__path__[0]
     repository = write_repository([WORDS], folder / "models", base=base, cpu_only=True)

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from components import component_missing
+from components import local_triton_for
 from local_pipelines import rag
 
-from rtflow.gpu import triton_server as ts
 from rtflow.gpu.triton_server import TritonServer
 from rtflow.stages.builtin.pgvector_store import (
     create_collection,
@@ -22,7 +21,6 @@ from rtflow.stages.builtin.pgvector_store import (
 )
 from rtflow.stages.builtin.stores import SESSION_DSN_ENV, VECTOR_DSN_ENV
 from rtflow.stages.events import Event, MemorySink
-from rtflow.stages.inference import local_triton_server, needs_triton
 from rtflow.stages.local import run_local
 
 pytestmark = pytest.mark.integration
@@ -36,14 +34,8 @@ DOCS = [
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    try:
-        ts.locate_triton()
-        ts.check_numpy()
-    except ts.TritonUnavailable as exc:
-        component_missing(str(exc))
-    pipeline = rag.rag.build()
     folder = tmp_path_factory.mktemp("triton")
-    with local_triton_server(pipeline, needs_triton(pipeline), work_dir=folder) as srv:
+    with local_triton_for(rag.rag.build(), folder) as srv:
         yield srv
 
 

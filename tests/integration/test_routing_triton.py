@@ -20,14 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from components import component_missing
+from components import component_missing, local_triton_for
 from local_pipelines import routing
 
-from rtflow.gpu import triton_server as ts
 from rtflow.gpu.kserve import encode_request, infer_path, infer_request
 from rtflow.gpu.triton_server import TritonServer
 from rtflow.stages.events import ListSource, MemorySink
-from rtflow.stages.inference import local_triton_server, needs_triton
 from rtflow.stages.local import run_local
 from rtflow.stages.stream.answer_cache import observe_caches
 from rtflow.stages.stream.metrics import StreamMetrics
@@ -43,14 +41,8 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    try:
-        ts.locate_triton()
-        ts.check_numpy()
-    except ts.TritonUnavailable as exc:
-        component_missing(str(exc))
-    pipeline = routing.routed.build()
     folder = tmp_path_factory.mktemp("triton")
-    with local_triton_server(pipeline, needs_triton(pipeline), work_dir=folder) as srv:
+    with local_triton_for(routing.routed.build(), folder) as srv:
         yield srv
 
 

@@ -23,17 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from components import component_missing
+from components import local_triton_for
 from local_pipelines import text
 
 from rtflow.errors import DefinitionError
-from rtflow.gpu import triton_server as ts
 from rtflow.gpu.client import TritonGrpcClient
 from rtflow.gpu.kserve import encode_request, infer_path, infer_request, parse_infer_response
 from rtflow.gpu.triton_server import TritonServer
 from rtflow.stages.builtin.triton_client import triton_infer
 from rtflow.stages.events import Event, ListSource, MemorySink
-from rtflow.stages.inference import local_triton_server, needs_triton
 from rtflow.stages.local import run_local
 from rtflow.stages.stream.plan import Message, Plan
 from rtflow.stages.stream.triton import Rejected, TritonBatcher
@@ -56,14 +54,8 @@ def shouted(message: str) -> tuple[str, int]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    try:
-        ts.locate_triton()
-        ts.check_numpy()
-    except ts.TritonUnavailable as exc:
-        component_missing(str(exc))
-    pipeline = text.text_http.build()
     folder = tmp_path_factory.mktemp("triton")
-    with local_triton_server(pipeline, needs_triton(pipeline), work_dir=folder) as srv:
+    with local_triton_for(text.text_http.build(), folder) as srv:
         yield srv
 
 
