@@ -22,13 +22,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from rtflow.gpu.triton_server import (
+from rtflow.gpu.triton_install import (
     TritonError,
     TritonInstall,
-    _prepare_backends,
-    _server_env,
     check_numpy,
     locate_triton,
+    prepare_backends,
+    server_env,
 )
 
 WORK_DIR_ENV = "RTFLOW_TRITON_WORK_DIR"
@@ -53,12 +53,12 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         install = locate_triton()
         check_numpy()
         work_dir = Path(os.environ.get(WORK_DIR_ENV) or tempfile.gettempdir()) / "rtflow-triton"
-        backends = _prepare_backends(install, work_dir)
+        backends = prepare_backends(install, work_dir)
     except (TritonError, OSError) as error:
         print(f"tritonserver (rtflow CPU image): {error}", file=sys.stderr)
         sys.exit(2)
     argv_out = command(install, backends, args)
-    os.execve(argv_out[0], argv_out, _server_env(install, None))
+    os.execve(argv_out[0], argv_out, server_env(install, None))
 
 
 if __name__ == "__main__":

@@ -265,7 +265,7 @@ def test_stub_runs_this_interpreter_and_environment(server: TritonServer) -> Non
     assert report["version"] == platform.python_version()
     assert Path(report["prefix"]).resolve() == Path(sys.prefix).resolve()
     assert int(report["numpy"].split(".")[0]) < 2
-    libdir = ts._python_library_dir()
+    libdir = ts.python_library_dir()
     if libdir is not None:
         assert [str(Path(p).parent) for p in report["libpython"]] == [libdir]
 
@@ -398,12 +398,12 @@ def test_stub_environment_points_at_this_interpreter() -> None:
         library_dirs=(Path("/x/libs"),),
         caches=None,
     )
-    env = ts._server_env(install, {"EXTRA": "1"})
+    env = ts.server_env(install, {"EXTRA": "1"})
     first_path = env["PATH"].split(os.pathsep)[0]
     assert first_path == os.path.dirname(sys.executable)
     ld_dirs = env["LD_LIBRARY_PATH"].split(os.pathsep)
     assert "/x/libs" in ld_dirs
-    libdir = ts._python_library_dir()
+    libdir = ts.python_library_dir()
     if libdir is not None:
         assert ld_dirs[0] == libdir
     assert env["EXTRA"] == "1"
