@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import rtflow
 from rtflow.gpu import InstanceGroup, Tensor, triton_model, triton_serving
+from rtflow.gpu.server import triton_image
 from rtflow.stages.builtin.kafka_publish import kafka_publish
 
 REGISTRY = "ghcr.io/acme/assistant"
@@ -54,7 +55,18 @@ GENERATOR = triton_model(
     versions={1: "models/rag-generator/1"},
     parameters={"delay_ms": 10},
 )
-SERVER = triton_serving("assistant-triton", [EMBEDDER, GENERATOR], cpu="2", memory="2Gi")
+# Images by digest, as a cluster should run them (fictional digests: nothing is pulled here).
+TRITON_IMAGE = (
+    f"{triton_image('24.10')}@sha256:"
+    "8f9b085a4c26463c7378ea1cd1ea9efa854395eb0dca31f93294fe5b49962829"
+)
+STREAM_IMAGE = (
+    f"{REGISTRY}/rag-stream:1.0.0@sha256:"
+    "e64248e0437cc7c8f469c5382cee250fa639489ac08e764370fa2f168a24a001"
+)
+SERVER = triton_serving(
+    "assistant-triton", [EMBEDDER, GENERATOR], cpu="2", memory="2Gi", image=TRITON_IMAGE
+)
 
 # One PostgreSQL with pgvector holds the handbook's vectors and the sessions; its libpq
 # connection string (password included) is the Secret's key, mounted as a file.
@@ -117,7 +129,7 @@ publish = rtflow.configure(kafka_publish, name="publish-answer")
         max_wait_ms=10,
         generations_in_flight=32,
         partitions=6,
-        image=f"{REGISTRY}/rag-stream:1.0.0",
+        image=STREAM_IMAGE,
     ),
 )
 def conversational_rag(

@@ -20,6 +20,7 @@ NOT_DEPLOYABLE = {"bad_quantity.py"}
 TARGETS = [
     ROOT / "examples/fraud_detection.py",
     ROOT / "examples/support_triage.py",
+    ROOT / "examples/conversational_rag.py",
     *sorted(
         path
         for folder in ("pipelines", "local_pipelines", "stream_pipelines")

@@ -13,7 +13,7 @@ from typing import Any
 
 import rtflow
 from rtflow.gpu.models import triton_model
-from rtflow.gpu.server import triton_serving
+from rtflow.gpu.server import triton_image, triton_serving
 from rtflow.gpu.tensors import Tensor
 from rtflow.stages.builtin.kafka_publish import kafka_publish
 
@@ -38,7 +38,15 @@ EMBED = triton_model(
     repository="pvc://triton-models/rag",
     versions={1: "embed/1"},
 )
-SERVER = triton_serving("llm-triton", [EMBED, WORDS], cpu="1", memory="1Gi")
+SERVER = triton_serving(
+    "llm-triton",
+    [EMBED, WORDS],
+    cpu="1",
+    memory="1Gi",
+    # Pinned, as a cluster should run it (a fictional digest: no registry is reached).
+    image=f"{triton_image('24.10')}@sha256:"
+    "f1437ce2bdb81d410d01ef020561d76e8ae58a2eed6753124e9879cdb66e67fb",
+)
 DOCS = rtflow.VectorDatabase(
     dsn=rtflow.SecretKey("rag-db", "dsn"), egress=rtflow.Egress("10.20.0.0/16", ports=[5432])
 )
