@@ -307,12 +307,15 @@ class TritonGenerator:
             self._client.start_stream(callback=lambda result, error: answers.put((result, error)))
             finished = False
             try:
-                self._client.async_stream_infer(
-                    name,
-                    tensors,
-                    request_id=uuid.uuid4().hex,
-                    enable_empty_final_response=True,
-                )
+                try:
+                    self._client.async_stream_infer(
+                        name,
+                        tensors,
+                        request_id=uuid.uuid4().hex,
+                        enable_empty_final_response=True,
+                    )
+                except Exception as exc:  # the stream broke before the request went out
+                    raise self._broken(name, answers, exc) from None
                 while True:
                     wait = None if deadline is None else deadline - time.monotonic()
                     if wait is not None and wait <= 0:
@@ -342,6 +345,20 @@ class TritonGenerator:
             finally:
                 # a stream left early (break, error, timeout) cancels the request in Triton
                 self._client.stop_stream(cancel_requests=not finished)
+
+    def _broken(
+        self, name: str, answers: queue.SimpleQueue[tuple[Any, Any]], exc: Exception
+    ) -> GenerationError:
+        """The stream's own failure (its callback has it, e.g. UNAVAILABLE), rather than
+        tritonclient's "the stream is no longer in valid state"; a transport failure either
+        way, never the model's answer."""
+        try:
+            _, error = answers.get(timeout=1.0)
+        except queue.Empty:
+            error = None
+        cause = error if error is not None else exc
+        status = _grpc_status(cause) or "UNAVAILABLE"
+        return GenerationError(f"model {name!r}: Triton answered: {cause}", (), status)
 
     def generate(
         self,
