@@ -11,7 +11,7 @@ from typing import Any
 
 import rtflow
 from rtflow.gpu.models import triton_model
-from rtflow.gpu.server import triton_serving
+from rtflow.gpu.server import triton_image, triton_serving
 from rtflow.gpu.tensors import Tensor
 
 WORDS = triton_model(
@@ -26,7 +26,14 @@ WORDS = triton_model(
     versions={1: "word_stream/1"},
     parameters={"delay_ms": 30},
 )
-SERVER = triton_serving("llm-triton", [WORDS], cpu="1", memory="1Gi")
+SERVER = triton_serving(
+    "llm-triton",
+    [WORDS],
+    cpu="1",
+    memory="1Gi",
+    # Pinned, as a cluster should run it (a fictional digest: no registry is reached).
+    image=f"{triton_image('24.10')}@sha256:6f7899db5e3e582628d1dcca45f90f36291163095cd8166bb7ab6f59d50a43d5",
+)
 
 
 @rtflow.stage(image="ghcr.io/acme/chat:1.0")

@@ -37,7 +37,7 @@ def always(risk: float) -> str:
     return f"always {risk}"
 
 
-@rtflow.pipeline(name="branches")
+@rtflow.pipeline(name="branches", namespace="language")
 def branches(amount: float) -> None:
     """high above 0.8; else middle above 0.3; else low: a nested otherwise."""
     risk = score(amount)
@@ -56,7 +56,7 @@ def act(decision: str) -> str:
     return f"acted on {decision}"
 
 
-@rtflow.pipeline(name="gated")
+@rtflow.pipeline(name="gated", namespace="language")
 def gated(amount: float) -> None:
     risk = score(amount)
     with rtflow.when(risk > 0.5):
@@ -79,7 +79,7 @@ def patient(seconds: float) -> float:
     return seconds
 
 
-@rtflow.pipeline(name="deadlines", default_timeout=1)
+@rtflow.pipeline(name="deadlines", namespace="language", default_timeout=1)
 def deadlines(seconds: float) -> None:
     nap(seconds)
     patient(seconds)

@@ -11,7 +11,7 @@ from typing import Any
 
 import rtflow
 from rtflow.gpu.models import triton_model
-from rtflow.gpu.server import triton_serving
+from rtflow.gpu.server import triton_image, triton_serving
 from rtflow.gpu.tensors import Tensor
 from rtflow.stages.builtin.kafka_publish import kafka_publish
 
@@ -32,7 +32,14 @@ def scorer(name: str) -> Any:
 
 SMALL = scorer("small")
 LARGE = scorer("large")
-SERVER = triton_serving("route-triton", [SMALL, LARGE], cpu="1", memory="1Gi")
+SERVER = triton_serving(
+    "route-triton",
+    [SMALL, LARGE],
+    cpu="1",
+    memory="1Gi",
+    # Pinned, as a cluster should run it (a fictional digest: no registry is reached).
+    image=f"{triton_image('24.10')}@sha256:6f7899db5e3e582628d1dcca45f90f36291163095cd8166bb7ab6f59d50a43d5",
+)
 
 
 @rtflow.stage(image="ghcr.io/acme/routes:1.0")
