@@ -48,6 +48,7 @@ CHAIN = str(ROOT / "benchmarks" / "stream" / "measuring_chain.py")
 QUIX_PYTHON = ROOT / ".tools" / "quix-venv" / "bin" / "python"
 HEADING = "## Stream plane: fraud hot path, exactly once"
 REPEAT_HEADING = "## Stream plane: exactly once at 20,000 events/s, repeated"
+CACHE_HEADING = "## Stream plane: repeated requests and answer caches"
 CLOCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -450,13 +451,19 @@ def section(points: list[Point], seconds: float, warmup: float, command: str) ->
     return "\n".join(lines) + "\n"
 
 
-def repeat_section(points: list[Point], seconds: float, warmup: float, command: str) -> str:
+def repeat_section(
+    points: list[Point],
+    seconds: float,
+    warmup: float,
+    command: str,
+    heading: str = REPEAT_HEADING,
+) -> str:
     """The headline point run several times, interleaved: one run's p99 on two shared cores
     moves by a factor of ten (a single broker stall of half a second is 1% of a window)."""
     import statistics
 
     lines = [
-        REPEAT_HEADING,
+        heading,
         "",
         f"Measured {time.strftime('%Y-%m-%d')}, same machine and set-up as above, {seconds:g} s "
         f"per run, the first {warmup:g} s not counted, the systems' runs interleaved. "
@@ -583,8 +590,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         command += " --floor" if options.floor else ""
         command += reader
+        # Runs with repeated requests (a cache's measurement) have a section of their own.
+        heading = REPEAT_HEADING
+        if options.repeated is not None:
+            command += f" --repeated {options.repeated:g}"
+            heading = CACHE_HEADING
         replace_section(
-            REPEAT_HEADING, repeat_section(points, options.seconds, options.warmup, command)
+            heading, repeat_section(points, options.seconds, options.warmup, command, heading)
         )
     elif options.write:
         from bench_report import replace_section
