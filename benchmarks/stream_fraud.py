@@ -2,7 +2,9 @@
 
     python benchmarks/stream_fraud.py --write        # about 7 minutes; BENCHMARKS.md section
 
-A real Kafka broker (Kafka's production JVM flags) and a real Triton (CPU, the example's
+A real Kafka broker (Kafka's production JVM flags, its collector ZGC by default: ``--broker-gc
+g1`` for Kafka's own G1, whose pauses of 20-35 ms each reach every request in flight, measured:
+BENCHMARKS.md) and a real Triton (CPU, the example's
 Python-backend scorer) on 127.0.0.1. For each point a load generator process offers a fixed
 rate of transactions (each key carries its send time), the system under test runs in its own
 processes, and a reader process consumes the decisions ``read_committed``: end-to-end latency
@@ -108,6 +110,19 @@ def worker_profile(ports: Sequence[int]) -> dict[str, float]:
         label = key.split("{", 1)[1].rstrip("}")
         scale = 1.0 if "events" in name or "rows" in name else 1000.0
         profile[f"{name}{'[' + label + ']' if label else ''}"] = total / count * scale
+    # A worker-side answer cache (client_cache): the share of rows it answered.
+    outcomes: dict[str, float] = {}
+    for port in ports:
+        try:
+            values = scrape(port)
+        except OSError:
+            continue
+        for key, value in values.items():
+            if key.startswith("rtflow_stream_inference_cache_total{"):
+                outcome = "hit" if "outcome=hit" in key else "miss"
+                outcomes[outcome] = outcomes.get(outcome, 0.0) + value
+    if sum(outcomes.values()):
+        profile["cache_hit_share"] = outcomes.get("hit", 0.0) / sum(outcomes.values())
     # The bucket a quantile falls in (an upper bound, in ms), for the two waits a latency is
     # made of on the worker's side: send -> processed, and the commit that makes it visible.
     for name in ("event_latency_seconds", "commit_seconds"):
@@ -419,13 +434,19 @@ def plan(quick: bool) -> list[tuple[str, str, int, int, int]]:
     ]
 
 
-def section(points: list[Point], seconds: float, warmup: float, command: str) -> str:
+BROKER_GC = {"zgc": ["-XX:+UseZGC"], "g1": []}  # g1: Kafka's production flags as they are
+
+
+def section(
+    points: list[Point], seconds: float, warmup: float, command: str, collector: str = "zgc"
+) -> str:
     lines = [
         HEADING,
         "",
         f"Measured {time.strftime('%Y-%m-%d')} on this machine ({os.cpu_count()} cores, "
         f"{platform.processor() or platform.machine()}, Python {platform.python_version()}), "
-        "everything on 127.0.0.1: Kafka broker (production JVM flags), Triton CPU with the "
+        "everything on 127.0.0.1: Kafka broker (Kafka's production JVM flags, collector "
+        f"{collector.upper()}), Triton CPU with the "
         "example's Python-backend scorer, load generator, reader and the system under test "
         f"share the two cores. {seconds:g} s per point, the first {warmup:g} s not counted. "
         f"Command: `{command}`.",
@@ -521,6 +542,13 @@ def main(argv: list[str] | None = None) -> int:
         help="with --repeat: also the passthrough systems (no stage, no Triton), interleaved",
     )
     parser.add_argument(
+        "--broker-gc",
+        choices=sorted(BROKER_GC),
+        default="zgc",
+        help="the broker's collector: zgc (default; sub-millisecond pauses) or g1 (Kafka's "
+        "own flags, as kafka-run-class.sh has them)",
+    )
+    parser.add_argument(
         "--broker-jvm",
         action="append",
         default=[],
@@ -553,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         options.warmup,
         options.keep_logs,
         options.reader_min_bytes,
-        options.broker_jvm,
+        [*BROKER_GC[options.broker_gc], *options.broker_jvm],
         options.repeated,
     )
     points: list[Point] = []
@@ -581,6 +609,7 @@ def main(argv: list[str] | None = None) -> int:
         if options.reader_min_bytes != 65536
         else ""
     )
+    reader += f" --broker-gc {options.broker_gc}" if options.broker_gc != "zgc" else ""
     reader += "".join(f" --broker-jvm={o}" for o in options.broker_jvm)
     if options.write and options.repeat:
         from bench_report import replace_section
@@ -605,7 +634,10 @@ def main(argv: list[str] | None = None) -> int:
             " --quick" if options.quick else ""
         )
         command += reader
-        replace_section(HEADING, section(points, options.seconds, options.warmup, command))
+        replace_section(
+            HEADING,
+            section(points, options.seconds, options.warmup, command, options.broker_gc),
+        )
     return 0
 
 
