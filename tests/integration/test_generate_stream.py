@@ -53,7 +53,9 @@ def _plan(url: str, pipeline: Any = None) -> Plan:
 
 def _messages(*questions: str) -> list[Message]:
     return [
-        Message("questions", 0, n, json.dumps({"id": f"q{n}", "question": q}).encode(), b"k", [], 1)
+        Message(
+            "chat-questions", 0, n, json.dumps({"id": f"q{n}", "question": q}).encode(), b"k", [], 1
+        )
         for n, q in enumerate(questions)
     ]
 

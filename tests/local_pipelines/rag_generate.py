@@ -55,7 +55,7 @@ IMAGE = "ghcr.io/acme/chat/stream:1.0@sha256:" + "c0ffee" * 10 + "c0ff"
 
 def _trigger(group: str) -> rtflow.Trigger:
     return rtflow.kafka(
-        "questions",
+        "chat-questions",
         brokers=["kafka:9092"],
         consumer_group=group,
         inputs={"question": "body.question", "asked": "body.id"},
