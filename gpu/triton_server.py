@@ -80,6 +80,9 @@ __all__ = [
 
 ModelControlMode = Literal["none", "poll", "explicit"]
 
+UPSTREAM_START_ABORT: Final = "boost::interprocess::lock_exception"
+"""What Triton's log says when its Python backend aborts at start-up for no fault of the models
+(an upstream race between instances, triton-inference-server/server#8882): retried once."""
 _LOG_TAIL_LINES: Final = 40
 _LOG_TAIL_BYTES: Final = 64 * 1024
 _POLL_SECONDS: Final = 0.1
@@ -439,6 +442,21 @@ class TritonServer:
         ):
             if _port_in_use(self.host, port):
                 raise TritonStartupError(f"{name} port {self.host}:{port} is already in use")
+        try:
+            return self._launch(install)
+        except TritonStartupError as exc:
+            if isinstance(exc, TritonStartupTimeout) or UPSTREAM_START_ABORT not in exc.log_tail:
+                raise
+            # Triton's Python backend can abort while two instances initialise their shared
+            # memory (triton-inference-server/server#8882); a second start succeeds.
+            print(
+                "rtflow: Triton aborted while starting (boost::interprocess::lock_exception, "
+                "an upstream Python-backend race); starting it once more",
+                file=sys.stderr,
+            )
+            return self._launch(install)
+
+    def _launch(self, install: TritonInstall) -> TritonServer:
         models = self._models_to_wait_for()
         backends = prepare_backends(install, self.work_dir)
         cmd = self.command(install, backends)

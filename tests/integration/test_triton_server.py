@@ -407,3 +407,31 @@ def test_stub_environment_points_at_this_interpreter() -> None:
     if libdir is not None:
         assert ld_dirs[0] == libdir
     assert env["EXTRA"] == "1"
+
+
+def test_a_start_aborted_by_the_python_backends_lock_race_is_retried_once(
+    triton_available: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Triton's Python backend can abort at start-up with boost::interprocess::lock_exception
+    (upstream #8882); the launcher starts it once more. Here the model's first load dies the
+    same way, the second is fine: the server comes up, and says it retried."""
+    marker = tmp_path / "aborted-once"
+    aborting = MODEL_PY.replace(
+        "class TritonPythonModel:",
+        "class TritonPythonModel:\n    def initialize(self, args):\n"
+        "        import os, sys\n"
+        "        marker = os.environ['ABORT_ONCE_MARKER']\n"
+        "        if not os.path.exists(marker):\n"
+        "            open(marker, 'w').close()\n"
+        '            sys.stderr.write("terminate called after throwing an instance of '
+        "'boost::interprocess::lock_exception'\\n\")\n"
+        "            sys.stderr.flush()\n"
+        "            os.abort()\n",
+    )
+    repo = write_model(tmp_path / "repo", MODEL, CONFIG_PBTXT, aborting)
+    with TritonServer(
+        repo, http_port=0, grpc_port=0, metrics_port=0, env={"ABORT_ONCE_MARKER": str(marker)}
+    ) as srv:
+        assert marker.exists()
+        assert get_status(f"{srv.http_url}/v2/models/{MODEL}/ready") == 200
+    assert "starting it once more" in capsys.readouterr().err
