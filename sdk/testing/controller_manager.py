@@ -69,9 +69,3 @@ class ControllerManager(SupervisedProcess):
             )  # fmt: skip
         self._supervise(proc, terminate)
         return self
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

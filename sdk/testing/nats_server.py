@@ -20,10 +20,8 @@ along (parent-death signal).
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Self
@@ -66,7 +64,7 @@ class NatsServer(SupervisedProcess):
             raise ControlPlaneUnavailable(
                 f"nats-server not built in {binary.parent}: run tools/build-go-tools.sh nats-server"
             )
-        self.work_dir = self.work_dir or Path(tempfile.mkdtemp(prefix="rtflow-nats-"))
+        self.work_dir = self._work_folder("rtflow-nats-")
         self.work_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_path = self.work_dir / "nats-server.log"
         self.port = self.port or free_port()
@@ -121,14 +119,3 @@ class NatsServer(SupervisedProcess):
             for stream in account.get("stream_detail") or []
             for consumer in stream.get("consumer_detail") or []
         ]
-
-    def close(self) -> None:
-        super().close()
-        if self._own_work_dir and self.work_dir is not None:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

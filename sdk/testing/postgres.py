@@ -172,9 +172,7 @@ class PostgresServer(SupervisedProcess):
     def __init__(
         self, work_dir: Path | None = None, *, bin_dir: Path | None = None, port: int = 0
     ) -> None:
-        super().__init__()
-        self._own_work_dir = work_dir is None
-        self.work_dir = work_dir
+        super().__init__(work_dir)
         self._bin_dir = bin_dir
         self.port = port
 
@@ -186,7 +184,7 @@ class PostgresServer(SupervisedProcess):
     def start(self, timeout: float = 60.0) -> Self:
         account = _unprivileged() if os.geteuid() == 0 else None
         bin_dir = runnable_bin_dir(self._bin_dir or find_bin_dir(), account)
-        self.work_dir = self.work_dir or Path(tempfile.mkdtemp(prefix="rtflow-postgres-"))
+        self.work_dir = self._work_folder("rtflow-postgres-")
         data = self.work_dir / "data"
         data.mkdir(parents=True, exist_ok=True)
         if account is not None:
@@ -249,17 +247,6 @@ class PostgresServer(SupervisedProcess):
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         return dsn
-
-    def close(self) -> None:
-        super().close()
-        if self._own_work_dir and self.work_dir is not None:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def main() -> int:

@@ -173,12 +173,6 @@ class WorkflowController(SupervisedProcess):
         self._supervise(proc, _kill)
         return self
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL: the controller does not stop on SIGTERM while its workers run."""
