@@ -13,6 +13,7 @@ import json
 import math
 import struct
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -218,7 +219,14 @@ def test_concurrent_requests_are_batched(server: TritonServer) -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert not errors
-    after = get_json(stats_url)["model_stats"][0]
+    # a backend reports a request's statistics after sending its answer: wait for them
+    deadline = time.monotonic() + 10.0
+    while True:
+        after = get_json(stats_url)["model_stats"][0]
+        settled = int(after["inference_count"]) - int(before["inference_count"]) >= 64
+        if settled or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     inferences = int(after["inference_count"]) - int(before["inference_count"])
     executions = int(after["execution_count"]) - int(before["execution_count"])
     assert inferences == 64
