@@ -32,7 +32,6 @@ import contextlib
 import functools
 import http.client
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -49,6 +48,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, TYPE_CHECKING, Final, Literal, TypeAlias
 
+from rtflow.gpu.shm_regions import new_prefix, remove_regions, sweep_orphans
 from rtflow.gpu.triton_install import (
     ENV_BINARY,
     INSTALL_HINT,
@@ -187,7 +187,7 @@ def _terminate(process: subprocess.Popen[bytes], timeout: float, shm_prefix: str
     SIGTERM lets Triton unload models and stop its stubs; SIGKILL to the whole group (the server
     was started in its own session) covers a hung server and any stub it left behind. A server
     killed while loading a model leaves its Python-backend regions in /dev/shm; the per-server
-    prefix makes them safe to remove.
+    prefix makes them safe to remove (:mod:`rtflow.gpu.shm_regions`).
     """
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -200,11 +200,7 @@ def _terminate(process: subprocess.Popen[bytes], timeout: float, shm_prefix: str
             process.wait()
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    shm = Path("/dev/shm")
-    if shm_prefix and shm.is_dir():
-        for region in shm.glob(f"{shm_prefix}*"):
-            with contextlib.suppress(OSError):
-                region.unlink()
+    remove_regions(shm_prefix)
 
 
 if TYPE_CHECKING:  # finalize is generic only in typeshed, not at run time
@@ -315,7 +311,7 @@ class TritonServer:
         self._log_handle: IO[bytes] | None = None
         self._log_offset = 0
         self._finalizer: _Finalizer | None = None
-        self._shm_prefix = f"rtflow{os.getpid()}_{secrets.token_hex(4)}_"
+        self._shm_prefix = new_prefix()
 
     # -- addresses -------------------------------------------------------------------------------
 
@@ -433,6 +429,7 @@ class TritonServer:
         if not self.model_repository.is_dir():
             raise TritonError(f"model repository {self.model_repository} is not a folder")
         install = locate_triton(self.binary)
+        sweep_orphans()  # what servers of processes killed earlier left in /dev/shm
         if self.check_numpy:
             check_numpy()
         for name, port in (
