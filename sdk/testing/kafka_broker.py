@@ -61,12 +61,9 @@ from rtflow.testing.kafka_prerequisites import (
     find_java,
     require_client,
 )
-from rtflow.testing.kafka_security import (
-    BrokerSecurity,
-    properties_text,
-    sasl_ssl_listener_settings,
-)
-from rtflow.testing.kraft_controller import CONTROLLER_ID, KraftController, accepts_connections
+from rtflow.testing.kafka_security import BrokerSecurity, properties_text
+from rtflow.testing.kafka_settings import NODE_ID, jvm_command, server_properties
+from rtflow.testing.kraft_controller import KraftController, accepts_connections
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
@@ -81,7 +78,6 @@ __all__ = [
     "find_java",
 ]
 
-NODE_ID = 1
 _LOG_TAIL_LINES = 40
 
 
@@ -115,10 +111,6 @@ def _cluster_id() -> str:
         text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         if not text.startswith("-"):
             return text
-
-
-_COLLECTOR = re.compile(r"-XX:\+Use\w+GC")
-_G1_ONLY = ("-XX:MaxGCPauseMillis", "-XX:InitiatingHeapOccupancyPercent")
 
 
 def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -423,100 +415,27 @@ class KafkaBroker:
 
     def _jvm(self, heap: str, log4j: Path) -> list[str]:
         assert self._java is not None and self._lib is not None
-        # C1 only and the serial collector: about half the start-up time on two cores, and a
-        # test broker never runs long enough for C2 or a concurrent GC to pay off. Benchmarks
-        # ask for Kafka's own production flags (kafka-run-class.sh): the test flags cost 86 %
-        # of a core against 52 % under load, and double p99 (measured, ../design notes).
-        flags = (
-            [f"-Xms{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-             "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent"]
-            if self._production_jvm
-            else ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
-        )  # fmt: skip
-        if any(_COLLECTOR.fullmatch(option) for option in self._jvm_options):
-            # Two collectors are a JVM start-up error; so are G1's options under another.
-            flags = [f for f in flags if not f.startswith(_G1_ONLY) and not _COLLECTOR.fullmatch(f)]
-        return [
-            str(self._java),
-            f"-Xmx{heap}",
-            *flags,
-            *self._jvm_options,
-            "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={log4j}",
-            "-cp",
-            str(self._lib / "*"),
-        ]
+        return jvm_command(
+            self._java,
+            self._lib,
+            heap=heap,
+            log4j=log4j,
+            production=self._production_jvm,
+            options=self._jvm_options,
+        )
 
     def _server_properties(self) -> str:
         assert self._port is not None and self._controller_port is not None
-        controller = f"127.0.0.1:{self._controller_port}"
-        settings: dict[str, str] = {
-            "process.roles": "broker,controller",
-            "node.id": str(NODE_ID),
-            # A static one-voter quorum: the controller address lives in this file rather than
-            # in the formatted metadata log (as with `format --standalone`), so a kept data
-            # folder can be started again on other ports.
-            "controller.quorum.voters": f"{NODE_ID}@{controller}",
-            "controller.listener.names": "CONTROLLER",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self._port},CONTROLLER://{controller}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self._port}",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "log.dirs": str(self._data_dir),
-            "auto.create.topics.enable": str(self._auto_create_topics).lower(),
-            "num.partitions": "1",
-            "default.replication.factor": "1",
-            "min.insync.replicas": "1",
-            "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "transaction.state.log.num.partitions": "4",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            "share.coordinator.state.topic.num.partitions": "1",
-            # A new consumer group would otherwise wait 3 s for more members before its first
-            # assignment: pure latency in tests.
-            "group.initial.rebalance.delay.ms": "0",
-            # The 128 MiB default is allocated up front and is a quarter of the small heap.
-            "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
-            # After a kill the restarted controller refuses the broker's new registration
-            # (DUPLICATE_BROKER_REGISTRATION) until the old session times out: 9 s by default,
-            # 3 s here; the heartbeat is shortened to match so a slow machine is not fenced.
-            "broker.heartbeat.interval.ms": "500",
-            "broker.session.timeout.ms": "3000",
-            "num.network.threads": "2",
-            "num.io.threads": "4",
-        }
-        if self.security is not None:
-            settings.update(self._secure_listener_settings(self.security))
-        if self._dedicated_controller:
-            # A broker only: the controller is its own process (rtflow.testing.kraft_controller)
-            # and the single voter; this node keeps the CONTROLLER listener's name and protocol
-            # to reach it, not the listener.
-            settings["process.roles"] = "broker"
-            settings["controller.quorum.voters"] = f"{CONTROLLER_ID}@{controller}"
-            settings["listeners"] = ",".join(
-                listener
-                for listener in settings["listeners"].split(",")
-                if not listener.startswith("CONTROLLER://")
-            )
-        settings.update(self._extra_config)
-        return properties_text(settings)
-
-    def _secure_listener_settings(self, security: BrokerSecurity) -> dict[str, str]:
-        """A SASL_SSL listener beside PLAINTEXT (its settings are shared with e2e's broker)."""
-        assert self._port is not None and self._secure_port is not None
-        secure = f"SASL_SSL://127.0.0.1:{self._secure_port}"
-        return {
-            "listeners": f"PLAINTEXT://127.0.0.1:{self._port},{secure},"
-            f"CONTROLLER://127.0.0.1:{self._controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self._port},{secure}",
-            "listener.security.protocol.map": (
-                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL"
-            ),
-            **sasl_ssl_listener_settings(security),
-        }
+        return server_properties(
+            port=self._port,
+            controller_port=self._controller_port,
+            data_dir=self._data_dir,
+            auto_create_topics=self._auto_create_topics,
+            security=self.security,
+            secure_port=self._secure_port,
+            dedicated_controller=self._dedicated_controller,
+            extra=self._extra_config,
+        )
 
     def _format_storage(self, props: Path, cluster_id: str) -> None:
         """Write meta.properties and the bootstrap metadata: KRaft will not start without them.

@@ -49,7 +49,7 @@ def controller_settings(node_id: int, address: str, data_dir: Path) -> dict[str,
         "listener.security.protocol.map": f"{CONTROLLER_LISTENER}:PLAINTEXT",
         "log.dirs": str(data_dir),
         # The broker's session: how long after a crash the controller fences it. Kept short as
-        # for the combined node (see KafkaBroker._server_properties).
+        # for the combined node (see rtflow.testing.kafka_settings.server_properties).
         "broker.session.timeout.ms": "3000",
     }
 
