@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rtflow import ir, latency
-from rtflow.environments import resolve_argocd
+from rtflow.argocd import resolve_argocd
 from rtflow.errors import DefinitionError, RtflowError
 from rtflow.generators import bundle as bundle_module
 from rtflow.generators import events, gitops, network, overlays, rbac

@@ -2,15 +2,22 @@
 
 The public surface: ``stage``, ``container`` and ``pipeline`` declare; ``when``,
 ``otherwise``, ``for_each``, ``approval``, ``http`` and ``on_exit`` shape the graph inside a
-pipeline function, ``infer``, ``route`` and ``generate`` call models on Triton; ``Retry``,
+pipeline function, ``infer``, ``route`` and ``generate`` call models on Triton (``canary``
+declares how a model's new versions roll out, ``canary_rollout`` builds their controller); ``drift``
+watches a stream pipeline's value against a ``Reference`` and ``on_drift`` triggers the
+retraining; ``Retry``,
 ``Backoff``,
 ``Secret``, ``Param`` and ``Output`` are option values; ``kafka``, ``webhook`` and
 ``calendar`` declare triggers, with ``field``, ``payload``, ``Delivery`` and ``SecretKey``;
 ``Environment`` and ``ArgoCD`` say where the compiled output is deployed.
 """
 
+from rtflow.argocd import ArgoCD
+from rtflow.canary_controller import canary_rollout
+from rtflow.canary_policy import Canary, canary
+from rtflow.drift import Reference, drift, on_drift
 from rtflow.egress import Egress
-from rtflow.environments import ArgoCD, Environment
+from rtflow.environments import Environment
 from rtflow.errors import DefinitionError, LoadError, RtflowError
 from rtflow.generation import GenerationResult, generate
 from rtflow.http_step import http
@@ -49,6 +56,7 @@ from rtflow.triggers import (
 __all__ = [
     "ArgoCD",
     "Backoff",
+    "Canary",
     "ContainerStage",
     "DeadLetter",
     "DefinitionError",
@@ -63,6 +71,7 @@ __all__ = [
     "Output",
     "Param",
     "Pipeline",
+    "Reference",
     "Retry",
     "RtflowError",
     "Sasl",
@@ -75,9 +84,12 @@ __all__ = [
     "WebhookTls",
     "approval",
     "calendar",
+    "canary",
+    "canary_rollout",
     "configure",
     "constant",
     "container",
+    "drift",
     "field",
     "for_each",
     "generate",
@@ -85,6 +97,7 @@ __all__ = [
     "http",
     "infer",
     "kafka",
+    "on_drift",
     "on_exit",
     "otherwise",
     "payload",

@@ -7,8 +7,8 @@ models={"fraud-triton": ["fraud-scorer"]})`` is the shape of a dev cluster witho
 runs its models on CPU, and only the models whose weights that cluster can reach.
 ``rtflow.ArgoCD(repo_url=...)`` says where the compiled folder lives in Git, so that an Argo CD
 Application per environment can point at it. Both are plain values here;
-``build_environments`` / ``build_argocd`` check them once, in the IR builder, and raise one-line
-DefinitionErrors naming the field.
+``build_environments`` (and :mod:`rtflow.argocd`'s ``build_argocd``) check them once, in the IR
+builder, and raise one-line DefinitionErrors naming the field.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from rtflow.names import check_dns1123_label, check_label
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _BROKER = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$")
-_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 _REFERENCE_NAME = re.compile(
     r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*$"
 )
@@ -78,20 +77,6 @@ class Environment:
     worker_resources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     require_digests: bool = False
     pull_images: bool = True
-
-
-@dataclass(frozen=True, kw_only=True)
-class ArgoCD:
-    """Where Argo CD finds the compiled folder: ``repo_url`` at ``revision``, under
-    ``path_prefix`` (the folder ``rtflow compile -o`` wrote, relative to the repository root).
-    ``rtflow compile --repo-url/--revision/--path-prefix`` override these."""
-
-    repo_url: str | None = None
-    revision: str = "HEAD"
-    path_prefix: str | None = None
-    project: str = "default"
-    namespace: str = "argocd"
-    destination_server: str = "https://kubernetes.default.svc"
 
 
 def split_image(ref: str) -> tuple[str, str | None]:
@@ -565,70 +550,3 @@ class _Checker:
                 )
             check_label(key, value, field=where)
         return tuple(sorted(self.env.labels.items()))
-
-
-def build_argocd(value: object) -> ir.ArgoCD:
-    if value is None:
-        return ir.ArgoCD()
-    if not isinstance(value, ArgoCD):
-        raise DefinitionError(
-            f"argocd is a {type(value).__name__}, not rtflow.ArgoCD",
-            fix="pass argocd=rtflow.ArgoCD(repo_url='https://github.com/acme/deploy.git')",
-            field="argocd",
-        )
-    return resolve_argocd(
-        ir.ArgoCD(
-            repo_url=value.repo_url,
-            revision=value.revision,
-            path_prefix=value.path_prefix,
-            project=value.project,
-            namespace=value.namespace,
-            destination_server=value.destination_server,
-        )
-    )
-
-
-def resolve_argocd(
-    argocd: ir.ArgoCD,
-    *,
-    repo_url: str | None = None,
-    revision: str | None = None,
-    path_prefix: str | None = None,
-) -> ir.ArgoCD:
-    """``argocd`` with the command line's values (when given) taking precedence, checked."""
-    result = ir.ArgoCD(
-        repo_url=repo_url if repo_url is not None else argocd.repo_url,
-        revision=revision if revision is not None else argocd.revision,
-        path_prefix=path_prefix if path_prefix is not None else argocd.path_prefix,
-        project=argocd.project,
-        namespace=argocd.namespace,
-        destination_server=argocd.destination_server,
-    )
-    url = result.repo_url
-    if url is not None and not (
-        isinstance(url, str) and re.match(r"^(https://|http://|ssh://|git@)[^\s]+$", url)
-    ):
-        raise DefinitionError(
-            f"repo_url {url!r} is not a Git URL",
-            fix="use https://github.com/acme/deploy.git or git@github.com:acme/deploy.git",
-            field="argocd.repo_url",
-        )
-    if not isinstance(result.revision, str) or not _REVISION.match(result.revision):
-        raise DefinitionError(
-            f"revision {result.revision!r} is not a branch, tag or commit",
-            fix="use e.g. 'HEAD', 'main' or 'v1.2.0'",
-            field="argocd.revision",
-        )
-    prefix = result.path_prefix
-    if prefix is not None:
-        clean = prefix.strip("/")
-        if not isinstance(prefix, str) or prefix.startswith("/") or ".." in clean.split("/"):
-            raise DefinitionError(
-                f"path_prefix {prefix!r} is not a path inside the repository",
-                fix="give the folder relative to the repository root, e.g. 'manifests'",
-                field="argocd.path_prefix",
-            )
-        result = ir.ArgoCD(**{**result.__dict__, "path_prefix": clean or "."})
-    check_dns1123_label(result.project, field="argocd.project", what="Argo CD project")
-    check_dns1123_label(result.namespace, field="argocd.namespace", what="namespace")
-    return result

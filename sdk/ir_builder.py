@@ -14,8 +14,9 @@ from typing import cast
 
 from rtflow import ir, stage_ir
 from rtflow.approval_ir import approval_ir
+from rtflow.argocd import build_argocd
 from rtflow.egress import check_egress
-from rtflow.environments import build_argocd, build_environments
+from rtflow.environments import build_environments
 from rtflow.errors import DefinitionError
 from rtflow.graph_rules import check_acyclic, comparison_quoted, flatten
 from rtflow.http_step import http_body, http_ir

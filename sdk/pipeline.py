@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rtflow import ir
+from rtflow.argocd import ArgoCD
 from rtflow.egress import Egress
-from rtflow.environments import ArgoCD, Environment
+from rtflow.environments import Environment
 from rtflow.options import Retry
 from rtflow.streams import Stream
 from rtflow.triggers import EventBus, Trigger
