@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
+from rtflow.canary_policy import Canary, canary_version_policy
 from rtflow.errors import DefinitionError
 from rtflow.gpu.model_checks import _problem, _whole
 from rtflow.gpu.repository import (
@@ -133,6 +134,9 @@ class TritonModel:
     client_cache: int = 0
     """Answers each stream worker keeps for repeated requests (0: none; see
     :mod:`rtflow.stages.stream.answer_cache`)."""
+    canary: Canary | None = None
+    """How a new version is rolled out (:mod:`rtflow.canary_policy`); ``version_policy`` is
+    then the stable version alone."""
 
     @property
     def runtime(self) -> str:
@@ -242,6 +246,7 @@ def triton_model(
     decoupled: bool = False,
     response_cache: bool = False,
     client_cache: int = 0,
+    canary: Canary | None = None,
 ) -> TritonModel:
     """Declare a Triton model; every rule is checked here, so a :class:`TritonModel` is valid.
 
@@ -266,6 +271,8 @@ def triton_model(
             (:mod:`rtflow.gpu.response_cache`; refused for decoupled models).
         client_cache: how many answers each stream worker keeps for repeated requests
             (an LRU keyed by the input tensors' bytes; 0, the default, keeps none).
+        canary: roll new versions out by a canary (``rtflow.canary(...)``,
+            :mod:`rtflow.canary_policy`).
     """
     if not isinstance(decoupled, bool):
         raise DefinitionError(
@@ -309,6 +316,8 @@ def triton_model(
                 fix="add those version folders to versions, or serve the declared ones",
                 field="version_policy",
             )
+    if canary is not None:
+        policy = canary_version_policy(name, canary, declared, policy)
     if default_model_filename is not None and (
         not isinstance(default_model_filename, str) or not _PATH_PART.match(default_model_filename)
     ):
@@ -345,6 +354,7 @@ def triton_model(
         decoupled=decoupled,
         response_cache=cached,
         client_cache=kept,
+        canary=canary,
     )
 
 
