@@ -4,8 +4,10 @@ The flows are read off the pipeline's own objects, not declared a second time: a
 step's URL names a Service, the built-in gRPC client stage's ``url`` parameter another, a
 stream worker's ``--triton`` a third; a ``KAFKA_BROKERS`` value, a Kafka EventSource's or
 dead-letter trigger's ``url`` name brokers; a Sensor and its EventSources use their EventBus;
-a Triton server scraped by Prometheus is reached from its namespace. :func:`flows` finds them,
-:func:`documents` turns them into NetworkPolicies, and the bundle check
+a Triton server scraped by Prometheus is reached from its namespace; a canary controller's
+``TRITON_HTTP_URL`` and ``TRITON_METRICS_URL`` name Triton's ports, and a Triton serving a model
+under canary lets that controller's pods in (its pods' annotation names their label).
+:func:`flows` finds them, :func:`documents` turns them into NetworkPolicies, and the bundle check
 (:mod:`rtflow.generators.network_check`) proves, per environment, that every flow the objects
 need is allowed by the policies the bundle holds (so a policy an overlay forgot fails compile).
 
@@ -42,6 +44,7 @@ EVENTBUS_CLIENT_PORT = 4222  # JetStream
 API_SERVER_PORTS = (443, 6443)
 TRITON_METRICS_PORT = 8002
 GRPC_CLIENT = "rtflow.stages.builtin.triton_client:triton_infer"
+CANARY_ANNOTATION = "rtflow.dev/canary-controller"  # rtflow.gpu.server_pod's
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,11 @@ def _workflow_flows(document: Document, objects: _Objects) -> Iterator[Flow]:
         if brokers:
             for peer, port in _brokers(brokers, objects):
                 yield Flow(where, pods, peer, port)
+        for variable, default in (("TRITON_HTTP_URL", 8000), ("TRITON_METRICS_URL", 8002)):
+            url = _env(container, variable)  # the canary controller's stages
+            if url:
+                host, port = _host_port(url, default)
+                yield Flow(where, pods, _destination(host, objects), port)
 
 
 def _deployment_flows(document: Document, objects: _Objects) -> Iterator[Flow]:
@@ -173,6 +181,11 @@ def _deployment_flows(document: Document, objects: _Objects) -> Iterator[Flow]:
         if brokers:
             for peer, port in _brokers(brokers, objects):
                 yield Flow(f"Deployment {name}: Kafka", pods, peer, port)
+    controller = annotations.get(CANARY_ANNOTATION, "")
+    if controller:  # a model under canary: its controller loads versions and reads metrics
+        key, _, value = controller.partition("=")
+        for port in (8000, TRITON_METRICS_PORT):
+            yield Flow(f"Deployment {name}: canary controller", Peer.pods({key: value}), pods, port)
     if annotations.get("prometheus.io/scrape") == "true":
         port = int(annotations.get("prometheus.io/port", TRITON_METRICS_PORT))
         scraper = Peer(None, objects.prometheus_namespace)

@@ -266,10 +266,21 @@ def _volumes(serving: TritonServing) -> list[m.Volume]:
     return [scratch, shm, *storage.volumes, *admin_api.volumes(serving.admin_key)]
 
 
+CANARY_ANNOTATION = "rtflow.dev/canary-controller"
+"""On a Triton pod serving a model under canary: the label (``key=value``) of the canary
+controller's pods (rtflow.canary_rollout), which its NetworkPolicy lets reach the HTTP
+(repository API) and metrics ports."""
+CANARY_LABEL = "rtflow.dev/canary-server"
+
+
 def _pod_annotations(serving: TritonServing) -> dict[str, str]:
+    found = {}
+    if any(m.canary is not None for m in serving.models):
+        found[CANARY_ANNOTATION] = f"{CANARY_LABEL}={serving.name}"
     if not serving.prometheus:
-        return {}
+        return found
     return {
+        **found,
         "prometheus.io/path": "/metrics",
         "prometheus.io/port": str(METRICS_PORT),
         "prometheus.io/scrape": "true",

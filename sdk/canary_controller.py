@@ -95,6 +95,7 @@ def canary_rollout(
     import rtflow
     from rtflow.gpu.addresses import service_url
     from rtflow.gpu.server import HTTP_PORT, METRICS_PORT
+    from rtflow.gpu.server_pod import CANARY_LABEL
     from rtflow.stages.builtin import canary as stages
 
     declared = _model(server, model)
@@ -118,15 +119,20 @@ def canary_rollout(
     http = service_url(server, namespace=namespace)
     env = {
         "TRITON_HTTP_URL": http,
-        "TRITON_METRICS_URL": http.replace(f":{HTTP_PORT}", f":{METRICS_PORT}"),
+        "TRITON_METRICS_URL": http.replace(f":{HTTP_PORT}", f":{METRICS_PORT}") + "/metrics",
         "KAFKA_BROKERS": ",".join(brokers),
     }
     key = server.admin_key
     secrets = [rtflow.Secret("TRITON_ADMIN_KEY", key.secret, key.key)]
     analyze_timeout = f"{int(policy['window_seconds'] * (stages.MAX_WINDOWS + 1)) + 300}s"
 
+    # the label Triton's NetworkPolicy lets in (rtflow.gpu.server_pod.CANARY_LABEL)
+    marked = {CANARY_LABEL: server.name}
+
     def configured(stage: Any, **options: Any) -> Any:
-        return rtflow.configure(stage, env=env, secrets=secrets, image=image, **options)
+        return rtflow.configure(
+            stage, env=env, secrets=secrets, image=image, labels=marked, **options
+        )
 
     begin = configured(stages.canary_begin)
     analyze = configured(stages.canary_analyze, timeout=analyze_timeout)

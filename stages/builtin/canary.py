@@ -6,7 +6,7 @@ same functions run in the workflow's pods and in ``rtflow run --local``.
 
 Where they reach, from the environment (set by :func:`rtflow.canary_rollout`; a local run
 overrides them with ``--stage-env``): ``TRITON_HTTP_URL`` (Triton's HTTP port: the repository
-API loads and unloads versions), ``TRITON_METRICS_URL`` (its Prometheus metrics: each version's
+API loads and unloads versions), ``TRITON_METRICS_URL`` (its Prometheus metrics, ``.../metrics``: each version's
 successes, failures and time), ``KAFKA_BROKERS`` (the state topic) and ``TRITON_ADMIN_KEY``
 (from the server's ``admin_key`` Secret: rtflow's Triton opens its repository API only to the
 holder of that header, :mod:`rtflow.gpu.admin_api`).
@@ -95,7 +95,7 @@ def load_versions(http_url: str, model: str, versions: Sequence[int]) -> None:
 def triton_counts(metrics_url: str, model: str) -> dict[int, dict[str, float]]:
     """Triton's own cumulative counts per version of ``model``: ``success`` and ``failure``
     (requests) and ``duration_us`` (their total time), from its metrics endpoint."""
-    with _OPENER.open(f"{metrics_url}/metrics", timeout=30) as response:
+    with _OPENER.open(metrics_url, timeout=30) as response:
         text = response.read().decode()
     counts: dict[int, dict[str, float]] = {}
     for line in text.splitlines():

@@ -181,6 +181,18 @@ class Plan:
                     timeout_seconds=spec.timeout_seconds * timeout_scale,
                 )
                 continue
+            if model.canary is not None:  # each event to the stable or the candidate version
+                from rtflow.stages.stream.rollout import VersionRouter
+
+                step.batcher = VersionRouter(
+                    urls.get(spec.server, spec.url),
+                    model,
+                    stage=step.task.name,
+                    batch=batches.get(step.task.name, 1),
+                    in_flight=self.stream.inference_in_flight,
+                    timeout_seconds=spec.timeout_seconds * timeout_scale,
+                )
+                continue
             step.batcher = TritonBatcher(
                 urls.get(spec.server, spec.url),
                 model,

@@ -329,6 +329,9 @@ class InferenceStep(Step):
     def run(self, events: Sequence[EventState]) -> None:
         ready, rows = self.requests(events)
         if ready:
+            if getattr(self.batcher, "routes_by_source", False):  # a canary (.rollout)
+                self.answered(ready, self.batcher.infer_routed(rows, [e.message for e in ready]))
+                return
             self.answered(ready, self.batcher.infer(rows))
 
     def start(self, events: Sequence[EventState]) -> Callable[[], None]:
@@ -337,7 +340,10 @@ class InferenceStep(Step):
         ready, rows = self.requests(events)
         if not ready:
             return lambda: None
-        answers = self.batcher.submit(rows)
+        if getattr(self.batcher, "routes_by_source", False):  # a canary (.rollout)
+            answers = self.batcher.submit_routed(rows, [e.message for e in ready])
+        else:
+            answers = self.batcher.submit(rows)
         return lambda: self.answered(ready, answers.result())
 
     def requests(

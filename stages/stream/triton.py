@@ -72,7 +72,10 @@ class TritonBatcher:
         batch: int,
         in_flight: int = 4,
         timeout_seconds: float = 2.0,
+        version: int | None = None,
     ) -> None:
+        """``version``: ask for that version by number (a model under canary,
+        :mod:`.rollout`); None asks for the one Triton's version policy picks."""
         import numpy as np
         import tritonclient.grpc as grpcclient  # type: ignore[import-untyped, unused-ignore]
 
@@ -82,6 +85,7 @@ class TritonBatcher:
         self.batch = max(1, min(batch, model.max_batch_size)) if self.batched else 1
         self.in_flight = max(1, in_flight)
         self.timeout_seconds = timeout_seconds
+        self.version = "" if version is None else str(version)
         self._np: Any = np
         self._grpc: Any = grpcclient
         self._client: Any = grpcclient.InferenceServerClient(url=url)
@@ -274,6 +278,7 @@ class TritonBatcher:
                     results[index] = self._client.infer(
                         self.model.name,
                         self._inputs(arrays, start, end),
+                        model_version=self.version,
                         outputs=self._requested,
                         client_timeout=self.timeout_seconds,
                     )
@@ -301,6 +306,7 @@ class TritonBatcher:
                 self._client.async_infer(
                     self.model.name,
                     self._inputs(arrays, start, end),
+                    model_version=self.version,
                     callback=lambda result, error, i=index: finished(i, result, error),
                     outputs=self._requested,
                     client_timeout=self.timeout_seconds,

@@ -142,6 +142,13 @@ class StreamWorker:
         if self.settings.metrics_port:
             self.metrics.serve(self.settings.metrics_port, self.settings.metrics_address)
         self._connect()
+        # Models under canary: each event's version follows the rollout state (.rollout).
+        from rtflow.stages.stream.rollout import start_rollouts
+
+        rollouts = start_rollouts(
+            self.plan.steps, self.settings.brokers, self.transactional_id,
+            config=self.settings.client_config, registry=self.metrics.registry,
+        )  # fmt: skip
         # The loop allocates many short-lived, acyclic objects (freed by reference counting);
         # default GC thresholds run a collection every 700 allocations and, now and then, a
         # full one over every module object: a p99 spike. Start-up objects are frozen out of
@@ -208,6 +215,8 @@ class StreamWorker:
             # os._exit, and the next process's init_transactions aborts what was open.
             if self.output is not None:
                 self.output.close(stuck=self._fatal)
+            if rollouts is not None:
+                rollouts.close()
             self.plan.close()
             if self.consumer is not None:
                 with contextlib.suppress(Exception):
