@@ -14,7 +14,7 @@ from rtflow import ir
 from rtflow.errors import DefinitionError
 from rtflow.names import check_dns1123_label
 from rtflow.stage_ir import GENERATE_FUNCTION, check_resources
-from rtflow.stream_layout import KAFKA_PUBLISH_FUNCTION
+from rtflow.stream_layout import DRIFT_FUNCTIONS, KAFKA_PUBLISH_FUNCTION
 from rtflow.streams import KafkaTopics, Stream
 from rtflow.trigger_ir import check_topic
 
@@ -113,6 +113,7 @@ def build_stream(
 ) -> ir.StreamPlane | None:
     """``target``: ``module:attribute`` of the pipeline, which the worker's command loads."""
     if options is None:
+        _refuse_drift(pipeline)
         return None
     if not isinstance(options, Stream):
         raise DefinitionError(
@@ -160,6 +161,7 @@ def build_stream(
         )
     hot_names = [t.name for t in hot]
     _check_publishes(pipeline, hot, rest)
+    _check_drifts(pipeline, rest)
     hops = tuple(options.hops)
     for hop in hops:
         if hop not in hot_names:
@@ -271,6 +273,36 @@ def _check_publishes(pipeline: ir.Pipeline, hot: list[ir.Task], rest: list[ir.Ta
                 )
 
 
+def _drift_tasks(pipeline: ir.Pipeline, tasks: Sequence[ir.Task]) -> list[ir.Task]:
+    return [t for t in tasks if pipeline.stage(t.stage).function in DRIFT_FUNCTIONS]
+
+
+def _refuse_drift(pipeline: ir.Pipeline) -> None:
+    """A drift window needs a long-lived worker: on the workflow plane each event is a
+    Workflow of its own, with nothing to keep a window in (rtflow.drift's docstring)."""
+    for task in _drift_tasks(pipeline, (*pipeline.tasks, *pipeline.exit_tasks)):
+        raise DefinitionError(
+            "rtflow.drift needs the stream plane: a workflow-plane run sees one event, "
+            "never a window of them",
+            fix="declare stream=rtflow.Stream(...) on this pipeline, or watch the value in a "
+            "stream pipeline",
+            field="drift",
+            stage=task.name,
+        )
+
+
+def _check_drifts(pipeline: ir.Pipeline, rest: Sequence[ir.Task]) -> None:
+    """A drift watch runs in the worker: its value must be known on the hot path."""
+    for task in _drift_tasks(pipeline, (*rest, *pipeline.exit_tasks)):
+        raise DefinitionError(
+            "the drifting value is only known on the workflow plane (after an approval, a "
+            "fan-out, a container stage or in the exit handler), where no window is kept",
+            fix="watch a payload input or a value a hot-path stage or inference computes",
+            field="drift",
+            stage=task.name,
+        )
+
+
 def _batches(
     given: int | Mapping[str, int] | None, pipeline: ir.Pipeline, hot: list[ir.Task]
 ) -> tuple[tuple[str, int], ...]:
@@ -326,8 +358,9 @@ def _image(image: object, pipeline: ir.Pipeline, hot: Sequence[ir.Task]) -> str 
             )
         return image
     stages = [pipeline.stage(t.stage) for t in hot]
+    builtin = (KAFKA_PUBLISH_FUNCTION, *DRIFT_FUNCTIONS)
     images = sorted(
-        {s.image for s in stages if s.image and s.function and s.function != KAFKA_PUBLISH_FUNCTION}
+        {s.image for s in stages if s.image and s.function and s.function not in builtin}
     )
     # Several images: the worker needs one of its own, which only compiling asks for (a local
     # run needs no image).

@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from rtflow import ir
 
 KAFKA_PUBLISH_FUNCTION = "rtflow.stages.builtin.kafka_publish:kafka_publish"
+DRIFT_FUNCTIONS = (
+    "rtflow.stages.builtin.drift:drift_watch",
+    "rtflow.stages.builtin.drift:drift_watch_values",
+)
+"""The built-in stages ``rtflow.drift`` records: a window in the worker, not a call."""
 
 
 def hop_topic(pipeline: str, task: str) -> str:
@@ -90,6 +95,33 @@ def publish_topics(pipeline: ir.Pipeline) -> list[str]:
     return sorted(topics)
 
 
+def drift_topic(pipeline: str, given: str) -> str:
+    """The topic a drift watch publishes to: the one given, else ``<pipeline>-drift``."""
+    return given or f"{pipeline}-drift"
+
+
+def drift_state_topic(pipeline: str) -> str:
+    """Where the workers keep their drift windows between transactions (compacted, a key per
+    worker and watch; rtflow.stages.stream.drift)."""
+    return f"{pipeline}-drift-state"
+
+
+def drift_topics(pipeline: ir.Pipeline) -> list[str]:
+    """The drift topics of the hot path's drift watches, and their state topic (if any)."""
+    stream = pipeline.stream
+    assert stream is not None
+    topics = set()
+    for name in stream.hot_tasks:
+        task = pipeline.task(name)
+        if pipeline.stage(task.stage).function in DRIFT_FUNCTIONS:
+            topic = dict(task.arguments)["topic"]
+            assert isinstance(topic, ir.Constant)
+            topics.add(drift_topic(pipeline.name, topic.text))
+    if topics:
+        topics.add(drift_state_topic(pipeline.name))
+    return sorted(topics)
+
+
 def stream_topics(pipeline: ir.Pipeline) -> list[str]:
     """Every topic the plane reads or writes."""
     stream = pipeline.stream
@@ -98,6 +130,7 @@ def stream_topics(pipeline: ir.Pipeline) -> list[str]:
     topics |= {t for t in (stream.handoff_topic, stream.results_topic) if t is not None}
     topics |= {g.input_topic for g in groups(pipeline)}
     topics |= set(publish_topics(pipeline))
+    topics |= set(drift_topics(pipeline))
     return sorted(topics)
 
 

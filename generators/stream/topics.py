@@ -12,7 +12,7 @@ import re
 
 from rtflow import ir
 from rtflow.generators.stream.common import Document, metadata, stream
-from rtflow.stream_layout import stream_topics
+from rtflow.stream_layout import drift_state_topic, stream_topics
 
 API_VERSION = "kafka.strimzi.io/v1"
 
@@ -45,7 +45,10 @@ def kafka_topic(pipeline: ir.Pipeline, topic: str, policy: ir.TopicPolicy) -> Do
             "config": {
                 "min.insync.replicas": policy.min_insync_replicas,
                 "retention.ms": retention,
-                "cleanup.policy": "delete",
+                # the drift windows' state: only each key's last value is ever read
+                "cleanup.policy": "compact"
+                if topic == drift_state_topic(pipeline.name)
+                else "delete",
             },
         },
     }

@@ -36,6 +36,7 @@ from rtflow.stages.stream.batch import (
     Message,
     Record,
 )
+from rtflow.stages.stream.drift import DriftStep
 from rtflow.stages.stream.generate_step import GenerateStep, Generations
 from rtflow.stages.stream.steps import (
     MISSING,
@@ -48,7 +49,7 @@ from rtflow.stages.stream.steps import (
     path_keys,
     walk,
 )
-from rtflow.stream_layout import KAFKA_PUBLISH_FUNCTION, groups_of, hop_topic
+from rtflow.stream_layout import DRIFT_FUNCTIONS, KAFKA_PUBLISH_FUNCTION, groups_of, hop_topic
 
 __all__ = [
     "BatchResult",
@@ -118,6 +119,8 @@ class Plan:
                 kind = InferenceStep
             elif stage.function == KAFKA_PUBLISH_FUNCTION:
                 kind = PublishStep
+            elif stage.function in DRIFT_FUNCTIONS:
+                kind = DriftStep  # a window of the worker's, observed once the batch is done
             else:
                 kind = FunctionStep
             self.steps.append(kind(task, stage))
@@ -323,6 +326,9 @@ class Plan:
             else:
                 step.run(events)
             result.stage_seconds[step.task.name] = time.perf_counter() - started
+        # drift windows count the events still alive once every step ran (.drift); their
+        # records join the batch's transaction after the events' own
+        drifted = [r for s in self.steps if isinstance(s, DriftStep) for r in s.observe(events)]
         now_ms = time.time() * 1000.0
         for event in events:
             message = event.message
@@ -346,6 +352,7 @@ class Plan:
             if handoff:
                 result.handed_off += 1
                 result.records.append(self._handoff(event))
+        result.records.extend(drifted)
         return result
 
     def _hands_off(self, event: EventState) -> bool:

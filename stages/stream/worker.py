@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rtflow.stages.stream.drift import attach as attach_drift
 from rtflow.stages.stream.lag import LagWatch
 from rtflow.stages.stream.metrics import StreamMetrics
 from rtflow.stages.stream.output import Output
@@ -88,6 +89,9 @@ class StreamWorker:
         # Batches started and not yet produced, oldest first; produced in this order.
         self._in_flight: deque[_InFlight] = deque()
         self._pipelined = plan.stream.batches_in_flight > 1
+        # rtflow.drift windows: read back from their committed state before the first batch
+        # and after every rewind (.drift)
+        self._drift = attach_drift(plan, settings, self.metrics, self.transactional_id)
 
     @property
     def transactional_id(self) -> str:
@@ -176,6 +180,7 @@ class StreamWorker:
                     started = time.perf_counter()
                     # With a batch in flight, take only what is there: it finishes meanwhile.
                     messages = self._consume(0.0 if self._in_flight else wait)
+                    self._drift.restore_if_stale()  # after consume: a revoke runs inside it
                     consumed = time.perf_counter()
                     if self._pipelined:
                         phases = self._overlapped(messages)
@@ -348,6 +353,7 @@ class StreamWorker:
         """A batch failed: commit the finished batches before it, abort what is partial, and
         consume again from the first event that is not committed."""
         self._seek(self._out.failed(messages))
+        self._drift.stale()
 
     # -- rebalances ------------------------------------------------------------------------------
 
@@ -369,6 +375,7 @@ class StreamWorker:
                 kept[tp] = min(message.offset, kept.get(tp, message.offset))
         self._out.revoked()
         self._seek(kept)
+        self._drift.stale()
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
         """Partitions lost without a revoke (session timed out): this worker may be a zombie,
@@ -376,3 +383,4 @@ class StreamWorker:
         log.warning("lost %s", [f"{p.topic}/{p.partition}" for p in partitions])
         self._dropped_in_flight()
         self._out.lost()
+        self._drift.stale()
