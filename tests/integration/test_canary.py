@@ -1,0 +1,181 @@
+"""A canary rollout end to end, against the real Triton (explicit model control, the nvidia-pytriton
+wheel's, on CPU) and the real broker, with no mocks.
+
+The model ``canary-scorer`` (tests/local_pipelines/canary/) answers with its version; version 2
+raises for every request, versions 1 (the declared stable one) and 3 are healthy. A stream
+worker (the production loop, in this process) scores a steady flow of events while the canary
+controller pipeline runs locally (``run_local``, the executor ``rtflow run --local`` uses) on one
+candidate event, with a 2 s window: the broken candidate is rolled back, the healthy one
+promoted, and the events sent afterwards are answered by the version that won.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from components import component_missing, local_triton_for
+from local_pipelines import canary_rollout as fixtures
+from stream_harness import produce, read_committed
+
+import rtflow
+from rtflow.gpu.triton_server import TritonServer
+from rtflow.stages.builtin.canary import load_versions
+from rtflow.stages.events import ListSource, MemorySink
+from rtflow.stages.local import run_local
+from rtflow.stages.rollout_state import RolloutState, read_topic
+from rtflow.stages.stream.plan import Plan
+from rtflow.stages.stream.settings import WorkerSettings
+from rtflow.stages.stream.worker import StreamWorker
+from rtflow.stream_layout import stream_topics
+
+pytestmark = pytest.mark.integration
+
+AFTER = 30
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    folder = tmp_path_factory.mktemp("triton")
+    with local_triton_for(fixtures.canary_stream.build(), folder) as srv:
+        yield srv
+
+
+def ready(server: TritonServer, version: int) -> bool:
+    url = f"{server.http_url}/v2/models/{fixtures.MODEL}/versions/{version}/ready"
+    try:
+        with _OPENER.open(url, timeout=10) as response:
+            return int(response.status) == 200
+    except OSError:
+        return False
+
+
+@dataclass
+class Outcome:
+    state: RolloutState
+    summary: Any
+    during: list[dict[str, Any]]  # the results of the events sent while the rollout ran
+    after: list[dict[str, Any]]  # ... and of those sent once it had ended
+
+
+class Feeder(threading.Thread):
+    """Events ``{"amount": n}`` to the source topic every 10 ms until stopped."""
+
+    def __init__(self, brokers: str, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.brokers, self.topic, self.sent = brokers, topic, 0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            batch = [(f"k{self.sent + i}", json.dumps({"amount": self.sent + i}).encode())
+                     for i in range(5)]  # fmt: skip
+            produce(self.brokers, self.topic, batch)
+            self.sent += len(batch)
+            time.sleep(0.05)
+
+
+def roll_out(server: TritonServer, broker: Any, tmp_path: Path, candidate: int) -> Outcome:
+    suffix = secrets.token_hex(3)
+    state_topic, source, results = f"rollouts-{suffix}", f"pay-{suffix}", f"scored-{suffix}"
+    model = fixtures.scorer(topic=state_topic, window="2s", min_requests=5)
+    serving = fixtures.server(model)
+    stream = fixtures.scored(serving, source=source, results=results).build()
+    brokers = broker.bootstrap_servers
+    controller = rtflow.canary_rollout(serving, model, brokers=[brokers], name=f"c-{suffix}")
+    broker.create_topics(*stream_topics(stream))
+    load_versions(server.http_url, fixtures.MODEL, [1])  # as the compiled policy loads it
+    plan = Plan(stream)
+    plan.bind_triton({serving.name: server.grpc_url})
+    worker = StreamWorker(plan, WorkerSettings(brokers=brokers, worker_id=f"w-{suffix}"))
+    running = threading.Thread(target=worker.run, daemon=True)
+    running.start()
+    feeder = Feeder(brokers, source)
+    feeder.start()
+    env = {"TRITON_HTTP_URL": server.http_url, "TRITON_METRICS_URL": server.metrics_url,
+           "KAFKA_BROKERS": brokers, "TRITON_ADMIN_KEY": ""}  # fmt: skip
+    built = controller.build()
+    out, dead = MemorySink(), MemorySink()
+    try:
+        summary = run_local(
+            built,
+            ListSource([{"version": candidate}]),
+            output=out,
+            dead_letter=dead,
+            stage_env={s.name: env for s in built.stages},
+            log_dir=tmp_path / "logs",
+        )
+        assert summary.failed == 0, dead.records
+        feeder.halt.set()
+        feeder.join()
+        during = feeder.sent
+        produce(brokers, source, [(f"after{i}", json.dumps({"amount": -1 - i}).encode())
+                                  for i in range(AFTER)])  # fmt: skip
+        read = read_committed(brokers, results, expected=during + AFTER, timeout=60, settle=0.5)
+        found = [json.loads(r.value) for r in read]
+    finally:
+        feeder.halt.set()
+        worker.stop()
+        running.join(30)
+    assert not running.is_alive(), "the worker did not stop"
+    state = RolloutState.from_json(read_topic(brokers, state_topic)[fixtures.MODEL])
+    return Outcome(
+        state,
+        out.records,
+        [f for f in found if f["amount"] >= 0],
+        [f for f in found if f["amount"] < 0],
+    )
+
+
+def which(result: dict[str, Any]) -> int:
+    return int(result["answer"]["outputs"][0]["data"][0])
+
+
+def test_a_candidate_that_fails_is_rolled_back(
+    server: TritonServer, kafka_broker: Any, tmp_path: Path
+) -> None:
+    outcome = roll_out(server, kafka_broker, tmp_path, candidate=2)
+    state = outcome.state
+    assert (state.phase, state.stable, state.candidate, state.share_percent) == (
+        "rolled-back", 1, 2, 0
+    ), state  # fmt: skip
+    assert "error rate" in state.reason and "above 5.0%" in state.reason, state.reason
+    assert not ready(server, 2) and ready(server, 1)  # Triton no longer serves version 2
+    # no event was lost to the broken candidate: its failed rows were answered by version 1
+    assert outcome.during and {which(r) for r in outcome.during} == {1}
+    assert len(outcome.after) == AFTER and {which(r) for r in outcome.after} == {1}
+
+
+def test_a_healthy_candidate_is_promoted(
+    server: TritonServer, kafka_broker: Any, tmp_path: Path
+) -> None:
+    outcome = roll_out(server, kafka_broker, tmp_path, candidate=3)
+    state = outcome.state
+    assert (state.phase, state.stable, state.share_percent) == ("promoted", 3, 0), state
+    assert ready(server, 3) and not ready(server, 1)
+    assert {which(r) for r in outcome.during} == {1, 3}  # the canary's share, then all of it
+    assert len(outcome.after) == AFTER and {which(r) for r in outcome.after} == {3}
+
+
+def test_the_compiled_controller_passes_argo_lint(tmp_path: Path) -> None:
+    from rtflow.generators.compiler import compile_pipelines
+    from rtflow.generators.writers import write_folder
+    from rtflow.verify.argo_linters import LinterUnavailable, find_argo_lint, run_argo_lint
+
+    try:
+        find_argo_lint()
+    except LinterUnavailable as exc:
+        component_missing(str(exc))
+    write_folder(compile_pipelines([fixtures.controller.build()]), tmp_path)
+    (manifest,) = sorted(tmp_path.rglob("workflowtemplate-*.yaml"))
+    result = run_argo_lint([manifest])
+    assert result.ok, "\n".join(result.findings)
