@@ -6,7 +6,8 @@ planned only: the end-to-end test watches the payload feature).
 
 The reference is ``amount`` uniform over [0, 100): five bins of 20 % each. The brokers the
 retraining publishes to come from ``$RTFLOW_TEST_BROKERS``; the retraining writes a file per
-run into ``$RTFLOW_TEST_RETRAIN_DIR`` (what the test checks).
+run into ``$RTFLOW_TEST_RETRAIN_DIR`` (what the test checks); ``$RTFLOW_TEST_DRIFT_RUN``
+suffixes the topics and consumer groups, so that each test has its own on the shared broker.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from rtflow.gpu.tensors import Tensor
 from rtflow.stages.builtin.kafka_publish import kafka_publish
 
 BROKERS = os.environ.get("RTFLOW_TEST_BROKERS", "kafka.kafka.svc:9092")
-READINGS = "drift-readings"
-DRIFT_TOPIC = "drift-scoring-drift"
-CANDIDATES = "fraud-scorer-candidates"
+RUN = os.environ.get("RTFLOW_TEST_DRIFT_RUN", "")  # a test's own topics and groups on one broker
+READINGS = f"drift-readings{RUN}"
+DRIFT_TOPIC = f"drift-scoring-drift{RUN}"
+CANDIDATES = f"fraud-scorer-candidates{RUN}"
 REFERENCE = rtflow.Reference(edges=[20, 40, 60, 80], proportions=[0.2, 0.2, 0.2, 0.2, 0.2])
 
 
@@ -38,14 +40,21 @@ def score(amount: float) -> float:
     name="drift-scoring",
     namespace="drift",
     triggers=[
-        rtflow.kafka(READINGS, brokers=BROKERS, consumer_group="drift-scoring",
+        rtflow.kafka(READINGS, brokers=BROKERS, consumer_group=f"drift-scoring{RUN}",
                      inputs={"amount": "body.amount"})
     ],
     stream=rtflow.Stream(partitions=2, workers=1, image="ghcr.io/acme/drift-scoring:1.0"),
 )  # fmt: skip
 def drift_scoring(amount: float) -> None:
     score(amount)
-    rtflow.drift(amount, name="amount-drift", reference=REFERENCE, window=200, threshold=0.2)
+    rtflow.drift(
+        amount,
+        name="amount-drift",
+        reference=REFERENCE,
+        window=200,
+        threshold=0.2,
+        topic=DRIFT_TOPIC,
+    )
 
 
 @rtflow.stage(image="ghcr.io/acme/retrain:1.0")
@@ -65,7 +74,7 @@ publish_candidate = rtflow.configure(kafka_publish, name="publish-candidate")
     name="drift-retrain",
     namespace="drift",
     triggers=[
-        rtflow.on_drift(DRIFT_TOPIC, brokers=BROKERS, consumer_group="drift-retrain",
+        rtflow.on_drift(DRIFT_TOPIC, brokers=BROKERS, consumer_group=f"drift-retrain{RUN}",
                         inputs={"drift": "body.drift", "psi": "body.value"})
     ],
 )  # fmt: skip

@@ -1,0 +1,190 @@
+"""Drift-triggered retraining, run locally with the real broker: ``rtflow run --local`` of the
+stream pipeline (tests/local_pipelines/drift.py: ``amount`` watched against a uniform
+reference) on a shifted input distribution publishes a crossing record to the drift topic
+(read ``read_committed``), and ``rtflow run --local`` of the retraining pipeline consuming that
+topic runs the retraining (its stage writes a file) and publishes the candidate for the
+canary; on an unshifted distribution the windows are published, none crosses, and the
+retraining does not run."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rtflow.testing.kafka_broker import KafkaBroker
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+PIPELINES = ROOT / "tests" / "local_pipelines" / "drift.py"
+EVENTS = 1000  # five windows of 200
+
+
+def _topics(run: str) -> dict[str, str]:
+    return {
+        "readings": f"drift-readings{run}",
+        "drift": f"drift-scoring-drift{run}",
+        "candidates": f"fraud-scorer-candidates{run}",
+    }
+
+
+def _env(broker: KafkaBroker, run: str, retrain_dir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "RTFLOW_TEST_BROKERS": broker.bootstrap_servers,
+        "RTFLOW_TEST_DRIFT_RUN": run,
+        "RTFLOW_TEST_RETRAIN_DIR": str(retrain_dir),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
+def _read(broker: KafkaBroker, topic: str) -> list[dict[str, Any]]:
+    """Every committed record of ``topic`` (read_committed, to the end)."""
+    from confluent_kafka import Consumer, KafkaError
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap_servers,
+            "group.id": f"drift-test-reader-{secrets.token_hex(4)}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.subscribe([topic])
+        ended: set[int] = set()
+        found = []
+        while len(ended) < len(partitions):
+            message = consumer.poll(10)
+            assert message is not None, f"{topic}: no end of partition within 10 s"
+            error = message.error()
+            if error is not None:
+                assert error.code() == KafkaError._PARTITION_EOF, error
+                ended.add(message.partition())
+                continue
+            found.append(json.loads(message.value()))
+        return found
+    finally:
+        consumer.close()
+
+
+def _ensure(broker: KafkaBroker, topic: str) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    existing = AdminClient({"bootstrap.servers": broker.bootstrap_servers}).list_topics(timeout=10)
+    if topic not in existing.topics:
+        broker.create_topics(topic, partitions=2, config={"cleanup.policy": "compact"})
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rtflow.cli", "run", "--local", *args],
+        capture_output=True, text=True, timeout=300, cwd=cwd, env=env,
+    )  # fmt: skip
+
+
+def _setup(broker: KafkaBroker, tmp_path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """This test's topics (on the shared broker) and the environment its runs get."""
+    run = f"-{secrets.token_hex(3)}"
+    topics = _topics(run)
+    broker.create_topics(
+        topics["readings"], f"{topics['readings']}-dead-letter", topics["drift"],
+        topics["candidates"], partitions=2,
+    )  # fmt: skip
+    _ensure(broker, "drift-scoring-drift-state")  # the pipeline's; keys per worker and run
+    retrain_dir = tmp_path / "retrain"
+    retrain_dir.mkdir()
+    return topics, _env(broker, run, retrain_dir)
+
+
+def _stream(broker: KafkaBroker, tmp_path: Path, env: dict[str, str], amounts: list[float]) -> None:
+    """``rtflow run --local`` of the stream pipeline over these amounts."""
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps({"amount": a}) + "\n" for a in amounts))
+    stream = _run(
+        [f"{PIPELINES}:drift_scoring", "--events", str(events),
+         "--kafka-brokers", broker.bootstrap_servers, "--log-dir", str(tmp_path / "logs")],
+        env, tmp_path,
+    )  # fmt: skip
+    assert stream.returncode == 0, stream.stderr[-3000:]
+    summary = json.loads([ln for ln in stream.stderr.splitlines() if ln.startswith("{")][-1])
+    assert summary["processed"] == len(amounts), summary
+
+
+def _scenario(broker: KafkaBroker, tmp_path: Path, low: float) -> dict[str, Any]:
+    """Feed EVENTS amounts uniform over [low, 100), run both pipelines; what each produced."""
+    topics, env = _setup(broker, tmp_path)
+    rng = random.Random(17)
+    _stream(broker, tmp_path, env, [rng.uniform(low, 100.0) for _ in range(EVENTS)])
+    drift = _read(broker, topics["drift"])
+    retrain = _run(
+        [f"{PIPELINES}:drift_retrain", "--plane", "workflow",
+         "--kafka-topic", topics["drift"], "--kafka-brokers", broker.bootstrap_servers,
+         "--idle-timeout", "5", "-o", str(tmp_path / "runs.jsonl")],
+        env, tmp_path,
+    )  # fmt: skip
+    assert retrain.returncode == 0, retrain.stderr[-3000:]
+    runs = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    return {
+        "drift": drift,
+        "runs": runs,
+        "retrained": sorted(p.name for p in (tmp_path / "retrain").iterdir()),
+        "candidates": _read(broker, topics["candidates"]),
+    }
+
+
+def test_a_shifted_distribution_starts_the_retraining_once(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    seen = _scenario(kafka_broker, tmp_path, low=60.0)
+    drift = seen["drift"]
+    assert len(drift) == EVENTS // 200, drift  # every window is published, once
+    assert sum(d["window_events"] for d in drift) == EVENTS
+    assert all(d["above"] and d["value"] > 0.2 for d in drift), drift
+    crossings = [d for d in drift if d["crossed"]]
+    assert len(crossings) == 1, drift  # the drift persists: one crossing, not one per window
+    assert crossings[0]["drift"] == "amount-drift" and crossings[0]["worker"] == "local-0-0"
+    assert len(seen["runs"]) == 1, seen["runs"]  # the filter let the crossing through only
+    assert seen["runs"][0]["status"] == "Succeeded", seen["runs"][0]
+    assert seen["retrained"] == ["retrain-2.json"]
+    assert seen["candidates"] == [{"model": "fraud-scorer", "version": 2}]
+
+
+def test_an_unshifted_distribution_starts_no_retraining(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    seen = _scenario(kafka_broker, tmp_path, low=0.0)
+    drift = seen["drift"]
+    assert len(drift) == EVENTS // 200, drift
+    assert not any(d["crossed"] or d["above"] for d in drift), drift
+    assert all(d["value"] < 0.1 for d in drift), drift  # "stable" by the common reading
+    assert seen["runs"] == [] and seen["retrained"] == [] and seen["candidates"] == []
+
+
+def test_a_restarted_worker_goes_on_with_its_committed_window(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    """The window spans runs: 300 shifted values (a window and 100 more), the worker stops;
+    the next worker with the same id reads its window back and 100 more values close it,
+    above the threshold but no new crossing."""
+    topics, env = _setup(kafka_broker, tmp_path)
+    _stream(kafka_broker, tmp_path, env, [95.0] * 300)
+    first = _read(kafka_broker, topics["drift"])
+    assert [(d["crossed"], d["window_events"]) for d in first] == [(True, 200)]
+    _stream(kafka_broker, tmp_path, env, [95.0] * 100)
+    both = _read(kafka_broker, topics["drift"])
+    assert [(d["crossed"], d["above"], d["window_events"]) for d in both] == [
+        (True, True, 200),
+        (False, True, 200),
+    ]
