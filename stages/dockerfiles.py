@@ -25,6 +25,8 @@ BUILTIN_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "triton-client": ("tritonclient[grpc]>=2.50", "numpy>=1.21,<2"),
     # rtflow.retrieve, rtflow.history, rtflow.remember: PostgreSQL (pgvector) through psycopg.
     "retrieval": ("psycopg[binary]>=3.2,<4",),
+    # rtflow.canary_rollout's stages: the rollout state topic (Triton is called over HTTP).
+    "canary": ("confluent-kafka>=2.16,<3",),
 }
 
 # The stream plane's worker base: the runtime with rtflow's [stream] extra (librdkafka, gRPC

@@ -297,7 +297,8 @@ def _stage_dockerfile(commands: argparse._SubParsersAction[argparse.ArgumentPars
         description="Print a Dockerfile that copies your stage code (a module, then the "
         "packages it imports) onto the Python-function base image; or, with --builtin, the "
         "Dockerfile of one of rtflow's own images (the base, kafka-publish, http-callback, "
-        "triton-client, retrieval, stream-worker), which you build and push to your registry.",
+        "triton-client, retrieval, canary, stream-worker), which you build and push to your "
+        "registry.",
     )
     cmd.add_argument(
         "source",
@@ -311,7 +312,7 @@ def _stage_dockerfile(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "--builtin",
         metavar="NAME",
         help="print the Dockerfile of rtflow's image NAME instead: python-function (the base), "
-        "kafka-publish, http-callback, triton-client, retrieval or stream-worker",
+        "kafka-publish, http-callback, triton-client, retrieval, canary or stream-worker",
     )
     cmd.add_argument(
         "--rtflow-requirement",
