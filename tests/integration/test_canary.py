@@ -65,6 +65,7 @@ class Outcome:
     summary: Any
     during: list[dict[str, Any]]  # the results of the events sent while the rollout ran
     after: list[dict[str, Any]]  # ... and of those sent once it had ended
+    rows: dict[tuple[str, str], float]  # the worker's rows per (version, outcome)
 
 
 class Feeder(threading.Thread):
@@ -128,11 +129,19 @@ def roll_out(server: TritonServer, broker: Any, tmp_path: Path, candidate: int) 
         running.join(30)
     assert not running.is_alive(), "the worker did not stop"
     state = RolloutState.from_json(read_topic(brokers, state_topic)[fixtures.MODEL])
+    rows = {
+        (sample.labels["version"], sample.labels["outcome"]): sample.value
+        for family in worker.metrics.registry.collect()
+        if family.name == "rtflow_stream_inference_version_rows"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
     return Outcome(
         state,
         out.records,
         [f for f in found if f["amount"] >= 0],
         [f for f in found if f["amount"] < 0],
+        rows,
     )
 
 
@@ -153,6 +162,12 @@ def test_a_candidate_that_fails_is_rolled_back(
     # no event was lost to the broken candidate: its failed rows were answered by version 1
     assert outcome.during and {which(r) for r in outcome.during} == {1}
     assert len(outcome.after) == AFTER and {which(r) for r in outcome.after} == {1}
+    # the worker's metrics: the candidate's rows failed and were answered by the stable one
+    failed = outcome.rows[("2", "error")]
+    assert failed > 0 and outcome.rows[("2", "fallback")] == failed
+    assert outcome.rows.get(("2", "ok"), 0) == 0 and outcome.rows[("1", "ok")] >= len(
+        outcome.during
+    )
 
 
 def test_a_healthy_candidate_is_promoted(
@@ -164,6 +179,7 @@ def test_a_healthy_candidate_is_promoted(
     assert ready(server, 3) and not ready(server, 1)
     assert {which(r) for r in outcome.during} == {1, 3}  # the canary's share, then all of it
     assert len(outcome.after) == AFTER and {which(r) for r in outcome.after} == {3}
+    assert outcome.rows[("3", "ok")] > 0 and ("3", "error") not in outcome.rows
 
 
 def test_the_compiled_controller_passes_argo_lint(tmp_path: Path) -> None:
