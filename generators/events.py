@@ -95,6 +95,13 @@ def _sasl(sasl: ir.Sasl | None) -> Document | None:
     }
 
 
+READ_COMMITTED = "consumer:\n  isolationLevel: 1\n"
+"""The Kafka EventSource's Sarama config that skips aborted transactions' records: Argo Events
+1.9 reads ``config`` with viper into ``sarama.Config`` (keys case-insensitive), where
+``Consumer.IsolationLevel`` 1 is ``ReadCommitted`` (checked against v1.9.11's
+``GetSaramaConfigFromYAMLString``: 2 fails its validation, none leaves ``ReadUncommitted``)."""
+
+
 def _without_none(document: Document) -> Document:
     return {k: v for k, v in document.items() if v is not None}
 
@@ -114,6 +121,7 @@ def event_source(pipeline: ir.Pipeline, trigger: ir.Trigger) -> Document:
                     "tls": _tls(source.tls),
                     "sasl": _sasl(source.sasl),
                     "version": source.version,
+                    "config": READ_COMMITTED if source.read_committed else None,
                 }
             )
         }

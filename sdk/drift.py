@@ -267,6 +267,7 @@ def on_drift(
         filter=condition,
         delivery=delivery,
         name=name,
+        read_committed=True,
     )
 
 

@@ -310,6 +310,7 @@ class KafkaSource:
     sasl: Sasl | None = None
     limit_events_per_second: int | None = None
     version: str | None = None
+    read_committed: bool = False  # skip records of aborted transactions (rtflow.on_drift)
 
 
 @dataclass(frozen=True)

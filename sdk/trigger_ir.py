@@ -162,7 +162,17 @@ class _TriggerBuilder:
                 s["limit_events_per_second"], self.field("limit_events_per_second")
             ),
             version=s["version"],
+            read_committed=self._read_committed(s.get("read_committed", False)),
         )
+
+    def _read_committed(self, value: object) -> bool:
+        if not isinstance(value, bool):
+            raise DefinitionError(
+                f"read_committed is {value!r}, not True or False",
+                fix="say read_committed=True to skip records of aborted transactions",
+                field=self.field("read_committed"),
+            )
+        return value
 
     def _brokers(self, brokers: Sequence[str], name: str) -> tuple[str, ...]:
         if not brokers:

@@ -188,13 +188,17 @@ def kafka(
     sasl: Sasl | None = None,
     limit_events_per_second: int | None = None,
     version: str | None = None,
+    read_committed: bool = False,
     inputs: Mapping[str, str | Field] | None = None,
     filter: FilterExpr | None = None,
     delivery: Delivery | None = None,
     payload_schema: Mapping[str, Any] | None = None,
     name: str | None = None,
 ) -> Trigger:
-    """Start a run per message on ``topic``. ``start``: "newest" or "oldest" for a new group."""
+    """Start a run per message on ``topic``. ``start``: "newest" or "oldest" for a new group.
+    ``read_committed``: skip records of aborted Kafka transactions (a topic a stream worker
+    writes exactly-once, such as a drift topic): the EventSource's Sarama consumer gets
+    ``isolationLevel: 1`` in its ``config``, the local run ``isolation.level=read_committed``."""
     return Trigger(
         kind="kafka",
         name=name,
@@ -208,6 +212,7 @@ def kafka(
             "sasl": sasl,
             "limit_events_per_second": limit_events_per_second,
             "version": version,
+            "read_committed": read_committed,
         },
         inputs=dict(inputs or {}),
         filter=filter,

@@ -292,6 +292,9 @@ def test_both_pipelines_compile_to_strictly_valid_objects_with_the_crossing_filt
     (source,) = [d for d in docs if d["kind"] == "EventSource"]
     (kafka,) = source["spec"]["kafka"].values()
     assert kafka["topic"] == "drift-scoring-drift"
+    # Sarama's ReadCommitted: a crossing in an aborted transaction starts nothing
+    assert kafka["config"] == "consumer:\n  isolationLevel: 1\n"
+    assert kafka["consumerGroup"]["oldest"] is True
     (template,) = [d for d in docs if d["kind"] == "WorkflowTemplate"]
     assert template["metadata"]["name"] == "drift-retrain"
     (worker,) = [d for d in docs if d["kind"] == "Deployment"]

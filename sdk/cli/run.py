@@ -139,15 +139,17 @@ def _run(args: argparse.Namespace, shutdown: Shutdown) -> int:
         from rtflow.stages.kafka_io import KafkaSource
 
         group = args.kafka_group
+        kafka = [t.source for t in pipeline.triggers if isinstance(t.source, ir.KafkaSource)]
         if group is None:
-            kafka = [t.source for t in pipeline.triggers if isinstance(t.source, ir.KafkaSource)]
             group = kafka[0].consumer_group if kafka else f"rtflow-local-{pipeline.name}"
+        committed = bool(kafka) and kafka[0].read_committed  # as the EventSource reads it
         events = KafkaSource(
             args.kafka_topic,
             args.kafka_brokers,
             group=group,
             max_events=args.max_events,
             idle_timeout=args.idle_timeout,
+            config={"isolation.level": "read_committed"} if committed else None,
         )
     else:
         events = JsonlSource(args.events)

@@ -122,12 +122,32 @@ def _stream(broker: KafkaBroker, tmp_path: Path, env: dict[str, str], amounts: l
     assert summary["processed"] == len(amounts), summary
 
 
-def _scenario(broker: KafkaBroker, tmp_path: Path, low: float) -> dict[str, Any]:
+def _aborted_crossing(broker: KafkaBroker, topic: str) -> None:
+    """A crossing record in a transaction that aborts: what a worker that crashed after
+    producing it leaves behind (its replay publishes the committed one)."""
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        {"bootstrap.servers": broker.bootstrap_servers, "transactional.id": f"{topic}-aborted"}
+    )
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    record = {"drift": "amount-drift", "crossed": True, "value": 9.9, "above": True}
+    producer.produce(topic, json.dumps(record).encode(), b"amount-drift")
+    producer.flush(30)
+    producer.abort_transaction(30)
+
+
+def _scenario(
+    broker: KafkaBroker, tmp_path: Path, low: float, *, aborted: bool = False
+) -> dict[str, Any]:
     """Feed EVENTS amounts uniform over [low, 100), run both pipelines; what each produced."""
     topics, env = _setup(broker, tmp_path)
     rng = random.Random(17)
     _stream(broker, tmp_path, env, [rng.uniform(low, 100.0) for _ in range(EVENTS)])
     drift = _read(broker, topics["drift"])
+    if aborted:
+        _aborted_crossing(broker, topics["drift"])
     retrain = _run(
         [f"{PIPELINES}:drift_retrain", "--plane", "workflow",
          "--kafka-topic", topics["drift"], "--kafka-brokers", broker.bootstrap_servers,
@@ -164,7 +184,9 @@ def test_a_shifted_distribution_starts_the_retraining_once(
 def test_an_unshifted_distribution_starts_no_retraining(
     kafka_broker: KafkaBroker, tmp_path: Path
 ) -> None:
-    seen = _scenario(kafka_broker, tmp_path, low=0.0)
+    """Nor does a crossing in an aborted transaction: the trigger reads read_committed (the
+    EventSource by its Sarama config, the local run as librdkafka does by default)."""
+    seen = _scenario(kafka_broker, tmp_path, low=0.0, aborted=True)
     drift = seen["drift"]
     assert len(drift) == EVENTS // 200, drift
     assert not any(d["crossed"] or d["above"] for d in drift), drift
@@ -188,3 +210,42 @@ def test_a_restarted_worker_goes_on_with_its_committed_window(
         (True, True, 200),
         (False, True, 200),
     ]
+
+
+def test_both_pipelines_compile_clean_under_the_real_linters_and_rtflow_lint(
+    tmp_path: Path,
+) -> None:
+    """argo lint --offline (the retraining's WorkflowTemplate), argo-events lint (its
+    EventSource and the Sensor whose data filter passes crossings only), and rtflow lint over
+    the whole output (strict schemas, cross-resource checks, the CRDs of the topics)."""
+    from components import component_missing
+    from local_pipelines import drift as pipelines
+
+    from rtflow.generators.compiler import compile_pipelines
+    from rtflow.generators.writers import write_folder
+    from rtflow.verify.argo_linters import (
+        LinterUnavailable,
+        find_argo_events_lint,
+        find_argo_lint,
+        run_argo_events_lint,
+        run_argo_lint,
+    )
+    from rtflow.verify.lint import lint_paths
+
+    try:
+        find_argo_lint()
+        find_argo_events_lint()
+    except LinterUnavailable as exc:
+        component_missing(str(exc))
+    built = [pipelines.drift_scoring.build(), pipelines.drift_retrain.build()]
+    write_folder(compile_pipelines(built), tmp_path)
+    (template,) = tmp_path.rglob("workflowtemplate-*.yaml")
+    result = run_argo_lint([template])
+    assert result.ok, "\n".join(result.findings)
+    events = sorted([*tmp_path.rglob("eventsource-*.yaml"), *tmp_path.rglob("sensor-*.yaml")])
+    assert len(events) == 2
+    result = run_argo_events_lint(events)
+    assert result.ok, "\n".join(result.findings)
+    report = lint_paths([tmp_path])
+    assert report.ok, report.human()
+    assert report.skipped == []
