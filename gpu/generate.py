@@ -141,7 +141,8 @@ def generation_inputs(
     if PROMPT_INPUT not in declared or declared[PROMPT_INPUT].data_type != "TYPE_STRING":
         raise DefinitionError(
             f"model {model.name!r} has no TYPE_STRING input {PROMPT_INPUT!r} for the prompt",
-            fix="generate with a model that takes text (vLLM, or a TensorRT-LLM ensemble)",
+            fix="generate with a model that takes text (vLLM, or rtflow.gpu.llm."
+            "tensorrtllm_ensemble around a TensorRT-LLM model)",
             field="model",
         )
     text_output(model)

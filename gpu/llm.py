@@ -15,7 +15,8 @@ need on top:
 ``vllm_model`` takes text (``text_input``) and answers text (``text_output``), as the vLLM
 backend's sample config declares; ``tensorrtllm_model`` is the ``tensorrt_llm`` model of
 tensorrtllm_backend's in-flight batcher (token ids in and out: text goes through the
-preprocessing / postprocessing models or an ensemble in front of it).
+preprocessing / postprocessing models: ``tensorrtllm_ensemble``, from
+:mod:`rtflow.gpu.llm_ensemble`, declares them and the ensemble that takes text).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import replace
 from typing import Final, Literal
 
 from rtflow.errors import DefinitionError
+from rtflow.gpu.llm_ensemble import tensorrtllm_ensemble
 from rtflow.gpu.llm_schemas import (
     TRTLLM_BATCHING,
     TRTLLM_INPUTS,
@@ -48,6 +50,7 @@ __all__ = [
     "MAX_PARALLEL",
     "MODEL_JSON",
     "TRTLLM_DEFAULT_BATCHING",
+    "tensorrtllm_ensemble",
     "tensorrtllm_model",
     "vllm_engine_args",
     "vllm_model",

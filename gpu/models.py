@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from rtflow.canary_policy import Canary, canary_version_policy
 from rtflow.errors import DefinitionError
@@ -48,6 +48,9 @@ from rtflow.gpu.scheduling import (
 )
 from rtflow.gpu.tensors import DATA_TYPES, DataType, Tensor, _tensors, data_type
 from rtflow.names import check_dns1123_label
+
+if TYPE_CHECKING:
+    from rtflow.gpu.ensemble import EnsembleStep
 
 __all__ = [
     "BACKENDS",
@@ -137,6 +140,9 @@ class TritonModel:
     canary: Canary | None = None
     """How a new version is rolled out (:mod:`rtflow.canary_policy`); ``version_policy`` is
     then the stable version alone."""
+    ensemble_steps: tuple[EnsembleStep, ...] = ()
+    """An ensemble's steps (``platform="ensemble"``), checked by
+    :func:`rtflow.gpu.ensemble.triton_ensemble`."""
 
     @property
     def runtime(self) -> str:
@@ -150,6 +156,7 @@ class TritonModel:
             any(g.kind == "KIND_GPU" for g in self.instance_groups)
             or self.runtime in GPU_ONLY_PLATFORMS
             or self.gpus_per_instance > 0
+            or any(step.model.needs_gpu for step in self.ensemble_steps)
         )
 
     @property

@@ -19,6 +19,7 @@ from typing import Any, Final, Literal, get_args
 from rtflow import ir
 from rtflow.errors import DefinitionError
 from rtflow.generators import labels as label_keys
+from rtflow.gpu.ensemble import check_served_steps
 from rtflow.gpu.models import TritonModel
 from rtflow.gpu.pools import GpuPool
 from rtflow.names import check_dns1123_label, check_dns1123_subdomain, check_label
@@ -291,6 +292,7 @@ def _check_models(server: str, models: object, pool: GpuPool | None) -> tuple[Tr
                 field="models",
             )
         chosen[model.name] = model
+    check_served_steps(server, chosen)
     for model in chosen.values():
         field = f"models[{model.name}].instance_groups"
         if model.needs_gpu and pool is None:
@@ -329,6 +331,8 @@ def _gpu_reason(model: TritonModel) -> str:
         return "a KIND_GPU instance group"
     if model.gpus_per_instance > 0:
         return f"its engine spans {model.gpus_per_instance} GPU(s)"
+    if model.ensemble_steps:
+        return "a step model runs on GPUs"
     return f"{model.runtime} is GPU-only"
 
 

@@ -246,7 +246,10 @@ def _refusal(status: int, text: str) -> Literal["bad_input", "failed"]:
 
 
 def called_models(pipeline: ir.Pipeline, stages: Sequence[ir.Stage]) -> list[TritonModel]:
-    """The model declarations the given inference stages call, from ``pipeline.servers``."""
+    """The model declarations the given inference stages call, from ``pipeline.servers``
+    (with an ensemble, its step models)."""
+    from rtflow.gpu.ensemble import step_models
+
     servers = {s.name: s for s in pipeline.servers}
     models: dict[str, TritonModel] = {}
     for stage in stages:
@@ -257,7 +260,10 @@ def called_models(pipeline: ir.Pipeline, stages: Sequence[ir.Stage]) -> list[Tri
                 f"stage {stage.name!r} calls server {stage.inference.server!r}, which the "
                 "pipeline does not declare; pass --triton-url URL of a running Triton"
             )
-        models.setdefault(stage.inference.model, server.model(stage.inference.model))
+        called = server.model(stage.inference.model)
+        models.setdefault(called.name, called)
+        for step in step_models(called):  # an ensemble needs its steps' models loaded too
+            models.setdefault(step.name, step)
     return [models[name] for name in sorted(models)]
 
 
@@ -294,6 +300,8 @@ def model_base(model: TritonModel, extra: Sequence[Path] = ()) -> Path | None:
 
 
 def _check_local(model: TritonModel) -> None:
+    if model.ensemble_steps:
+        return  # its version folder is generated empty; its steps are checked on their own
     remote = [v.number for v in model.versions if v.source is None]
     if not model.versions or remote:
         where = model.repository.uri
