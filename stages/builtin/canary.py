@@ -6,10 +6,10 @@ same functions run in the workflow's pods and in ``rtflow run --local``.
 
 Where they reach, from the environment (set by :func:`rtflow.canary_rollout`; a local run
 overrides them with ``--stage-env``): ``TRITON_HTTP_URL`` (Triton's HTTP port: the repository
-API loads and unloads versions), ``TRITON_METRICS_URL`` (its Prometheus metrics, ``.../metrics``: each version's
-successes, failures and time), ``KAFKA_BROKERS`` (the state topic) and ``TRITON_ADMIN_KEY``
-(from the server's ``admin_key`` Secret: rtflow's Triton opens its repository API only to the
-holder of that header, :mod:`rtflow.gpu.admin_api`).
+API loads and unloads versions), ``TRITON_METRICS_URL`` (its Prometheus metrics,
+``.../metrics``: each version's successes, failures and time), ``KAFKA_BROKERS`` (the state
+topic) and ``TRITON_ADMIN_KEY`` (from the server's ``admin_key`` Secret: rtflow's Triton opens
+its repository API only to the holder of that header, :mod:`rtflow.gpu.admin_api`).
 
 Triton's repository API loads a model with a configuration given in the request
 (``POST /v2/repository/models/<m>/load`` with ``{"parameters": {"config": "<ModelConfig as
