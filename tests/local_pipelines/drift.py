@@ -7,13 +7,16 @@ planned only: the end-to-end test watches the payload feature).
 The reference is ``amount`` uniform over [0, 100): five bins of 20 % each. The brokers the
 retraining publishes to come from ``$RTFLOW_TEST_BROKERS``; the retraining writes a file per
 run into ``$RTFLOW_TEST_RETRAIN_DIR`` (what the test checks); ``$RTFLOW_TEST_DRIFT_RUN``
-suffixes the topics and consumer groups, so that each test has its own on the shared broker.
+suffixes the topics and consumer groups, so that each test has its own on the shared broker;
+``$RTFLOW_TEST_DRIFT_SLOW`` makes scoring take that many seconds an event (to kill a worker
+mid-stream).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +34,13 @@ CANDIDATES = f"fraud-scorer-candidates{RUN}"
 REFERENCE = rtflow.Reference(edges=[20, 40, 60, 80], proportions=[0.2, 0.2, 0.2, 0.2, 0.2])
 
 
+SLOW = float(os.environ.get("RTFLOW_TEST_DRIFT_SLOW", "0"))  # seconds per event (crash tests)
+
+
 @rtflow.stage(image="ghcr.io/acme/drift-scoring:1.0")
 def score(amount: float) -> float:
+    if SLOW:
+        time.sleep(SLOW)
     return min(1.0, amount / 100.0)
 
 
@@ -43,7 +51,10 @@ def score(amount: float) -> float:
         rtflow.kafka(READINGS, brokers=BROKERS, consumer_group=f"drift-scoring{RUN}",
                      inputs={"amount": "body.amount"})
     ],
-    stream=rtflow.Stream(partitions=2, workers=1, image="ghcr.io/acme/drift-scoring:1.0"),
+    # batches of 150 against windows of 200: a window closes inside a batch, and a worker
+    # killed mid-stream leaves a partial window behind
+    stream=rtflow.Stream(partitions=2, workers=1, max_events=150,
+                         image="ghcr.io/acme/drift-scoring:1.0"),
 )  # fmt: skip
 def drift_scoring(amount: float) -> None:
     score(amount)
