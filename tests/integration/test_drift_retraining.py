@@ -288,3 +288,53 @@ def test_kill_9_mid_window_neither_loses_nor_doubles_a_value_or_a_window(
     assert len(ends) == len(set(ends)) == count // 200, windows
     assert sum(w["window_events"] for w in windows) == count
     assert all(w["worker"] == "w0-0" and not w["crossed"] for w in windows), windows
+
+
+def test_an_inference_output_on_the_real_triton_is_what_the_window_counts(
+    tmp_path: Path,
+) -> None:
+    """rtflow.drift(scored.output("risk")) in a worker's plan against the example's fraud
+    scorer on a real Triton: the closed window's PSI and the next window's counts are those
+    of the risks the model answered (read from the same batch's results)."""
+    from components import local_triton_for
+    from local_pipelines import drift_triton
+    from stream_harness import fraud_events
+
+    from rtflow.stages.builtin.drift import bin_of, psi
+    from rtflow.stages.stream.batch import Message
+    from rtflow.stages.stream.drift import attach
+    from rtflow.stages.stream.metrics import StreamMetrics
+    from rtflow.stages.stream.plan import Plan
+    from rtflow.stages.stream.settings import WorkerSettings
+
+    built = drift_triton.risk_drift.build()
+    triton = local_triton_for(built, tmp_path / "triton").start()
+    plan = Plan(built)
+    try:
+        plan.bind_triton({drift_triton.SERVER.name: f"127.0.0.1:{triton.grpc_port}"})
+        attach(plan, WorkerSettings(brokers="unused", worker_id="w0"), StreamMetrics("p", "w0"),
+               "g-w0")  # fmt: skip
+        bodies = [v for _, v in fraud_events(400, seed=3)]
+        messages = [Message("risk-transactions", 0, i, v) for i, v in enumerate(bodies)]
+        result = plan.execute(messages)
+    finally:
+        plan.close()
+        triton.stop()
+    by_topic: dict[str, list[Any]] = {}
+    for record in result.records:
+        if not record.topic.endswith("dead-letter"):  # those hold the events' own bytes
+            by_topic.setdefault(record.topic, []).append(json.loads(record.value))
+    risks = [r["outputs"]["decide"]["risk"] for r in by_topic["risk-results"]]
+    assert len(risks) == result.processed > 200, result
+    counts = [0] * 4
+    for risk in risks[:200]:
+        counts[bin_of(drift_triton.EDGES, risk)] += 1
+    (window,) = by_topic["risk-drift-drift"]
+    assert window["value"] == pytest.approx(psi(counts, drift_triton.REFERENCE.proportions),
+                                            abs=1e-5)  # fmt: skip
+    assert window["window_events"] == 200 and window["missing"] == 0
+    rest = [0] * 4
+    for risk in risks[200:]:
+        rest[bin_of(drift_triton.EDGES, risk)] += 1
+    (state,) = by_topic["risk-drift-drift-state"]
+    assert state["counts"] == rest and state["events"] == len(risks) - 200
