@@ -9,6 +9,8 @@ Submodules:
   warm-up.
 * :mod:`rtflow.gpu.repository`: where a model repository lives; a model's version folders.
 * :mod:`rtflow.gpu.config`: ``config.pbtxt`` (jinja2) and the model-repository layout.
+* :mod:`rtflow.gpu.ensemble`: Triton ensembles (``triton_ensemble``), their data flow checked
+  once; :mod:`rtflow.gpu.llm_ensemble`: TensorRT-LLM's text ensemble.
 * :mod:`rtflow.gpu.serving`: a Triton server's Kubernetes objects (``serving_manifests``), and
   the public names of the four modules it is made of:
 * :mod:`rtflow.gpu.server`: a Triton server declaration, checked once (``triton_serving``).
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rtflow.gpu.config import render_config, repository_layout, write_repository
+    from rtflow.gpu.ensemble import EnsembleStep, step_models, triton_ensemble
     from rtflow.gpu.kserve import infer_request, parse_infer_response
     from rtflow.gpu.models import TritonModel, triton_model
     from rtflow.gpu.pools import GpuPool, Toleration, gpu_pool, placement
@@ -49,6 +52,9 @@ _EXPORTS = {
     "render_config": "config",
     "repository_layout": "config",
     "write_repository": "config",
+    "EnsembleStep": "ensemble",
+    "step_models": "ensemble",
+    "triton_ensemble": "ensemble",
     "infer_request": "kserve",
     "parse_infer_response": "kserve",
     "DynamicBatching": "scheduling",
@@ -73,6 +79,7 @@ _EXPORTS = {
 __all__ = [
     "Autoscaling",
     "DynamicBatching",
+    "EnsembleStep",
     "GpuPool",
     "InstanceGroup",
     "QueuePolicy",
@@ -90,6 +97,8 @@ __all__ = [
     "render_config",
     "repository_layout",
     "serving_manifests",
+    "step_models",
+    "triton_ensemble",
     "triton_model",
     "triton_serving",
     "write_repository",

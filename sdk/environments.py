@@ -49,7 +49,8 @@ class Environment:
     ``cpu_only`` runs every Triton server without GPUs instead (no GPU requests, no GPU node
     placement, model instances on CPU), for a dev cluster or kind. ``models`` maps a Triton
     server to the models it loads here (default: all), for a cluster that cannot reach some
-    models' weights; a model an inference step or the autoscaler uses cannot be left out.
+    models' weights; a model an inference step or the autoscaler uses cannot be left out, nor
+    a step model of an ensemble it keeps.
     ``server_resources`` gives a Triton server other requests and limits here
     (``{"fraud-triton": {"cpu": "1", "memory": "2Gi"}}``, keys as ``triton_serving``'s: cpu,
     memory, cpu_limit, memory_limit). ``kafka_brokers`` replaces the brokers of every Kafka trigger,
@@ -403,6 +404,8 @@ class _Checker:
         return True
 
     def _models(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        from rtflow.gpu.ensemble import step_models
+
         chosen = self.env.models
         if not isinstance(chosen, Mapping):
             raise DefinitionError(
@@ -435,11 +438,13 @@ class _Checker:
             needed = set(used.get(server_name, set()))
             if server.autoscaling is not None and server.autoscaling.model:
                 needed.add(server.autoscaling.model)
+            kept = [m for m in server.models if m.name in needed or m.name in names]
+            needed.update(m.name for m in step_models(*kept))  # an ensemble runs its steps
             left_out = sorted(needed - set(names))
             if left_out:
                 raise DefinitionError(
-                    f"model {left_out[0]!r} is left out, but the pipeline calls it or scales "
-                    "the server on it",
+                    f"model {left_out[0]!r} is left out, but the pipeline calls it, scales "
+                    "the server on it or runs it in an ensemble's step",
                     fix=f"keep {left_out[0]!r} in the list",
                     field=where,
                 )

@@ -537,3 +537,23 @@ def test_the_tensorrtllm_ensemble_refuses_what_does_not_fit() -> None:
             tokenizer_dir="/t",
             add_special_tokens="yes",  # type: ignore[arg-type]
         )
+
+
+def test_an_environment_keeps_the_step_models_of_the_ensembles_it_loads() -> None:
+    def define(models: list[str]) -> rtflow.Pipeline:
+        @rtflow.pipeline(
+            name="env-ensemble",
+            environments=[rtflow.Environment("dev", models={pipelines.SERVER.name: models})],
+        )
+        def env_ensemble(question: str) -> None:
+            rtflow.generate(pipelines.SERVER, SPELL, question, max_tokens=4)
+
+        return env_ensemble
+
+    kept = ["spell", "tokenizer", "generator", "detokenizer"]
+    assert define(kept).build().environments[0].models == (
+        ("ensemble-triton", tuple(sorted(kept))),
+    )
+    with pytest.raises(DefinitionError, match="model 'generator' is left out") as caught:
+        define(["spell", "tokenizer", "detokenizer"]).build()
+    assert "ensemble's step" in str(caught.value)
