@@ -106,17 +106,34 @@ def drift_state_topic(pipeline: str) -> str:
     return f"{pipeline}-drift-state"
 
 
-def drift_topics(pipeline: ir.Pipeline) -> list[str]:
-    """The drift topics of the hot path's drift watches, and their state topic (if any)."""
+@dataclass(frozen=True)
+class DriftWatch:
+    """A drift watch of the hot path, as its task's constants say (rtflow.drift)."""
+
+    name: str
+    threshold: float
+    topic: str
+
+
+def drift_watches(pipeline: ir.Pipeline) -> list[DriftWatch]:
     stream = pipeline.stream
     assert stream is not None
-    topics = set()
+    found = []
     for name in stream.hot_tasks:
         task = pipeline.task(name)
         if pipeline.stage(task.stage).function in DRIFT_FUNCTIONS:
-            topic = dict(task.arguments)["topic"]
-            assert isinstance(topic, ir.Constant)
-            topics.add(drift_topic(pipeline.name, topic.text))
+            arguments = dict(task.arguments)
+            topic, threshold = arguments["topic"], arguments["threshold"]
+            assert isinstance(topic, ir.Constant) and isinstance(threshold, ir.Constant)
+            found.append(
+                DriftWatch(task.name, float(threshold.text), drift_topic(pipeline.name, topic.text))
+            )
+    return found
+
+
+def drift_topics(pipeline: ir.Pipeline) -> list[str]:
+    """The drift topics of the hot path's drift watches, and their state topic (if any)."""
+    topics = {w.topic for w in drift_watches(pipeline)}
     if topics:
         topics.add(drift_state_topic(pipeline.name))
     return sorted(topics)

@@ -299,6 +299,15 @@ def test_both_pipelines_compile_to_strictly_valid_objects_with_the_crossing_filt
     assert template["metadata"]["name"] == "drift-retrain"
     (worker,) = [d for d in docs if d["kind"] == "Deployment"]
     assert worker["metadata"]["name"] == "drift-scoring-stream"
+    (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    (alert,) = [
+        r for r in rule["spec"]["groups"][0]["rules"] if "rtflow_stream_drift{" in r["expr"]
+    ]
+    assert alert["alert"] == "DriftScoringDriftAmountDrift"
+    assert alert["expr"] == (
+        'max(rtflow_stream_drift{rtflow_dev_pipeline="drift-scoring",namespace="drift",'
+        'stage="amount-drift"}) > 0.2'
+    )
 
 
 def test_on_drift_takes_the_stream_pipeline_and_can_name_the_watch() -> None:

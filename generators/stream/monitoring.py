@@ -4,7 +4,9 @@ their Triton servers, and alerts when the plane breaks its promise.
 The alerts: p99 of the workers' event latency (an input's producer timestamp to its results
 produced) above the pipeline's latency budget; consumer lag above what the workers clear in
 the budget and still growing; a worker whose group cannot read its committed offsets (a
-transaction holds them: rtflow.stages.stream.lag); events going to the dead-letter topic.
+transaction holds them: rtflow.stages.stream.lag); events going to the dead-letter topic; a
+drift watch's last window above its threshold (``rtflow.drift``: the retraining itself starts
+from the drift topic, this says it is drifting).
 Each PodMonitor copies the ``rtflow.dev/pipeline`` pod label onto the series
 (``rtflow_dev_pipeline``), which the alert expressions select on.
 """
@@ -16,7 +18,7 @@ from rtflow.generators import labels
 from rtflow.generators.stream.common import METRICS_PORT_NAME, Document, metadata, selector, stream
 from rtflow.generators.stream.scaling import DEFAULT_BUDGET_MS, lag_threshold
 from rtflow.generators.stream.workers import triton_servers
-from rtflow.stream_layout import groups
+from rtflow.stream_layout import drift_watches, groups
 
 API_VERSION = "monitoring.coreos.com/v1"
 PIPELINE_LABEL = "rtflow_dev_pipeline"  # labels.PIPELINE as Prometheus spells a target label
@@ -115,6 +117,21 @@ def prometheus_rule(pipeline: ir.Pipeline) -> Document:
             },
         },
     ]
+    for watch in drift_watches(pipeline):
+        series = f'rtflow_stream_drift{{{where},stage="{watch.name}"}}'
+        rules.append(
+            {
+                "alert": f"{title}Drift{watch.name.replace('-', ' ').title().replace(' ', '')}",
+                "expr": f"max({series}) > {watch.threshold:g}",
+                "labels": {"severity": "info", labels.PIPELINE.replace("/", "_"): pipeline.name},
+                "annotations": {
+                    "summary": f"{pipeline.name}: {watch.name} drifted past {watch.threshold:g}",
+                    "description": "The last full window's statistic is {{ $value }}; each "
+                    f"window is published to {watch.topic}, and its crossings start the "
+                    "retraining that rtflow.on_drift triggers.",
+                },
+            }
+        )
     return {
         "apiVersion": API_VERSION,
         "kind": "PrometheusRule",

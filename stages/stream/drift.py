@@ -177,6 +177,7 @@ class DriftStep(Step):
     def observe(self, events: Sequence[EventState]) -> list[Record]:
         """Count the batch's live events; the drift record of each window they closed, then
         the window's state (when it changed), for the batch's transaction."""
+        assert self.state_topic, "attach() binds a drift step to its worker first"
         records: list[Record] = []
         window = self.window
         counted = missing = 0
@@ -229,13 +230,12 @@ class DriftStep(Step):
         return Record(self.topic, body, self.name.encode())
 
 
-_REGISTERED: dict[int, tuple[Any, Any, Any]] = {}
-
-
 def _metrics(registry: CollectorRegistry) -> tuple[Any, Any, Any]:
-    """The drift metrics in a worker's registry (once per registry: several watches share)."""
-    if id(registry) not in _REGISTERED:
-        _REGISTERED[id(registry)] = (
+    """The drift metrics in a worker's registry, made once (several watches share them; kept
+    on the registry itself, so a registry made later never finds another's)."""
+    made: tuple[Any, Any, Any] | None = getattr(registry, "_rtflow_drift", None)
+    if made is None:
+        made = (
             Gauge("rtflow_stream_drift", "The last full window's drift statistic",
                   ["stage", "statistic"], registry=registry),
             Counter("rtflow_stream_drift_values", "Watched values counted into a window, or "
@@ -244,7 +244,8 @@ def _metrics(registry: CollectorRegistry) -> tuple[Any, Any, Any]:
             Counter("rtflow_stream_drift_windows", "Full windows, by whether they crossed",
                     ["stage", "crossed"], registry=registry),
         )  # fmt: skip
-    return _REGISTERED[id(registry)]
+        setattr(registry, "_rtflow_drift", made)  # noqa: B010 (a private attribute of ours)
+    return made
 
 
 class DriftWatches:
