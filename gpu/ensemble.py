@@ -13,11 +13,12 @@ text: a tokenizer (Python backend) -> the engine (token ids) -> a detokenizer
 ``ValidateEnsembleConfig`` in ``ensemble_scheduler/ensemble_utils.cc``), so a broken graph
 fails compile in one line instead of failing to load on the cluster:
 
-* every step's model is a declared :class:`~rtflow.gpu.models.TritonModel`, and every tensor
-  a step reads is an ensemble input or an output of an *earlier* step (the steps are listed in
-  the order data flows, so the graph is a DAG), with the same data type and compatible dims
-  (equal, or ``-1`` on either side; a non-batching model's ``[-1, d...]`` matches a batching
-  one's ``[d...]``);
+* every step's model is a declared :class:`~rtflow.gpu.models.TritonModel` (not one under a
+  canary: a step calls the newest loaded version, during a rollout the candidate), and every
+  tensor a step reads is an ensemble input or an output of an *earlier* step (the steps are
+  listed in the order data flows, so the graph is a DAG), with the same data type and
+  compatible dims (equal, or ``-1`` on either side; a non-batching model's ``[-1, d...]``
+  matches a batching one's ``[d...]``);
 * each step feeds every required input of its model, maps only inputs and outputs the model
   declares, and takes at least one input and gives at least one output;
 * every ensemble output is produced by exactly one step; every ensemble input and every
@@ -216,6 +217,18 @@ def _steps(ensemble: str, steps: object) -> tuple[EnsembleStep, ...]:
             raise DefinitionError(
                 _problem(ensemble, f"step {index} runs the ensemble itself"),
                 fix="run other models in its steps",
+                field=f"{field}.model",
+            )
+        if model.canary is not None:
+            raise DefinitionError(
+                _problem(
+                    ensemble,
+                    f"step {index} runs {model.name!r}, which is rolled out by a canary: a step "
+                    "(model_version -1) calls the newest loaded version, during a rollout the "
+                    "candidate's",
+                ),
+                fix="drop canary= from the step model (a canary routes the stream plane's "
+                "direct calls by version)",
                 field=f"{field}.model",
             )
         if seen.get(model.name, model) != model:

@@ -182,6 +182,19 @@ def test_a_step_running_itself_or_two_models_of_one_name_is_refused() -> None:
     refused("two different models named 'detokenizer'", "steps[3].model", steps=steps)
 
 
+def test_a_model_under_canary_is_no_step() -> None:
+    rolled = model(
+        "detokenizer",
+        [Tensor("ids", "INT32", (-1,))],
+        [Tensor("text", "STRING", (1,))],
+        versions=[1, 2],
+        canary=rtflow.canary(),
+    )
+    steps = spell_steps()
+    steps[2] = EnsembleStep(rolled, inputs={"ids": "_tokens"}, outputs={"text": "text_output"})
+    refused("which is rolled out by a canary", "steps[2].model", steps=steps)
+
+
 def test_a_step_maps_only_what_its_model_declares() -> None:
     steps = spell_steps()
     steps[0] = EnsembleStep(TOKENIZER, inputs={"txt": "text_input"}, outputs={"ids": "_ids"})
