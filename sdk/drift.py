@@ -227,7 +227,7 @@ def on_drift(
     drift_name: str | None = None,
     consumer_group: str | None = None,
     inputs: dict[str, Any] | None = None,
-    start: str = "oldest",
+    start: str = "newest",
     delivery: Delivery | None = None,
     name: str | None = None,
 ) -> Trigger:
@@ -237,8 +237,10 @@ def on_drift(
     ``body.crossed == true`` (and ``body.drift == drift_name`` when given), compiled to Argo
     Events data filters: a window that stays above the threshold publishes ``crossed: false``
     and starts nothing. ``inputs`` maps record fields to the retraining's inputs (default:
-    none); e.g. ``{"psi": "body.value", "drift": "body.drift"}``. ``start="oldest"``: a
-    crossing published before the EventSource first ran still starts a retraining.
+    none); e.g. ``{"psi": "body.value", "drift": "body.drift"}``. ``start="newest"``: a
+    new consumer group (the retraining deployed for the first time) starts from now, not with
+    every crossing the topic still holds; ``"oldest"`` to take those too. The topic is read
+    ``read_committed``: a crossing of an aborted batch starts nothing.
     """
     from rtflow.pipeline import Pipeline as PipelineType
 

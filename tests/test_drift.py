@@ -294,7 +294,7 @@ def test_both_pipelines_compile_to_strictly_valid_objects_with_the_crossing_filt
     assert kafka["topic"] == "drift-scoring-drift"
     # Sarama's ReadCommitted: a crossing in an aborted transaction starts nothing
     assert kafka["config"] == "consumer:\n  isolationLevel: 1\n"
-    assert kafka["consumerGroup"]["oldest"] is True
+    assert kafka["consumerGroup"]["oldest"] is False  # not every crossing of the retention
     (template,) = [d for d in docs if d["kind"] == "WorkflowTemplate"]
     assert template["metadata"]["name"] == "drift-retrain"
     (worker,) = [d for d in docs if d["kind"] == "Deployment"]
@@ -313,6 +313,6 @@ def test_both_pipelines_compile_to_strictly_valid_objects_with_the_crossing_filt
 def test_on_drift_takes_the_stream_pipeline_and_can_name_the_watch() -> None:
     trigger = rtflow.on_drift(pipelines.drift_scoring, brokers="k:9092", drift_name="amount-drift")
     assert trigger.source["topic"] == "drift-scoring-drift"
-    assert trigger.source["start"] == "oldest"
+    assert trigger.source["start"] == "newest"
     with pytest.raises(DefinitionError, match="0 topics"):
         rtflow.on_drift(pipelines.drift_retrain, brokers="k:9092")
