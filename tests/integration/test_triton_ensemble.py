@@ -6,7 +6,8 @@ streams the prompt back word by word, upper-cased) -> ``detokenizer`` (ids -> te
 ``rtflow.generate`` streams text end to end through three models. ``shout-ensemble`` runs a
 one-answer model in the middle and answers a plain infer (and an output straight from its
 first step). Triton loads both from the configuration rtflow renders, with
-``--disable-auto-complete-config``, so it checks every ensemble rule itself.
+``--disable-auto-complete-config``, so it checks every ensemble rule itself. The stream
+plane's generate step streams from the ensemble as from any decoupled model.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from rtflow.stages.builtin.triton_generate import triton_generate
 from rtflow.stages.events import ListSource, MemorySink
 from rtflow.stages.inference import write_local_repository
 from rtflow.stages.local import run_local
+from rtflow.stages.stream.plan import Message, Plan
 
 pytestmark = pytest.mark.integration
 
@@ -150,3 +152,22 @@ def test_pipelines_run_locally_against_the_ensembles(server: TritonServer, tmp_p
     assert not dead.records, dead.records
     (record,) = out.records
     assert record["outputs"]["summary"]["result"] == "QUIET (5 characters)"
+
+
+def test_the_stream_plane_generates_through_the_ensemble(server: TritonServer) -> None:
+    plan = Plan(pipelines.ensemble_stream.build())
+    plan.bind_triton({pipelines.SERVER.name: server.grpc_url})
+    questions = ["stream me", "one two three", "x FAIL y"]
+    messages = [
+        Message("questions", 0, n, json.dumps({"id": f"q{n}", "question": q}).encode(), b"k", [], 1)
+        for n, q in enumerate(questions)
+    ]
+    try:
+        result = plan.execute(messages)
+    finally:
+        plan.close()
+    assert result.processed == 2 and sum(result.dead_lettered.values()) == 1
+    state = [json.loads(r.value) for r in result.records if r.topic == "generated"]
+    replies = {s["inputs"]["asked"]: s["outputs"]["reply"]["result"] for s in state}
+    assert replies["q0"]["text"] == "STREAM ME" and replies["q0"]["model"] == "spell"
+    assert replies["q1"]["tokens"] == spelled("one two three", 8)

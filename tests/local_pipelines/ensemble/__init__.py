@@ -5,6 +5,7 @@ word by word, upper-cased) -> ``detokenizer`` (ids -> text) is the shape of a Te
 text ensemble (preprocessing -> tensorrt_llm -> postprocessing), so ``SPELL`` answers
 ``rtflow.generate`` with text; ``SHOUT`` runs ``upper`` (one answer) in the middle instead and
 answers a plain infer. The same tokenizer and detokenizer serve both ensembles.
+``ensemble_stream`` is the generation on the stream plane (one streamed request per event).
 """
 
 from __future__ import annotations
@@ -113,3 +114,25 @@ def summary(upper: list[str], length: list[int]) -> str:
 def ensemble_shout(message: str) -> None:
     shouted = rtflow.infer(SERVER, SHOUT, {"text_input": message}, name="shout")
     summary(upper=shouted.output("text_output"), length=shouted.output("length"))
+
+
+@rtflow.pipeline(
+    name="ensemble-stream",
+    namespace="llm",
+    latency_budget_ms=10_000,
+    triggers=[
+        rtflow.kafka(
+            "questions",
+            brokers=["kafka:9092"],
+            consumer_group="ensemble",
+            inputs={"question": "body.question", "asked": "body.id"},
+        )
+    ],
+    stream=rtflow.Stream(
+        image="ghcr.io/acme/chat/stream:1.0@sha256:" + "c0ffee" * 10 + "c0ff",
+        results_topic="generated",
+    ),
+)
+def ensemble_stream(question: str, asked: str) -> None:
+    generated = rtflow.generate(SERVER, SPELL, question, max_tokens=8, name="reply", timeout="30s")
+    answer(generated, question)
