@@ -324,7 +324,7 @@ def triton_model(
                 field="version_policy",
             )
     if canary is not None:
-        policy = canary_version_policy(name, canary, declared, policy)
+        policy = canary_version_policy(name, canary, declared, policy, decoupled=decoupled)
     if default_model_filename is not None and (
         not isinstance(default_model_filename, str) or not _PATH_PART.match(default_model_filename)
     ):

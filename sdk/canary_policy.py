@@ -158,6 +158,8 @@ def canary_version_policy(
     policy: object,
     versions: Sequence[ModelVersion],
     version_policy: VersionPolicy | None,
+    *,
+    decoupled: bool = False,
 ) -> VersionPolicy:
     """The version policy compile gives a model under canary: its stable version alone."""
     from rtflow.gpu.scheduling import VersionPolicy
@@ -166,6 +168,12 @@ def canary_version_policy(
         raise DefinitionError(
             f"model {model!r}: canary {policy!r} is not a canary policy",
             fix="use canary=rtflow.canary(...)",
+            field="canary",
+        )
+    if decoupled:  # the stream plane's generations are not routed by version (yet)
+        raise DefinitionError(
+            f"model {model!r}: a decoupled (streaming) model cannot be rolled out by a canary",
+            fix="drop canary=, and roll the model's versions out by redeploying",
             field="canary",
         )
     if not versions:

@@ -89,6 +89,12 @@ def test_a_canary_needs_numbered_versions_and_one_stable(
     assert caught.value.field == field
 
 
+def test_a_streaming_model_cannot_be_rolled_out_by_a_canary() -> None:
+    with pytest.raises(DefinitionError) as caught:
+        _model(versions=[1], decoupled=True)
+    assert caught.value.field == "canary" and "decoupled" in caught.value.problem
+
+
 def _router(state: RolloutState) -> VersionRouter:
     router = VersionRouter("127.0.0.1:1", canary_rollout.SCORER, stage="score", batch=8)
     router.follow(state)
