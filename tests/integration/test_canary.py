@@ -4,8 +4,9 @@ wheel's, on CPU) and the real broker, with no mocks.
 The model ``canary-scorer`` (tests/local_pipelines/canary/) answers with its version; version 2
 raises for every request, versions 1 (the declared stable one) and 3 are healthy. A stream
 worker (the production loop, in this process) scores a steady flow of events while the canary
-controller pipeline runs locally (``run_local``, the executor ``rtflow run --local`` uses) on one
-candidate event, with a 2 s window: the broken candidate is rolled back, the healthy one
+controller pipeline runs locally on one candidate event, with a 2 s window (through
+``run_local`` for the broken candidate; through ``rtflow run --local`` consuming the trigger's
+Kafka topic for the healthy one): the broken candidate is rolled back, the healthy one
 promoted, and the events sent afterwards are answered by the version that won.
 """
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -85,15 +88,51 @@ class Feeder(threading.Thread):
             time.sleep(0.05)
 
 
-def roll_out(server: TritonServer, broker: Any, tmp_path: Path, candidate: int) -> Outcome:
+def run_controller_cli(
+    built: Any,
+    env: dict[str, str],
+    brokers: str,
+    state_topic: str,
+    tmp_path: Path,
+    candidate: int,
+) -> list[dict[str, Any]]:
+    """The controller through ``rtflow run --local``, consuming its trigger's Kafka topic as the
+    cluster's EventSource would: a module declaring it, the candidate event produced to the
+    topic, ``--stage-env`` pointing its stages at this Triton."""
+    (trigger,) = built.triggers
+    module = tmp_path / "controller.py"
+    module.write_text(
+        f"import sys\nsys.path.insert(0, {str(Path(fixtures.__file__).parents[1])!r})\n"
+        "import rtflow\nfrom local_pipelines import canary_rollout as f\n"
+        f"model = f.scorer(topic={state_topic!r}, window='2s', min_requests=5)\n"
+        f"controller = rtflow.canary_rollout(f.server(model), model, brokers=[{brokers!r}], "
+        f"name={built.name!r}, candidates_topic={trigger.source.topic!r})\n"
+    )
+    produce(brokers, trigger.source.topic, [("v", json.dumps({"version": candidate}).encode())])
+    flags = [f"--stage-env={s.name}:{k}={v}" for s in built.stages for k, v in env.items()]
+    done = subprocess.run(
+        [sys.executable, "-m", "rtflow.cli", "run", "--local", f"{module}:controller",
+         "--kafka-topic", trigger.source.topic, "--kafka-brokers", brokers,
+         "--max-events", "1", "--no-progress", "--log-dir", str(tmp_path / "logs"), *flags],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def roll_out(
+    server: TritonServer, broker: Any, tmp_path: Path, candidate: int, *, cli: bool = False
+) -> Outcome:
     suffix = secrets.token_hex(3)
     state_topic, source, results = f"rollouts-{suffix}", f"pay-{suffix}", f"scored-{suffix}"
     model = fixtures.scorer(topic=state_topic, window="2s", min_requests=5)
     serving = fixtures.server(model)
     stream = fixtures.scored(serving, source=source, results=results).build()
     brokers = broker.bootstrap_servers
-    controller = rtflow.canary_rollout(serving, model, brokers=[brokers], name=f"c-{suffix}")
-    broker.create_topics(*stream_topics(stream))
+    controller = rtflow.canary_rollout(
+        serving, model, brokers=[brokers], name=f"c-{suffix}", candidates_topic=f"cand-{suffix}"
+    )
+    broker.create_topics(*stream_topics(stream), f"cand-{suffix}")
     load_versions(server.http_url, fixtures.MODEL, [1])  # as the compiled policy loads it
     plan = Plan(stream)
     plan.bind_triton({serving.name: server.grpc_url})
@@ -107,15 +146,18 @@ def roll_out(server: TritonServer, broker: Any, tmp_path: Path, candidate: int) 
     built = controller.build()
     out, dead = MemorySink(), MemorySink()
     try:
-        summary = run_local(
-            built,
-            ListSource([{"version": candidate}]),
-            output=out,
-            dead_letter=dead,
-            stage_env={s.name: env for s in built.stages},
-            log_dir=tmp_path / "logs",
-        )
-        assert summary.failed == 0, dead.records
+        if cli:
+            out.records = run_controller_cli(built, env, brokers, state_topic, tmp_path, candidate)
+        else:
+            summary = run_local(
+                built,
+                ListSource([{"version": candidate}]),
+                output=out,
+                dead_letter=dead,
+                stage_env={s.name: env for s in built.stages},
+                log_dir=tmp_path / "logs",
+            )
+            assert summary.failed == 0, dead.records
         feeder.halt.set()
         feeder.join()
         during = feeder.sent
@@ -173,9 +215,11 @@ def test_a_candidate_that_fails_is_rolled_back(
 def test_a_healthy_candidate_is_promoted(
     server: TritonServer, kafka_broker: Any, tmp_path: Path
 ) -> None:
-    outcome = roll_out(server, kafka_broker, tmp_path, candidate=3)
+    outcome = roll_out(server, kafka_broker, tmp_path, candidate=3, cli=True)
     state = outcome.state
     assert (state.phase, state.stable, state.share_percent) == ("promoted", 3, 0), state
+    (result,) = outcome.summary  # rtflow run --local's line for the candidate event
+    assert result["outputs"]["canary-promote"] == {"result": 3}, result
     assert ready(server, 3) and not ready(server, 1)
     assert {which(r) for r in outcome.during} == {1, 3}  # the canary's share, then all of it
     assert len(outcome.after) == AFTER and {which(r) for r in outcome.after} == {3}
