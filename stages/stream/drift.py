@@ -300,32 +300,34 @@ def read_states(
     from confluent_kafka import TopicPartition as KafkaTopicPartition
 
     wanted = set(keys)
-    consumer = Consumer(
-        {
-            **config,
-            "bootstrap.servers": brokers,
-            "group.id": f"rtflow-drift-restore-{topic}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }
-    )
+    settings = {
+        **config,
+        "bootstrap.servers": brokers,
+        "group.id": f"rtflow-drift-restore-{topic}",
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+    }
+    # The end to read to is the high watermark, which only a read_uncommitted client is told: a
+    # read_committed one gets the last stable offset, which another worker's open transaction
+    # holds back, possibly before this worker's own last committed state.
+    ends: dict[int, int] = {}
+    probe = Consumer({**settings, "isolation.level": "read_uncommitted"})
     try:
-        try:
-            described = consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if described is None or described.error is not None:
-                raise DependencyError(
-                    f"drift state topic {topic!r}: {described and described.error}"
-                )
-            ends = {}
-            for partition in sorted(described.partitions):
-                low, high = consumer.get_watermark_offsets(
-                    KafkaTopicPartition(topic, partition), timeout=10
-                )
-                if high > low:
-                    ends[partition] = high
-        except KafkaException as exc:
-            raise DependencyError(f"drift state topic {topic!r}: {exc}") from exc
+        described = probe.list_topics(topic, timeout=10).topics.get(topic)
+        if described is None or described.error is not None:
+            raise DependencyError(f"drift state topic {topic!r}: {described and described.error}")
+        for partition in sorted(described.partitions):
+            low, high = probe.get_watermark_offsets(
+                KafkaTopicPartition(topic, partition), timeout=10
+            )
+            if high > low:
+                ends[partition] = high
+    except KafkaException as exc:
+        raise DependencyError(f"drift state topic {topic!r}: {exc}") from exc
+    finally:
+        probe.close()
+    consumer = Consumer({**settings, "isolation.level": "read_committed"})
+    try:
         consumer.assign([KafkaTopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
         found: dict[bytes, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout
@@ -333,18 +335,17 @@ def read_states(
             if time.monotonic() > deadline:
                 raise DependencyError(f"drift state topic {topic!r} not read to its end")
             message = consumer.poll(0.2)
-            if message is None:
-                continue
-            error = message.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
+            if message is None or message.error() is not None:
+                error = message.error() if message is not None else None
+                if error is not None and error.code() != KafkaError._PARTITION_EOF:
                     raise DependencyError(f"drift state topic {topic!r}: {error}")
-                partition = message.partition()
-                if partition is None:
-                    continue
-                (position,) = consumer.position([KafkaTopicPartition(topic, partition)])
-                if position.offset >= ends.get(partition, 0):
-                    ends.pop(partition, None)
+                # At a partition's end, or idle: a partition is read once the position is past
+                # the end seen at the start (an open transaction of another worker holds a
+                # read_committed reader before it until it ends; then the position moves on).
+                positions = consumer.position([KafkaTopicPartition(topic, p) for p in ends])
+                for position in positions:
+                    if position.offset >= ends[position.partition]:
+                        del ends[position.partition]
                 continue
             key = message.key()
             if key in wanted:

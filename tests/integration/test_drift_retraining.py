@@ -338,3 +338,47 @@ def test_an_inference_output_on_the_real_triton_is_what_the_window_counts(
         rest[bin_of(drift_triton.EDGES, risk)] += 1
     (state,) = by_topic["risk-drift-drift-state"]
     assert state["counts"] == rest and state["events"] == len(risks) - 200
+
+
+@pytest.mark.parametrize("outcome", ["commit", "abort"])
+def test_reading_the_state_back_waits_for_an_open_transaction_and_keeps_what_commits(
+    kafka_broker: KafkaBroker, outcome: str
+) -> None:
+    """Another worker's transaction is open on the state topic when a worker reads its window
+    back: the read waits for it to end, and takes its record only if it commits."""
+    import threading
+
+    from confluent_kafka import Producer
+
+    from rtflow.stages.stream.drift import read_states
+
+    topic = f"drift-state-{secrets.token_hex(3)}"
+    kafka_broker.create_topics(topic, partitions=1)
+    producers = []
+    for index, key in enumerate((b"w0/risk", b"w1/risk")):
+        producer = Producer(
+            {"bootstrap.servers": kafka_broker.bootstrap_servers,
+             "transactional.id": f"{topic}-{index}"}
+        )  # fmt: skip
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        producer.produce(topic, json.dumps({"events": index + 1}).encode(), key)
+        producer.flush(30)
+        producers.append(producer)
+    producers[0].commit_transaction(30)
+    found: dict[bytes, Any] = {}
+    reading = threading.Thread(
+        target=lambda: found.update(
+            read_states(kafka_broker.bootstrap_servers, {}, topic, [b"w0/risk", b"w1/risk"])
+        )
+    )
+    reading.start()
+    reading.join(1.0)
+    assert reading.is_alive(), "read past a transaction that was still open"
+    (producers[1].commit_transaction if outcome == "commit" else producers[1].abort_transaction)(30)
+    reading.join(30)
+    assert not reading.is_alive()
+    expected = {b"w0/risk": {"events": 1}}
+    if outcome == "commit":
+        expected[b"w1/risk"] = {"events": 2}
+    assert found == expected
