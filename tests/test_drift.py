@@ -316,3 +316,26 @@ def test_on_drift_takes_the_stream_pipeline_and_can_name_the_watch() -> None:
     assert trigger.source["start"] == "newest"
     with pytest.raises(DefinitionError, match="0 topics"):
         rtflow.on_drift(pipelines.drift_retrain, brokers="k:9092")
+
+
+def test_a_workflow_plane_run_of_a_stream_pipeline_passes_over_the_watch(tmp_path: Any) -> None:
+    """`rtflow run --local --plane workflow`: one event has no window; the watch does nothing
+    and the rest of the pipeline runs."""
+    import os
+    import subprocess
+    import sys
+
+    from compiled import ROOT
+
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"amount": 5}\n{"amount": 50}\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "rtflow.cli", "run", "--local",
+         f"{ROOT / 'tests' / 'local_pipelines' / 'drift.py'}:drift_scoring", "--plane",
+         "workflow", "--events", str(events), "-o", str(tmp_path / "out.jsonl")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "tests")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in results] == ["Succeeded", "Succeeded"]

@@ -83,7 +83,9 @@ def as_number(value: Any) -> float | None:
 # of DRIFT_FUNCTIONS is a DriftStep (rtflow.stages.stream.drift), which reads ``value`` for its
 # window. They exist so that the watch is an ordinary task of the recorded graph: its value is
 # resolved and type-checked like any stage argument, a `when` around it restricts the events
-# it watches, and the hot-path split places it.
+# it watches, and the hot-path split places it. Compile refuses them on the workflow plane;
+# `rtflow run --local --plane workflow` of a stream pipeline calls them, and they do nothing
+# (one event has no window), so the rest of the pipeline runs as it would.
 
 
 @stage(name="drift-watch", image=image("stream-worker"))
@@ -98,7 +100,7 @@ def drift_watch(
     topic: str,
 ) -> None:
     """One number per event, watched by the stream worker (see the module's docstring)."""
-    raise RuntimeError("rtflow.drift runs only inside a stream worker (stream=rtflow.Stream())")
+    return  # called only by a workflow-plane run of a stream pipeline: no window there
 
 
 @stage(name="drift-watch-values", image=image("stream-worker"))
@@ -113,4 +115,4 @@ def drift_watch_values(
     topic: str,
 ) -> None:
     """A list per event (an inference output's flat data): each element is one value."""
-    raise RuntimeError("rtflow.drift runs only inside a stream worker (stream=rtflow.Stream())")
+    return  # as drift_watch
