@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from rtflow.errors import DefinitionError
 from rtflow.names import check_dns1123_label
-from rtflow.recording import TensorRef, _require_recorder
+from rtflow.recording import Ref, TensorRef, _require_recorder
 from rtflow.stage import configure
 from rtflow.stages.builtin.drift import (
     STATISTICS,
@@ -158,14 +158,22 @@ def drift(
     element of a tensor's flat data is one value) on the stream plane.
 
     Every ``window`` values a stream worker computes ``statistic`` against ``reference`` and
-    publishes ``{"drift", "statistic", "value", "threshold", "crossed", "window_events",
-    "missing", "window_end", "worker"}`` to ``topic`` (default ``<pipeline>-drift``);
+    publishes ``{"drift", "pipeline", "statistic", "value", "threshold", "above", "crossed",
+    "window_events", "missing", "window_end", "worker"}`` to ``topic`` (default
+    ``<pipeline>-drift``);
     ``crossed`` is true only on the window that goes from at most ``threshold`` to above it.
     A value that is missing or not a finite number is not counted (the metric
     ``rtflow_stream_drift_values_total{outcome="missing"}`` says how many).
     """
     _require_recorder("drift()")
     stage_name = check_dns1123_label(name, field="drift.name", what="name")
+    if not isinstance(value, Ref):
+        raise _problem(
+            f"the watched value is {value!r}, a constant",
+            "watch a pipeline input, a stage's output or an inference's .output(...)",
+            "value",
+            stage_name,
+        )
     if not isinstance(reference, Reference):
         raise _problem(
             f"reference is a {type(reference).__name__}, not rtflow.Reference",

@@ -144,6 +144,12 @@ def test_a_bad_drift_is_a_one_line_error_naming_pipeline_stage_and_field(
     assert words in str(error.value) and "\n" not in str(error.value)
 
 
+def test_a_constant_cannot_be_watched() -> None:
+    with pytest.raises(DefinitionError, match="a constant") as error:
+        _stream(lambda amount: rtflow.drift(0.5, reference=REF, window=100)).build()
+    assert error.value.field == "value"
+
+
 def test_drift_outside_a_pipeline_function_is_refused() -> None:
     with pytest.raises(RtflowError, match="inside a pipeline function"):
         rtflow.drift(1.0, reference=REF)
