@@ -9,7 +9,9 @@
 ``steps[0]`` percent) -> ``analyze`` (a window of Triton's own per-version metrics and the
 stream workers' per-version counts: pass or fail, with the reason) -> under ``rtflow.when(pass)``
 the next step's ``shift`` and its ``analyze``, and so on; after the last step, ``promote``;
-under ``rtflow.otherwise()`` of every analysis, ``roll_back`` (share 0, the candidate unloaded).
+under ``rtflow.otherwise()`` of every analysis, ``roll_back`` (share 0, the candidate unloaded);
+and, as the workflow's exit handler, ``settle``: a rollout that ended without a verdict (stopped,
+a step failed for good) is rolled back too, so no candidate keeps a share unwatched.
 
 **Why an Argo Workflow drives it.**
 
@@ -139,6 +141,7 @@ def canary_rollout(
     shift = configured(stages.canary_shift)
     promote = configured(stages.canary_promote)
     roll_back = configured(stages.canary_roll_back)
+    settle = configured(stages.canary_settle)
     model_name = declared.name
 
     def level(step: int, share: Any, begun: Any) -> None:
@@ -162,6 +165,9 @@ def canary_rollout(
     def rollout(version: int) -> None:
         begun = begin(model=model_name, version=version, declared_stable=stable, policy=policy)
         level(0, begun.share, begun)
+        with rtflow.on_exit():  # stopped or failed without a verdict: roll the candidate back
+            settle(model=model_name, version=version, status=rtflow.workflow.status,
+                   policy=policy)  # fmt: skip
 
     rollout.__annotations__ = {"version": int, "return": None}
     topic = candidates_topic or f"{model_name}-candidates"

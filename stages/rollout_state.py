@@ -225,6 +225,10 @@ def write_record(
 def write_state(
     brokers: str, topic: str, state: RolloutState, config: Mapping[str, Any] | None = None
 ) -> None:
+    """The model's state, on a topic created compacted when it is not there yet (a broker
+    that auto-creates topics would make it with the delete policy, losing states to
+    retention)."""
+    ensure_topic(brokers, topic, config)
     write_record(brokers, topic, state.model, state.to_json(), config)
 
 
@@ -257,9 +261,17 @@ def read_topic(
     brokers: str, topic: str, config: Mapping[str, Any] | None = None, timeout: float = 30.0
 ) -> dict[str, Any]:
     """Every key's last value (JSON), read from the beginning to the end of the topic as it
-    is now."""
+    is now; nothing when there is no such topic yet (no rollout has written to it)."""
+    from confluent_kafka import KafkaError
+
     consumer = _consumer(brokers, config)
     try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        if metadata.error is not None and metadata.error.code() in (
+            KafkaError.UNKNOWN_TOPIC_OR_PART,
+            KafkaError._UNKNOWN_TOPIC,
+        ):
+            return {}
         partitions = _assigned(consumer, topic)
         ends = {}
         for p in partitions:

@@ -163,6 +163,9 @@ def test_the_controller_is_a_when_otherwise_per_step_and_passes_the_strict_schem
     passed = "'{{tasks.canary-analyze.outputs.parameters.verdict}}' == 'pass'"
     assert steps["canary-shift"]["when"] == passed
     assert steps["canary-roll-back-2"]["when"] == f"!({passed})"
+    # stopped or failed without a verdict: the exit handler settles the rollout
+    exit_handler = tasks(template, template["spec"]["onExit"])
+    assert set(exit_handler) == {"canary-settle"}
     for document in docs:
         assert strict_schema.errors_any(document) == [], document["kind"]
 

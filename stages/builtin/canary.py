@@ -255,3 +255,23 @@ def canary_roll_back(
     )
     load_versions(_env("TRITON_HTTP_URL"), model, [stable])
     return reason
+
+
+@rtflow.stage(name="canary-settle", image=image("canary"), retry=_RETRY, timeout="10m")
+def canary_settle(model: str, version: int, status: str, policy: dict[str, Any]) -> str:
+    """The workflow's exit handler: a rollout that ended without a verdict (stopped with ``argo
+    stop``, a step failed past its retries, the deadline) still has its candidate on a share of
+    traffic; roll it back. After a promotion or a roll back it does nothing."""
+    brokers, topic = _env("KAFKA_BROKERS"), str(policy["topic"])
+    state = _state(brokers, topic, model)
+    if state is None or state.phase != "canary" or state.candidate != version:
+        return f"nothing to settle ({state.phase if state else 'no state'})"
+    reason = f"the rollout of version {version} ended without a verdict (workflow {status})"
+    write_state(
+        brokers,
+        topic,
+        RolloutState(model, state.stable, version, 0, "rolled-back", state.step, reason,
+                     time.time()),
+    )  # fmt: skip
+    load_versions(_env("TRITON_HTTP_URL"), model, [state.stable])
+    return reason

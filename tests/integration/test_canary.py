@@ -31,7 +31,7 @@ from stream_harness import produce, read_committed
 
 import rtflow
 from rtflow.gpu.triton_server import TritonServer
-from rtflow.stages.builtin.canary import load_versions
+from rtflow.stages.builtin.canary import canary_begin, canary_settle, load_versions
 from rtflow.stages.events import ListSource, MemorySink
 from rtflow.stages.local import run_local
 from rtflow.stages.rollout_state import RolloutState, read_topic
@@ -224,6 +224,30 @@ def test_a_healthy_candidate_is_promoted(
     assert {which(r) for r in outcome.during} == {1, 3}  # the canary's share, then all of it
     assert len(outcome.after) == AFTER and {which(r) for r in outcome.after} == {3}
     assert outcome.rows[("3", "ok")] > 0 and ("3", "error") not in outcome.rows
+
+
+def test_a_rollout_that_ends_without_a_verdict_is_settled_by_a_roll_back(
+    server: TritonServer, kafka_broker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exit handler's stage, after ``begin`` left a candidate on a share (the workflow was
+    stopped): the candidate goes back to 0 and is unloaded; a second call does nothing."""
+    brokers = kafka_broker.bootstrap_servers
+    monkeypatch.setenv("KAFKA_BROKERS", brokers)
+    monkeypatch.setenv("TRITON_HTTP_URL", server.http_url)
+    topic = f"rollouts-{secrets.token_hex(3)}"
+    policy = fixtures.scorer(topic=topic).canary.as_json()
+    load_versions(server.http_url, fixtures.MODEL, [1])
+    begun = canary_begin(model=fixtures.MODEL, version=3, declared_stable=1, policy=policy)
+    assert tuple(begun) == (1, 3, 20) and ready(server, 3)
+    reason = canary_settle(model=fixtures.MODEL, version=3, status="Failed", policy=policy)
+    assert reason == "the rollout of version 3 ended without a verdict (workflow Failed)"
+    state = RolloutState.from_json(read_topic(brokers, topic)[fixtures.MODEL])
+    assert (state.phase, state.stable, state.share_percent, state.reason) == (
+        "rolled-back", 1, 0, reason
+    )  # fmt: skip
+    assert ready(server, 1) and not ready(server, 3)
+    again = canary_settle(model=fixtures.MODEL, version=3, status="Failed", policy=policy)
+    assert again == "nothing to settle (rolled-back)"
 
 
 def test_the_compiled_controller_passes_argo_lint(tmp_path: Path) -> None:
