@@ -155,11 +155,19 @@ def _workflow_flows(document: Document, objects: _Objects) -> Iterator[Flow]:
         if brokers:
             for peer, port in _brokers(brokers, objects):
                 yield Flow(where, pods, peer, port)
+        # the canary controller's stages, from their pods (their own labels say which
+        # Triton lets them in: rtflow.gpu.server_pod.CANARY_LABEL)
+        marked = Peer.pods({**dict(pods.labels or ()), **_template_labels(template)})
         for variable, default in (("TRITON_HTTP_URL", 8000), ("TRITON_METRICS_URL", 8002)):
-            url = _env(container, variable)  # the canary controller's stages
+            url = _env(container, variable)
             if url:
                 host, port = _host_port(url, default)
-                yield Flow(where, pods, _destination(host, objects), port)
+                yield Flow(where, marked, _destination(host, objects), port)
+
+
+def _template_labels(template: Document) -> dict[str, str]:
+    labels_: dict[str, str] = (template.get("metadata") or {}).get("labels") or {}
+    return labels_
 
 
 def _deployment_flows(document: Document, objects: _Objects) -> Iterator[Flow]:
@@ -351,6 +359,19 @@ CONTROLLER_PODS = {
 }
 
 
+def _within(source: Peer, component: Peer) -> bool:
+    """Whether the flow's source pods are the component's (some of its pods may carry more
+    labels: a canary controller's stages, marked for the Triton that lets them in)."""
+    if source == component:
+        return True
+    return (
+        source.namespace == component.namespace
+        and source.labels is not None
+        and component.labels is not None
+        and set(component.labels) <= set(source.labels)
+    )
+
+
 def policy(
     name: str, selector: Peer, egress: list[Document], ingress: list[Document], *,
     namespace: str | None, pipeline: str, controller_pods: bool = False,
@@ -397,7 +418,9 @@ def documents(
         here = component.namespace or namespace
         pods = absolute(component.selector, here)
         out = [(DNS, 53, "UDP"), (DNS, 53, "TCP")]
-        out += [(relative(to, here), f.port, f.protocol) for src, to, f in ends if src == pods]
+        out += [
+            (relative(to, here), f.port, f.protocol) for src, to, f in ends if _within(src, pods)
+        ]
         if component.name.endswith("-workflow"):
             out += list(extra_egress)
         into = [(relative(src, here), f.port, f.protocol) for src, to, f in ends if to == pods]

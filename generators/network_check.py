@@ -26,18 +26,22 @@ def _selects(policy: Document, pods: Peer, direction: str) -> bool:
     return set(wanted.items()) <= set(pods.labels)
 
 
-def _peer_matches(entry: Document, peer: Peer) -> bool:
+def _peer_matches(entry: Document, peer: Peer, here: str | None) -> bool:
+    """Whether a policy's peer entry covers ``peer``, for a policy in namespace ``here`` (a
+    peer without a namespace is in ``here``: a namespaceSelector naming ``here`` covers it)."""
     if "ipBlock" in entry:
         return peer.anywhere
     namespaces = entry.get("namespaceSelector")
     pods = entry.get("podSelector")
     if namespaces is not None:
         name = (namespaces.get("matchLabels") or {}).get(NAMESPACE_LABEL)
-        if name is not None and name != peer.namespace:
+        if peer.labels is None and peer.namespace is None:
+            return False  # an address outside the cluster
+        if name is not None and name != (peer.namespace or here):
             return False
         if name is None and namespaces.get("matchLabels"):
             return False  # selects namespaces by labels rtflow cannot see
-    elif peer.namespace is not None or peer.labels is None:
+    elif peer.namespace not in (None, here) or peer.labels is None:
         return False  # a podSelector alone means this namespace's pods
     if pods is not None:
         wanted = pods.get("matchLabels") or {}
@@ -45,9 +49,9 @@ def _peer_matches(entry: Document, peer: Peer) -> bool:
     return True
 
 
-def _rule_allows(rule: Document, side: str, peer: Peer, flow: Flow) -> bool:
+def _rule_allows(rule: Document, side: str, peer: Peer, flow: Flow, here: str | None) -> bool:
     peers = rule.get(side)
-    if peers and not any(_peer_matches(entry, peer) for entry in peers):
+    if peers and not any(_peer_matches(entry, peer, here) for entry in peers):
         return False
     ports = rule.get("ports")
     if not ports:
@@ -82,7 +86,9 @@ def _open(chosen: Sequence[Document], direction: str, peer: Peer, flow: Flow) ->
         return True
     key, side = ("egress", "to") if direction == "Egress" else ("ingress", "from")
     return any(
-        _rule_allows(rule, side, peer, flow) for p in chosen for rule in p["spec"].get(key) or []
+        _rule_allows(rule, side, peer, flow, p["metadata"].get("namespace"))
+        for p in chosen
+        for rule in p["spec"].get(key) or []
     )
 
 

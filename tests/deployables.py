@@ -21,6 +21,7 @@ TARGETS = [
     ROOT / "examples/fraud_detection.py",
     ROOT / "examples/support_triage.py",
     ROOT / "examples/conversational_rag.py",
+    ROOT / "examples/model_operations.py",
     *sorted(
         path
         for folder in ("pipelines", "local_pipelines", "stream_pipelines")

@@ -263,3 +263,33 @@ def test_a_server_in_its_own_namespace_gets_its_policy_there() -> None:
     ]
     problems = blocked([changed if d is server else d for d in documents])
     assert any("ingress" in p and "8001" in p for p in problems), problems
+
+
+def test_a_canary_controller_reaches_the_triton_another_pipeline_serves() -> None:
+    # The controller's pipeline does not serve Triton (the scoring pipeline does), so its
+    # policy allows Triton's namespace; compiled together, the bundle check must see that
+    # this covers Triton's pods, and Triton must let in only the controller's marked stages.
+    # (The bundle check refused this folder before: compile_pipelines raises if it fails.)
+    target = ROOT / "examples/model_operations.py"
+    bundle = compile_pipelines([p.build() for p in load_pipelines(str(target))[1]])
+    documents = [m.body for m in bundle.manifests]
+    triton = Peer.pods(
+        {
+            "app.kubernetes.io/component": "inference-server",
+            "app.kubernetes.io/name": "fraud-ops-triton",
+        }
+    )
+    stages = {"app.kubernetes.io/component": "stage"}
+    controller = Peer.pods(
+        {
+            **stages,
+            "rtflow.dev/pipeline": "fraud-scorer-canary",
+            "rtflow.dev/canary-server": "fraud-ops-triton",
+        }
+    )
+    for port in (8000, 8002):  # the repository API and the metrics
+        assert allowed(documents, controller, triton, port), port
+    retraining = Peer.pods({**stages, "rtflow.dev/pipeline": "fraud-retrain"})
+    unmarked = Peer.pods({**stages, "rtflow.dev/pipeline": "fraud-scorer-canary"})
+    for peer in (retraining, unmarked):
+        assert not allowed(documents, peer, triton, 8000), peer
