@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,6 +103,11 @@ def test_close_kills_what_is_left_inside_and_deletes_the_namespace() -> None:
         component_missing(str(exc))
     sleeper = subprocess.Popen([*namespace.exec_prefix(), "sleep", "600"])
     try:
+        # `ip netns exec` enters the namespace after it has started: wait until it has (a
+        # loaded CI machine read the namespace's pids before)
+        deadline = time.monotonic() + 10
+        while sleeper.pid not in namespace.pids() and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert sleeper.pid in namespace.pids()
         namespace.close()
         assert sleeper.wait(timeout=10) == -9
