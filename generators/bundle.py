@@ -306,7 +306,10 @@ def check_inference_targets(bundle: Bundle) -> Iterable[str]:
                 yield f"{where}: Triton {service!r} does not load model {model!r}"
 
 
-_INFER_URL = re.compile(r"^http://([a-z0-9-]+)(?:\.[a-z0-9.-]+)?:\d+/v2/models/([^/]+)/infer$")
+# a model under canary is called by its declared stable version (``.../versions/<n>/infer``)
+_INFER_URL = re.compile(
+    r"^http://([a-z0-9-]+)(?:\.[a-z0-9.-]+)?:\d+/v2/models/([^/]+)(?:/versions/\d+)?/infer$"
+)
 
 
 def check_service_accounts(bundle: Bundle) -> Iterable[str]:

@@ -25,14 +25,21 @@ def service_url(serving: TritonServing, *, namespace: str | None = None) -> str:
 
 
 def infer_url(serving: TritonServing, model: str, *, namespace: str | None = None) -> str:
-    """``<service>/v2/models/<model>/infer``: what an Argo ``http`` inference step calls."""
-    if model not in {served.name for served in serving.models}:
+    """``<service>/v2/models/<model>/infer``: what an Argo ``http`` inference step calls; for a
+    model under canary ``.../versions/<stable>/infer``, its declared stable version (never the
+    highest loaded, which during a rollout is the candidate: :mod:`rtflow.canary_policy`)."""
+    from rtflow.canary_policy import declared_stable
+    from rtflow.gpu.kserve import infer_path
+
+    found = [served for served in serving.models if served.name == model]
+    if not found:
         raise DefinitionError(
             _problem(serving.name, f"does not serve model {model!r}"),
             fix=f"call one of {', '.join(served.name for served in serving.models)}",
             field="model",
         )
-    return f"{service_url(serving, namespace=namespace)}/v2/models/{model}/infer"
+    path = infer_path(found[0], declared_stable(found[0]))
+    return f"{service_url(serving, namespace=namespace)}{path}"
 
 
 def grpc_address(serving: TritonServing, *, namespace: str | None = None) -> str:

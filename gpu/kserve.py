@@ -1,11 +1,12 @@
 """The KServe v2 (Open Inference Protocol) request path, as pure functions.
 
 An inference step compiles to an Argo ``http`` template that POSTs a JSON body to
-``/v2/models/<name>/infer`` on the Triton Service. This module builds that body from a model's
-declaration and the input values, checks the values against the declaration (names, data types,
-shapes, including the batch dimension when ``max_batch_size > 0``), and reads the response back
-into named outputs. Nothing here does I/O, so the compiler, the tests and the benchmark send the
-very same bytes.
+``/v2/models/<name>/infer`` on the Triton Service (``/v2/models/<name>/versions/<stable>/infer``
+for a model under canary: :func:`rtflow.gpu.addresses.infer_url`). This module builds that body
+from a model's declaration and the input values, checks the values against the declaration
+(names, data types, shapes, including the batch dimension when ``max_batch_size > 0``), and
+reads the response back into named outputs. Nothing here does I/O, so the compiler, the tests
+and the benchmark send the very same bytes.
 
 Body (``application/json``)::
 

@@ -153,21 +153,21 @@ def canary_rollout(
         with rtflow.when(verdict.verdict == "pass"):
             if step + 1 == len(steps):
                 promote(model=model_name, stable=begun.stable, candidate=begun.candidate,
-                        policy=policy)  # fmt: skip
+                        declared_stable=stable, policy=policy)  # fmt: skip
             else:
                 moved = shift(model=model_name, stable=begun.stable, candidate=begun.candidate,
                               step=step + 1, policy=policy)  # fmt: skip
                 level(step + 1, moved, begun)
         with rtflow.otherwise():
             roll_back(model=model_name, stable=begun.stable, candidate=begun.candidate,
-                      reason=verdict.reason, policy=policy)  # fmt: skip
+                      declared_stable=stable, reason=verdict.reason, policy=policy)  # fmt: skip
 
     def rollout(version: int) -> None:
         begun = begin(model=model_name, version=version, declared_stable=stable, policy=policy)
         level(0, begun.share, begun)
         with rtflow.on_exit():  # stopped or failed without a verdict: roll the candidate back
-            settle(model=model_name, version=version, status=rtflow.workflow.status,
-                   policy=policy)  # fmt: skip
+            settle(model=model_name, version=version, declared_stable=stable,
+                   status=rtflow.workflow.status, policy=policy)  # fmt: skip
 
     rollout.__annotations__ = {"version": int, "return": None}
     topic = candidates_topic or f"{model_name}-candidates"

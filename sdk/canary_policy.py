@@ -16,9 +16,17 @@ Triton's repository API for the length of a rollout, and narrows it again after.
 be numbered in the declaration, since every request names its version: an unversioned request
 goes to the highest version Triton has loaded, which during a rollout is the candidate.
 
+**Every request built from the declaration names the stable version** (:func:`declared_stable`):
+the workflow plane's http step calls ``/v2/models/<m>/versions/<stable>/infer`` and its gRPC
+step asks for ``model_version`` ``<stable>``, in a cluster and in ``rtflow run --local``, so
+no workflow-plane request reaches an unvetted candidate.
+
 **After a promotion** the state topic (:mod:`rtflow.stages.rollout_state`) says which version
-is stable; a Triton pod that restarts loads the compiled policy again, so the declaration's
-stable version should be moved to the promoted one (a one-line change Argo CD syncs).
+is stable, while the compiled declaration still names the old one: the workflow plane calls it,
+and a Triton pod that restarts loads only it. So a promotion keeps the declared version loaded
+beside the promoted one, the stream workers fall back to the declared version when Triton does
+not have the state's (a restarted pod), and the promoted state says what to change in Git to
+finish (``declare <m> with versions=[<new>] (stable <new>) and recompile``).
 
 Validation happens here, once, as for every declaration; :mod:`rtflow.gpu.models` only holds
 the field.
@@ -38,7 +46,7 @@ if TYPE_CHECKING:
     from rtflow.gpu.repository import ModelVersion
     from rtflow.gpu.scheduling import VersionPolicy
 
-__all__ = ["DEFAULT_TOPIC", "Canary", "canary", "canary_version_policy"]
+__all__ = ["DEFAULT_TOPIC", "Canary", "canary", "canary_version_policy", "declared_stable"]
 
 DEFAULT_TOPIC: Final = "rtflow-rollouts"
 _TOPIC_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -192,3 +200,14 @@ def canary_version_policy(
             )
         return version_policy
     return VersionPolicy.specific(max(v.number for v in versions))
+
+
+def declared_stable(model: object) -> int | None:
+    """The stable version a model under canary is declared with (the single version of its
+    compiled ``specific`` policy); None for a model without ``canary=``. Every request built
+    from the declaration asks for it by number: unversioned, Triton would answer with the
+    highest version loaded, which during a rollout is the candidate."""
+    policy = getattr(model, "version_policy", None)
+    if getattr(model, "canary", None) is None or policy is None or not policy.versions:
+        return None
+    return int(policy.versions[0])

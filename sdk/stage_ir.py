@@ -573,18 +573,22 @@ def _grpc_inference(
 ) -> ir.Stage:
     """The built-in Triton client stage as a function stage: url and model fixed by defaults,
     the tensors in one JSON object the task assembles from its upstream values."""
+    from rtflow.canary_policy import declared_stable
     from rtflow.gpu.addresses import grpc_address
     from rtflow.stages.builtin import image as builtin_image
 
     timeout = check_seconds(definition.timeout, field="timeout")
     function = GRPC_FUNCTIONS[definition.via]
     what = "token stream" if definition.via == "generate" else "gRPC inference"
-    inputs = (
+    inputs: tuple[ir.Param, ...] = (
         ir.Param("url", ParamType("str"), grpc_address(addressed(server, namespace))),
         ir.Param("model", ParamType("str"), model.name),
         ir.Param("tensors", ParamType("dict")),
         ir.Param("timeout_seconds", ParamType("float"), encode(float(timeout))),
     )
+    stable = declared_stable(model)  # under canary: the declared stable version, by number
+    if stable is not None:
+        inputs += (ir.Param("model_version", ParamType("str"), str(stable)),)
     retry = definition.retry
     return ir.Stage(
         name=name,

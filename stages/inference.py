@@ -12,7 +12,8 @@ server's state and are retried).
 Where Triton comes from (:class:`TritonTarget`):
 
 * an existing server (``--triton-url``): its scheme and host replace the cluster Service's,
-  the path (``/v2/models/<model>/infer``) is kept;
+  the path (``/v2/models/<model>/infer``, ``.../versions/<stable>/infer`` for a model under
+  canary) is kept;
 * by default a Triton that rtflow starts here (:func:`local_triton_server`) from the models the
   pipeline calls: a CPU-only model repository is written from their declarations
   (:func:`rtflow.gpu.config.write_repository`), version folders resolved from the folder of the

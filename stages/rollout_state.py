@@ -66,6 +66,9 @@ class RolloutState:
     step: int = 0
     reason: str = ""
     at: float = 0.0
+    finish: str = ""
+    """After a promotion: what to change in Git to finish it (the declaration still names the
+    old stable version, which the workflow plane calls and a restarted Triton loads)."""
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -86,6 +89,7 @@ class RolloutState:
             step=int(value.get("step", 0)),
             reason=str(value.get("reason", "")),
             at=float(value.get("at", 0.0)),
+            finish=str(value.get("finish", "")),
         )
 
 

@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 import strict_schema
 from compiled import compile_docs, tasks
-from local_pipelines import canary_rollout
+from local_pipelines import canary_rollout, routing
 
 import rtflow
 from rtflow.errors import DefinitionError
+from rtflow.gpu.addresses import infer_url
 from rtflow.gpu.config import render_config
 from rtflow.gpu.models import VersionPolicy, triton_model
 from rtflow.gpu.tensors import Tensor
@@ -188,11 +189,91 @@ def test_the_triton_policy_lets_the_controller_in_and_the_controller_out() -> No
 
 
 def test_a_rollout_needs_a_model_under_canary_and_the_server_s_admin_key() -> None:
-    from local_pipelines import routing
-
     with pytest.raises(DefinitionError) as caught:
         rtflow.canary_rollout(routing.SERVER, "small", brokers=["kafka:9092"])
     assert caught.value.field == "model" and "no canary policy" in caught.value.problem
     with pytest.raises(DefinitionError) as caught:
         rtflow.canary_rollout(canary_rollout.SERVER, "other", brokers=["kafka:9092"])
     assert caught.value.field == "model"
+
+
+def test_the_workflow_plane_calls_the_declared_stable_version_by_number() -> None:
+    """Unversioned, Triton would answer with the highest version loaded: during a rollout the
+    candidate, for all of the workflow plane's traffic."""
+    from rtflow.generators.bundle import _INFER_URL
+
+    docs = compile_docs(canary_rollout.canary_workflow)
+    (template,) = [d for d in docs if d["kind"] == "WorkflowTemplate"]
+    (step,) = [t for t in template["spec"]["templates"] if "http" in t]
+    url = step["http"]["url"]
+    assert url == "http://canary-triton:8000/v2/models/canary-scorer/versions/1/infer"
+    match = _INFER_URL.match(url)  # the bundle's check of the step's Service and model holds
+    assert match is not None and match.groups() == ("canary-triton", "canary-scorer")
+    for document in docs:
+        assert strict_schema.errors_any(document) == [], document["kind"]
+    # the gRPC client stage asks for the same version
+    grpc = compile_docs(canary_rollout.canary_workflow_grpc)
+    (template,) = [d for d in grpc if d["kind"] == "WorkflowTemplate"]
+    (score,) = [t for t in template["spec"]["templates"] if t["name"] == "score"]
+    defaults = {p["name"]: p.get("default") for p in score["inputs"]["parameters"]}
+    assert defaults["model_version"] == "1" and defaults["model"] == "canary-scorer"
+    # a model without canary= is still called unversioned: its own version policy decides
+    assert "/versions/" not in infer_url(routing.SERVER, "small", namespace="routing")
+
+
+class _Fake:
+    """A version's batcher: answers with its version, or Triton's NOT_FOUND for it."""
+
+    def __init__(self, version: int, served: set[int]) -> None:
+        self.version, self.served, self.calls = version, served, 0
+
+    def infer(self, rows: Any) -> list[Any]:
+        from rtflow.stages.stream.triton import VersionNotFound
+
+        self.calls += 1
+        if self.version not in self.served:
+            raise VersionNotFound(
+                f"[StatusCode.NOT_FOUND] Request for unknown model: 'canary-scorer' version "
+                f"{self.version} is not found"
+            )
+        return [{"version": self.version} for _ in rows]
+
+
+def test_a_stable_version_triton_does_not_have_falls_back_to_the_declared_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After a promotion a restarted Triton loads only the compiled (declared) version: the
+    rows go to it, counted, with one warning per state, instead of stalling the partition."""
+    router = _router(RolloutState("canary-scorer", 3, None, 0, "promoted"))
+    fakes = {v: _Fake(v, served={1}) for v in (1, 2, 3)}
+    router.batcher = fakes.__getitem__  # type: ignore[method-assign, assignment]
+    missing: list[tuple[int, int]] = []
+    router.unavailable = lambda version, rows: missing.append((version, rows))
+    messages = [Message("payments", 0, o, b"{}", None, [], 0) for o in range(4)]
+    with caplog.at_level("WARNING", logger="rtflow.stream"):
+        for _ in range(3):
+            assert router.infer_routed([{}] * 4, messages) == [{"version": 1}] * 4
+    assert missing == [(3, 4)] * 3
+    assert fakes[3].calls == 1  # not asked again for a while (RECHECK_SECONDS)
+    warnings = [r for r in caplog.records if "does not serve version 3" in r.getMessage()]
+    assert len(warnings) == 1 and "declared stable version 1" in warnings[0].getMessage()
+    # a new state: asked again (and warned again when still missing)
+    router.follow(RolloutState("canary-scorer", 3, None, 0, "promoted", reason="again"))
+    with caplog.at_level("WARNING", logger="rtflow.stream"):
+        assert router.infer_routed([{}], messages[:1]) == [{"version": 1}]
+    assert fakes[3].calls == 2
+    assert len([r for r in caplog.records if "does not serve version 3" in r.getMessage()]) == 2
+    # once Triton has it, it answers
+    fakes[3].served.add(3)
+    router.follow(RolloutState("canary-scorer", 3, None, 0, "promoted", reason="loaded"))
+    assert router.infer_routed([{}], messages[:1]) == [{"version": 3}]
+
+
+def test_the_promotion_says_what_to_change_in_git() -> None:
+    from rtflow.stages.builtin.canary import finish_promotion
+
+    assert finish_promotion("fraud-scorer", 3, 1).startswith(
+        "declare fraud-scorer with versions=[3] (stable 3"
+    )
+    assert "and recompile" in finish_promotion("fraud-scorer", 3, 1)
+    assert finish_promotion("fraud-scorer", 1, 1) == ""  # the declaration already names it

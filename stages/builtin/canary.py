@@ -17,11 +17,17 @@ JSON>"}}``, Triton's *model repository extension*): the model's current configur
 (``GET /v2/models/<m>/config``) with its ``version_policy`` replaced by ``{"specific":
 {"versions": [...]}}``. Triton loads the added version next to the served one and unloads a
 dropped one after its requests in flight, so a load never interrupts the stable version.
+
+Every load keeps the **declared** stable version (the one the compiled declaration names,
+``declared_stable``) loaded, whatever the state says: the workflow plane calls it by number,
+and after a promotion it is the only version a restarted Triton pod loads, until the
+declaration is moved to the promoted version (the promoted state's ``finish`` says how).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
@@ -47,6 +53,7 @@ MAX_WINDOWS = 10
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _SAMPLE = re.compile(r"^(nv_inference_request_(?:success|failure|duration_us))\{([^}]*)\}\s+(\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+log = logging.getLogger(__name__)
 _RETRY = rtflow.Retry(limit=3, policy="Always", backoff=rtflow.Backoff("2s", 2, "30s"))
 
 
@@ -136,7 +143,7 @@ def canary_begin(model: str, version: int, declared_stable: int, policy: dict[st
         raise BadInput(f"version {version} of {model!r} is already the stable version")
     if state.phase == "canary" and state.candidate not in (None, version):
         raise BadInput(f"{model!r} is rolling out version {state.candidate}: one at a time")
-    load_versions(_env("TRITON_HTTP_URL"), model, sorted({state.stable, version}))
+    load_versions(_env("TRITON_HTTP_URL"), model, sorted({declared_stable, state.stable, version}))
     share = int(policy["steps"][0])
     write_state(
         brokers,
@@ -229,22 +236,57 @@ def canary_analyze(
     return verdict
 
 
+def finish_promotion(model: str, promoted: int, declared_stable: int) -> str:
+    """What to change in Git after ``promoted`` became the stable version (empty: nothing,
+    the declaration already names it)."""
+    if promoted == declared_stable:
+        return ""
+    return (
+        f"declare {model} with versions=[{promoted}] (stable {promoted}; a "
+        f"VersionPolicy.specific names {promoted}) and recompile: until then the workflow plane "
+        f"calls the declared version {declared_stable}, kept loaded beside {promoted}, and a "
+        f"restarted Triton loads only {declared_stable} (the stream workers fall back to it)"
+    )
+
+
+class Promoted(NamedTuple):
+    stable: int
+    finish: str
+
+
 @rtflow.stage(name="canary-promote", image=image("canary"), retry=_RETRY, timeout="10m")
-def canary_promote(model: str, stable: int, candidate: int, policy: dict[str, Any]) -> int:
-    """The candidate becomes the stable version; Triton serves it alone."""
+def canary_promote(
+    model: str, stable: int, candidate: int, declared_stable: int, policy: dict[str, Any]
+) -> Promoted:
+    """The candidate becomes the stable version; Triton serves it beside the declared stable
+    version (the workflow plane's), and the output says what to change in Git to finish."""
+    finish = finish_promotion(model, candidate, declared_stable)
+    dropped = sorted({stable} - {candidate, declared_stable})
+    reason = f"version {candidate} passed every step" + (
+        f"; version {dropped[0]} unloaded" if dropped else ""
+    )
+    if candidate != declared_stable:
+        reason += f"; the declared version {declared_stable} stays loaded"
     write_state(
         _env("KAFKA_BROKERS"),
         str(policy["topic"]),
-        RolloutState(model, candidate, None, 0, "promoted", len(policy["steps"]),
-                     f"version {candidate} passed every step; {stable} unloaded", time.time()),
+        RolloutState(model, candidate, None, 0, "promoted", len(policy["steps"]), reason,
+                     time.time(), finish),
     )  # fmt: skip
-    load_versions(_env("TRITON_HTTP_URL"), model, [candidate])
-    return candidate
+    load_versions(_env("TRITON_HTTP_URL"), model, sorted({declared_stable, candidate}))
+    if finish:
+        log.warning("%s promoted to version %d; to finish: %s", model, candidate, finish)
+    return Promoted(candidate, finish)
 
 
 @rtflow.stage(name="canary-roll-back", image=image("canary"), retry=_RETRY, timeout="10m")
 def canary_roll_back(
-    model: str, stable: int, candidate: int, reason: str, policy: dict[str, Any]
+    model: str,
+    stable: int,
+    candidate: int,
+    declared_stable: int,
+    reason: str,
+    policy: dict[str, Any],
 ) -> str:
     """Every event back to the stable version at once (the state), then the candidate
     unloaded."""
@@ -253,12 +295,14 @@ def canary_roll_back(
         str(policy["topic"]),
         RolloutState(model, stable, candidate, 0, "rolled-back", 0, reason, time.time()),
     )
-    load_versions(_env("TRITON_HTTP_URL"), model, [stable])
+    load_versions(_env("TRITON_HTTP_URL"), model, sorted({declared_stable, stable}))
     return reason
 
 
 @rtflow.stage(name="canary-settle", image=image("canary"), retry=_RETRY, timeout="10m")
-def canary_settle(model: str, version: int, status: str, policy: dict[str, Any]) -> str:
+def canary_settle(
+    model: str, version: int, declared_stable: int, status: str, policy: dict[str, Any]
+) -> str:
     """The workflow's exit handler: a rollout that ended without a verdict (stopped with ``argo
     stop``, a step failed past its retries, the deadline) still has its candidate on a share of
     traffic; roll it back. After a promotion or a roll back it does nothing."""
@@ -273,5 +317,5 @@ def canary_settle(model: str, version: int, status: str, policy: dict[str, Any])
         RolloutState(model, state.stable, version, 0, "rolled-back", state.step, reason,
                      time.time()),
     )  # fmt: skip
-    load_versions(_env("TRITON_HTTP_URL"), model, [state.stable])
+    load_versions(_env("TRITON_HTTP_URL"), model, sorted({declared_stable, state.stable}))
     return reason

@@ -19,18 +19,23 @@ from rtflow.stages.runtime import BadInput
 
 @rtflow.stage(image=builtin_image("triton-client"), cpu="500m", memory="1Gi")
 def triton_infer(
-    url: str, model: str, tensors: dict[str, Any], timeout_seconds: float = 10.0
+    url: str,
+    model: str,
+    tensors: dict[str, Any],
+    timeout_seconds: float = 10.0,
+    model_version: str = "",
 ) -> dict[str, Any]:
     """Infer ``model`` at the gRPC ``url`` on ``tensors`` (name -> nested list; a text tensor's
-    elements are str)."""
+    elements are str). ``model_version``: that version by number (a model under canary is
+    compiled to its declared stable version); empty, the one Triton's version policy picks."""
     import numpy as np
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import triton_to_np_dtype
 
     client = grpcclient.InferenceServerClient(url)
     try:
-        metadata = client.get_model_metadata(model, as_json=True)
-        config = client.get_model_config(model, as_json=True)["config"]
+        metadata = client.get_model_metadata(model, model_version, as_json=True)
+        config = client.get_model_config(model, model_version, as_json=True)["config"]
         batched = int(config.get("max_batch_size", 0)) > 0
         requests = []
         for spec in metadata["inputs"]:
@@ -46,7 +51,9 @@ def triton_infer(
             tensor = grpcclient.InferInput(spec["name"], list(array.shape), spec["datatype"])
             tensor.set_data_from_numpy(array)
             requests.append(tensor)
-        result = client.infer(model, requests, client_timeout=timeout_seconds)
+        result = client.infer(
+            model, requests, model_version=model_version, client_timeout=timeout_seconds
+        )
         outputs = []
         for spec in metadata["outputs"]:
             array = result.as_numpy(spec["name"])

@@ -18,6 +18,13 @@ modulo 10,000 is below the candidate's share times 100, else to the stable versi
   the stable version at once, in the same batch. The stream never stalls on a bad canary and
   no event is dead-lettered for it; the controller sees the errors and rolls it back. A failure
   of the stable version is what it always was (a DependencyError: the batch is retried).
+* **The declared stable version as the last resort**: when Triton says it does not have the
+  state's stable version (gRPC ``NOT_FOUND``, "Request for unknown model: '<m>' version <n> is
+  not found": a Triton pod restarted after a promotion loads only the compiled declaration),
+  the rows go to the declared stable version (the one the compiled policy loads) instead of
+  stalling the partition: counted in ``rtflow_stream_inference_version_unavailable_rows``
+  (labelled stage and the missing version) and logged once per state change. The version is
+  tried again every :data:`RECHECK_SECONDS` and with every new state.
 * **Counted per version**: rows by outcome and request latency in the worker's Prometheus
   metrics (``rtflow_stream_inference_version_rows``, ``..._version_seconds``, labelled stage and
   version), and cumulative per-version counts published to the state topic about once a
@@ -28,11 +35,13 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rtflow.canary_policy import declared_stable
 from rtflow.gpu.models import TritonModel
 from rtflow.stages.rollout_state import (
     LATENCY_BOUNDS,
@@ -43,19 +52,23 @@ from rtflow.stages.rollout_state import (
     stats_key,
 )
 from rtflow.stages.stream.batch import DependencyError, Message
-from rtflow.stages.stream.triton import Rejected, TritonBatcher
+from rtflow.stages.stream.triton import Rejected, TritonBatcher, VersionNotFound
 
 __all__ = ["SHARE_POINTS", "VersionRouter", "share_point", "stable_version", "start_rollouts"]
 
 SHARE_POINTS = 10_000
 """An event's place in [0, 10,000): a share is set in hundredths of a percent."""
 STATS_SECONDS = 1.0
+RECHECK_SECONDS = 5.0
+"""How long a version Triton said it does not have is not asked for again (the same state)."""
+log = logging.getLogger("rtflow.stream")
 
 
 def stable_version(model: TritonModel) -> int:
     """The declared stable version: the one the compiled version policy serves."""
-    assert model.canary is not None and model.version_policy is not None
-    return model.version_policy.versions[0]
+    stable = declared_stable(model)
+    assert stable is not None, f"model {model.name!r} is not under canary"
+    return stable
 
 
 def share_point(topic: str, partition: int, offset: int) -> int:
@@ -86,6 +99,10 @@ class VersionRouter:
         self.stats: dict[int, VersionStats] = {}
         self.cache = None  # each version's batcher keeps its own (never one across versions)
         self.observe: Any = None  # (version, rows, errors, fallback, seconds), the worker's metrics
+        self.unavailable: Any = None  # (version, rows): answered by the declared stable version
+        self.declared = stable_version(model)
+        self._missing: dict[int, float] = {}  # version -> when Triton said it does not have it
+        self._warned: RolloutState | None = None
         self._batchers: dict[int, TritonBatcher] = {}
         self._lock = threading.Lock()
         self._calls: cf.ThreadPoolExecutor | None = None
@@ -93,6 +110,8 @@ class VersionRouter:
     def follow(self, state: RolloutState) -> None:
         """The model's state changed (a record of the state topic)."""
         with self._lock:
+            if state != self.state:
+                self._missing.clear()  # a new state: ask for its versions again
             self.state = state
 
     def batcher(self, version: int) -> TritonBatcher:
@@ -132,6 +151,31 @@ class VersionRouter:
         self._count(version, len(rows), failed, 0, time.perf_counter() - started)
         return answers
 
+    def _ask_stable(self, state: RolloutState, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """The state's stable version; the declared one when Triton does not have it."""
+        version = state.stable
+        if version != self.declared:
+            with self._lock:
+                seen = self._missing.get(version)
+            if seen is None or time.monotonic() - seen >= RECHECK_SECONDS:
+                try:
+                    return self._ask(version, rows)
+                except VersionNotFound as exc:
+                    with self._lock:
+                        self._missing[version] = time.monotonic()
+                        warn, self._warned = self._warned != state, state
+                    if warn:
+                        log.warning(
+                            "%s: Triton does not serve version %d of %r (the rollout state's "
+                            "stable version, %s); answering with the declared stable version "
+                            "%d: %s",
+                            self.stage, version, self.model.name, state.phase, self.declared,
+                            exc,
+                        )  # fmt: skip
+            if self.unavailable is not None:
+                self.unavailable(version, len(rows))
+        return self._ask(self.declared, rows)
+
     def infer_routed(
         self, rows: Sequence[Mapping[str, Any]], messages: Sequence[Message]
     ) -> list[dict[str, Any] | Rejected]:
@@ -158,7 +202,7 @@ class VersionRouter:
         if stable:
             stable.sort()
             for index, answer in zip(
-                stable, self._ask(state.stable, [rows[i] for i in stable]), strict=True
+                stable, self._ask_stable(state, [rows[i] for i in stable]), strict=True
             ):
                 answers[index] = answer
         return answers
@@ -210,7 +254,7 @@ class Rollouts:
             self.producer.flush(5)
 
 
-def _metrics(registry: Any) -> tuple[Any, Any]:
+def _metrics(registry: Any) -> tuple[Any, Any, Any]:
     from prometheus_client import Counter, Histogram
 
     rows = Counter(
@@ -227,7 +271,14 @@ def _metrics(registry: Any) -> tuple[Any, Any]:
         buckets=LATENCY_BOUNDS,
         registry=registry,
     )
-    return rows, seconds
+    unavailable = Counter(
+        "rtflow_stream_inference_version_unavailable_rows",
+        "Rows of an inference stage under canary whose version (the rollout state's stable "
+        "one) Triton does not serve, answered by the model's declared stable version",
+        ["stage", "version"],
+        registry=registry,
+    )
+    return rows, seconds, unavailable
 
 
 def start_rollouts(
@@ -245,7 +296,7 @@ def start_rollouts(
     if not routers:
         return None
     if registry is not None:
-        rows, seconds = _metrics(registry)
+        rows, seconds, unavailable = _metrics(registry)
         for router in routers:
 
             def observe(
@@ -262,6 +313,9 @@ def start_rollouts(
                     rows.labels(stage, label, "fallback").inc(fallback)
 
             router.observe = observe
+            router.unavailable = lambda version, count, stage=router.stage: unavailable.labels(
+                stage, str(version)
+            ).inc(count)
     from rtflow.stages.kafka_io import producer as make_producer
 
     settings = dict(config or {})

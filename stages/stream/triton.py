@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import itertools
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,16 @@ from rtflow.stages.stream.plan import DependencyError
 TRANSIENT = frozenset(
     {"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "RESOURCE_EXHAUSTED", "NOT_FOUND", "ABORTED"}
 )
+
+
+class VersionNotFound(DependencyError):
+    """Triton does not serve the version asked for by number: gRPC ``NOT_FOUND``, "Request for
+    unknown model: '<m>' version <n> is not found" (never loaded, unloaded, or a restarted
+    Triton that loaded only its compiled policy). A model under canary falls back on it
+    (:mod:`.rollout`); for any other caller it is a DependencyError like the rest."""
+
+
+_VERSION_NOT_FOUND = re.compile(r"version \d+ is not found")
 
 
 @dataclass(frozen=True)
@@ -325,6 +336,9 @@ class TritonBatcher:
             if isinstance(outcome, BaseException) and (
                 _status(outcome) in TRANSIENT or not _status(outcome)
             ):
+                gone = _status(outcome) == "NOT_FOUND" and _VERSION_NOT_FOUND.search(str(outcome))
+                if self.version and gone:
+                    raise VersionNotFound(f"Triton at {self.url}: {outcome}")
                 raise DependencyError(f"Triton at {self.url}: {outcome}")
         return results
 

@@ -78,9 +78,23 @@ def scored(serving: Any, *, source: str = "payments", results: str = "scored") -
     return canary_stream
 
 
+def scored_by_workflow(serving: Any, via: str = "http") -> Any:
+    """The same model called on the workflow plane (an Argo http step, or the gRPC client
+    stage): compiled to the declared stable version, never the highest loaded."""
+
+    @rtflow.pipeline(name=f"canary-workflow-{via}", namespace="canary")
+    def canary_workflow(amount: float) -> None:
+        rtflow.infer(serving, MODEL, inputs={"features": [amount, 1.0]}, name="score",
+                     timeout="5s", via=via)  # fmt: skip
+
+    return canary_workflow
+
+
 SCORER = scorer()
 SERVER = server(SCORER)
 canary_stream = scored(SERVER)
+canary_workflow = scored_by_workflow(SERVER)
+canary_workflow_grpc = scored_by_workflow(SERVER, "grpc")
 controller = rtflow.canary_rollout(
     SERVER,
     MODEL,
