@@ -13,6 +13,7 @@ import pytest
 
 import rtflow
 from rtflow.errors import DefinitionError
+from rtflow.generators.compiler import compile_pipelines
 from rtflow.loader import load_pipelines
 from rtflow.stages.runtime import BadInput
 from rtflow.stages.stream.plan import Message, Plan, groups_of
@@ -82,6 +83,16 @@ def test_the_fraud_example_splits_into_a_hot_path_and_a_workflow_plane_part() ->
     assert dict(stream.inference_batch) == {"score": scorer.max_batch_size}
     assert stream.dead_letter_topic == "transactions-dead-letter"
     assert stream.handoff_topic == "fraud-detection-handoff"
+    # The workers write hand-offs in their transactions: the workflow plane reads only the
+    # committed ones (an aborted batch's hand-off, replayed, must start one workflow, not two).
+    handoffs = [
+        m.body
+        for m in compile_pipelines([pipeline]).manifests
+        if m.kind == "EventSource" and m.body["metadata"]["name"] == "fraud-detection-handoff"
+    ]
+    ((source,),) = [list(h["spec"]["kafka"].values()) for h in handoffs]
+    assert source["topic"] == "fraud-detection-handoff"
+    assert source["config"] == "consumer:\n  isolationLevel: 1\n"
 
 
 @pytest.mark.parametrize(

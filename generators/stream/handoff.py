@@ -9,7 +9,8 @@ workflow-plane generators compile unchanged:
 - its Kafka trigger reads the hand-off topic (same brokers, TLS and SASL Secrets, the consumer
   group ``<group>-handoff``), maps each pipeline input from ``body.inputs.<name>`` and each hot
   output a later task reads from ``body.outputs.<task>.<output>``; its filters and payload schema
-  are gone, since the workers applied them;
+  are gone, since the workers applied them; it reads committed records only, as the workers
+  write the topic in their transactions;
 - the hot tasks are gone; what read their outputs reads workflow parameters named
   ``<task>-<output>`` instead; the stages no task uses any more are dropped.
 
@@ -135,6 +136,10 @@ def workflow_part(pipeline: ir.Pipeline) -> ir.Pipeline | None:
             topic=stream.handoff_topic,
             consumer_group=f"{stream.consumer_group}-handoff",
             json_body=True,
+            # the workers write the hand-off topic in their transactions: an aborted batch's
+            # hand-offs must start nothing (Sarama, the EventSource's client, reads
+            # uncommitted records unless told otherwise)
+            read_committed=True,
         ),
         inputs=tuple(mappings),
         data_filters=(),

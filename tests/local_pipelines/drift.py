@@ -31,13 +31,22 @@ RUN = os.environ.get("RTFLOW_TEST_DRIFT_RUN", "")  # a test's own topics and gro
 READINGS = f"drift-readings{RUN}"
 DRIFT_TOPIC = f"drift-scoring-drift{RUN}"
 CANDIDATES = f"fraud-scorer-candidates{RUN}"
+# Pinned, as a cluster should run them (fictional digests: no registry is reached).
+SCORING_IMAGE = (
+    "ghcr.io/acme/drift-scoring:1.0"
+    "@sha256:c4a1e8f2b7d03956a1c8e4f7b2d5a9c0e3f6b1d4a7c2e5f8b0d3a6c9e1f4b7d2"
+)
+RETRAIN_IMAGE = (
+    "ghcr.io/acme/retrain:1.0"
+    "@sha256:7e2b9d4f1a6c8e3b5d0f2a7c9e4b1d6f8a3c5e0b2d7f9a1c4e6b8d0f3a5c7e9b"
+)
 REFERENCE = rtflow.Reference(edges=[20, 40, 60, 80], proportions=[0.2, 0.2, 0.2, 0.2, 0.2])
 
 
 SLOW = float(os.environ.get("RTFLOW_TEST_DRIFT_SLOW", "0"))  # seconds per event (crash tests)
 
 
-@rtflow.stage(image="ghcr.io/acme/drift-scoring:1.0")
+@rtflow.stage(image=SCORING_IMAGE)
 def score(amount: float) -> float:
     if SLOW:
         time.sleep(SLOW)
@@ -54,7 +63,7 @@ def score(amount: float) -> float:
     # batches of 150 against windows of 200: a window closes inside a batch, and a worker
     # killed mid-stream leaves a partial window behind
     stream=rtflow.Stream(partitions=2, workers=1, max_events=150,
-                         image="ghcr.io/acme/drift-scoring:1.0"),
+                         image=SCORING_IMAGE),
 )  # fmt: skip
 def drift_scoring(amount: float) -> None:
     score(amount)
@@ -68,7 +77,7 @@ def drift_scoring(amount: float) -> None:
     )
 
 
-@rtflow.stage(image="ghcr.io/acme/retrain:1.0")
+@rtflow.stage(image=RETRAIN_IMAGE)
 def retrain_model(drift: str, psi: float) -> int:
     """Stands for a training job: records the run, returns the new version."""
     folder = Path(os.environ.get("RTFLOW_TEST_RETRAIN_DIR", "/tmp"))
@@ -120,7 +129,7 @@ SERVER = triton_serving(
     name="scored-drift",
     namespace="drift",
     triggers=[rtflow.kafka("scored-readings", brokers=BROKERS, inputs={"amount": "body.amount"})],
-    stream=rtflow.Stream(partitions=2, image="ghcr.io/acme/drift-scoring:1.0"),
+    stream=rtflow.Stream(partitions=2, image=SCORING_IMAGE),
 )
 def scored_drift(amount: float) -> Any:
     scored = rtflow.infer(SERVER, RISK, {"features": [amount, amount]})
