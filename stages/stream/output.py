@@ -384,9 +384,15 @@ class Output:
         self._next, self._first = {}, {}
 
     def close(self, *, stuck: bool) -> None:
-        """Stop the commit threads; a stuck one (``stuck``) is left behind, not joined."""
+        """Stop the commit threads; a stuck one (``stuck``) is left behind, not joined. Then
+        let the producers go: librdkafka destroys a producer (its threads and connections)
+        when the last reference does, which an in-process worker (tests, ``rtflow run
+        --local``'s threads) would otherwise keep until the process ends."""
         self._committer.shutdown(wait=not stuck)
         self._flusher.shutdown(wait=not stuck)
+        if not stuck:
+            self._producers = []
+            self._committing = None
 
     def finish(self) -> None:
         """Commit whatever is open, synchronously (before a stop, a revoke, a rewind)."""
