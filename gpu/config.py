@@ -113,9 +113,18 @@ def _version_source(model: TritonModel, source: str, number: int, base: Path | N
     if base is not None and not folder.is_absolute():
         folder = base / folder
     if not folder.is_dir():
+        fix = "point versions to an existing folder holding that version's files"
+        if base is None and not Path(source).is_absolute():
+            # read from the current folder: no module holds the model as a module-level name
+            fix = (
+                "a relative version folder is read beside the module that holds the model as a "
+                "module-level name, and none does (a model made inside a function?): declare "
+                f"it at module level, or give an absolute folder, e.g. Path(__file__).parent / "
+                f"{source!r}"
+            )
         raise DefinitionError(
             f"model {model.name!r}: version {number} folder {os.fspath(folder)!r} does not exist",
-            fix="point versions to an existing folder holding that version's files",
+            fix=fix,
             field="versions",
         )
     return folder
