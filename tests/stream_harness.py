@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -327,3 +328,21 @@ class Plane:
             assert decision["transaction_id"] == record.key
             assert decision["action"] in ("allow", "review")
             assert record.headers["traceparent"].startswith(b"00-")
+
+
+class Feeder(threading.Thread):
+    """Live traffic: events ``{"amount": n}``, n = 0, 1, ..., five every 50 ms to ``topic``
+    until ``halt`` is set; ``sent`` counts them."""
+
+    def __init__(self, brokers: str, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.brokers, self.topic, self.sent = brokers, topic, 0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            batch = [(f"k{self.sent + i}", json.dumps({"amount": self.sent + i}).encode())
+                     for i in range(5)]  # fmt: skip
+            produce(self.brokers, self.topic, batch)
+            self.sent += len(batch)
+            time.sleep(0.05)

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from components import component_missing, local_triton_for
 from local_pipelines import canary_rollout as fixtures
-from stream_harness import produce, read_committed
+from stream_harness import Feeder, produce, read_committed
 
 import rtflow
 from rtflow.gpu.triton_server import TritonServer
@@ -126,23 +126,6 @@ class Outcome:
     during: list[dict[str, Any]]  # the results of the events sent while the rollout ran
     after: list[dict[str, Any]]  # ... and of those sent once it had ended
     rows: dict[tuple[str, str], float]  # the worker's rows per (version, outcome)
-
-
-class Feeder(threading.Thread):
-    """Events ``{"amount": n}`` to the source topic every 10 ms until stopped."""
-
-    def __init__(self, brokers: str, topic: str) -> None:
-        super().__init__(daemon=True)
-        self.brokers, self.topic, self.sent = brokers, topic, 0
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        while not self.halt.is_set():
-            batch = [(f"k{self.sent + i}", json.dumps({"amount": self.sent + i}).encode())
-                     for i in range(5)]  # fmt: skip
-            produce(self.brokers, self.topic, batch)
-            self.sent += len(batch)
-            time.sleep(0.05)
 
 
 def run_controller_cli(

@@ -32,7 +32,6 @@ import secrets
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +40,7 @@ from typing import Any
 import pytest
 from components import triton_available
 from local_pipelines import model_loop as loop
-from stream_harness import produce, read_committed
+from stream_harness import Feeder, produce, read_committed
 
 from rtflow.gpu.triton_server import TritonServer
 from rtflow.stages.builtin.canary import load_versions
@@ -90,24 +89,6 @@ def ready(server: TritonServer, version: int) -> bool:
 def versions_on_disk(server: TritonServer) -> list[int]:
     folder = server.model_repository / loop.MODEL
     return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
-
-
-class Feeder(threading.Thread):
-    """Live traffic while the controller runs: events ``{"amount": n}``, n = 0, 1, ..., five
-    every 50 ms until stopped (as test_canary.py feeds its worker)."""
-
-    def __init__(self, brokers: str, topic: str) -> None:
-        super().__init__(daemon=True)
-        self.brokers, self.topic, self.sent = brokers, topic, 0
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        while not self.halt.is_set():
-            batch = [(f"k{self.sent + i}", json.dumps({"amount": self.sent + i}).encode())
-                     for i in range(5)]  # fmt: skip
-            produce(self.brokers, self.topic, batch)
-            self.sent += len(batch)
-            time.sleep(0.05)
 
 
 class Loop:
