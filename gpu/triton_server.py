@@ -29,12 +29,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
-import http.client
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +45,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, TYPE_CHECKING, Final, Literal, TypeAlias
 
+from rtflow.gpu.local_ports import free_ports, http_status, port_in_use, url_host
 from rtflow.gpu.shm_regions import new_prefix, remove_regions, sweep_orphans
 from rtflow.gpu.triton_install import (
     ENV_BINARY,
@@ -119,66 +117,6 @@ def discover_models(repository: str | os.PathLike[str]) -> list[str]:
         if has_version or (entry / "config.pbtxt").is_file():
             names.append(entry.name)
     return names
-
-
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Pick distinct free ports at once, so parallel servers and tests never collide on 8000.
-
-    All sockets stay open until every port is chosen, so the same port is never returned twice.
-    """
-    with contextlib.ExitStack() as stack:
-        ports: list[int] = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(_family(host), socket.SOCK_STREAM))
-            sock.bind((host, 0))
-            ports.append(int(sock.getsockname()[1]))
-        return ports
-
-
-def _port_in_use(host: str, port: int) -> bool:
-    """Check before starting, since Triton's own message for a taken port is buried in its log.
-
-    SO_REUSEADDR makes a port that only has TIME_WAIT leftovers (a restart) count as free, as it
-    is for Triton itself.
-    """
-    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def _url_host(host: str) -> str:
-    """Clients cannot connect to a wildcard address; they reach it through loopback."""
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    return f"[{host}]" if ":" in host else host
-
-
-@functools.cache
-def _opener() -> urllib.request.OpenerDirector:
-    """Build a proxy-free opener: an ``http_proxy`` in the environment must not capture loopback."""
-    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _http_status(url: str, timeout: float = 2.0) -> int | None:
-    """Return the status code, or ``None`` while nothing answers yet (the server is starting)."""
-    try:
-        with _opener().open(url, timeout=timeout) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        return int(exc.code)
-    except (urllib.error.URLError, http.client.HTTPException, OSError):
-        return None
 
 
 def _terminate(process: subprocess.Popen[bytes], timeout: float, shm_prefix: str) -> None:
@@ -318,22 +256,22 @@ class TritonServer:
     @property
     def http_url(self) -> str:
         """KServe v2 REST base URL, e.g. ``http://127.0.0.1:8000``."""
-        return f"http://{_url_host(self.host)}:{self.http_port}"
+        return f"http://{url_host(self.host)}:{self.http_port}"
 
     @property
     def http_address(self) -> str:
         """``host:port`` without a scheme: tritonclient's HTTP client rejects a URL with one."""
-        return f"{_url_host(self.host)}:{self.http_port}"
+        return f"{url_host(self.host)}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
         """``host:port`` without a scheme, the form tritonclient's gRPC client expects."""
-        return f"{_url_host(self.host)}:{self.grpc_port}"
+        return f"{url_host(self.host)}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
         """Prometheus endpoint, including the ``/metrics`` path scrapers need."""
-        return f"http://{_url_host(self.host)}:{self.metrics_port}/metrics"
+        return f"http://{url_host(self.host)}:{self.metrics_port}/metrics"
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -437,7 +375,7 @@ class TritonServer:
             ("gRPC", self.grpc_port),
             ("metrics", self.metrics_port),
         ):
-            if _port_in_use(self.host, port):
+            if port_in_use(self.host, port):
                 raise TritonStartupError(f"{name} port {self.host}:{port} is already in use")
         try:
             return self._launch(install)
@@ -506,7 +444,7 @@ class TritonServer:
                     f"(log: {self.log_path})",
                     self.log_tail(),
                 )
-            if _http_status(self.http_url + pending[0]) == 200:
+            if http_status(self.http_url + pending[0]) == 200:
                 pending.pop(0)
                 continue
             if time.monotonic() > deadline:
