@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 from rtflow import ir
 from rtflow.cron import check_cron, check_timezone
@@ -24,15 +24,11 @@ from rtflow.names import (
 from rtflow.options import NO_DEFAULT
 from rtflow.param_types import ParamType, encode, from_annotation
 from rtflow.quantity import check_go_duration
+from rtflow.trigger_filters import compile_filter
 from rtflow.triggers import (
     DeadLetter,
     Delivery,
     Field,
-    FilterAll,
-    FilterAny,
-    FilterCompare,
-    FilterExpr,
-    FilterNot,
     Sasl,
     SecretKey,
     Tls,
@@ -43,7 +39,6 @@ from rtflow.triggers import (
 _TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
 _BROKER = re.compile(r"^[A-Za-z0-9.-]+:([0-9]{1,5})$")
 _PATH = re.compile(r"^[A-Za-z0-9_\-.#@*?|\\\[\]]+$")
-_REGEX_SPECIAL = set("\\.+*?()|[]{}^$")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 RATE_UNITS = ("Second", "Minute", "Hour")
@@ -59,7 +54,6 @@ META_ROOTS: dict[str, dict[str, ParamType | None]] = {
     "webhook": {"header": None},
     "calendar": {"eventTime": ParamType("str"), "metadata": None},
 }
-_FILTER_OPS = {"==": "=", "!=": "!=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
 
 
 def build_triggers(
@@ -122,7 +116,17 @@ class _TriggerBuilder:
             source = self._webhook(t.source)
         else:
             source = self._calendar(t.source)
-        data_filters, expr_filters = self._filters(t.filter)
+        if t.filter is not None and t.kind == "calendar":
+            raise DefinitionError(
+                "a calendar trigger has no payload to filter",
+                fix="drop filter=, or filter in the first stage",
+                field=self.field("filter"),
+            )
+        data_filters, expr_filters = compile_filter(
+            t.filter,
+            field=self.field("filter"),
+            path_type=lambda path: self._path_type(path, "filter"),
+        )
         return ir.Trigger(
             name=self.name,
             source=source,
@@ -389,87 +393,6 @@ class _TriggerBuilder:
 
     # Filters
 
-    def _filters(
-        self, expr: FilterExpr | None
-    ) -> tuple[tuple[ir.DataFilter, ...], tuple[ir.ExprFilter, ...]]:
-        if expr is None:
-            return (), ()
-        if self.trigger.kind == "calendar":
-            raise DefinitionError(
-                "a calendar trigger has no payload to filter",
-                fix="drop filter=, or filter in the first stage",
-                field=self.field("filter"),
-            )
-        parts = _conjuncts(expr)
-        if all(isinstance(p, FilterCompare) for p in parts):
-            return tuple(self._data_filter(cast(FilterCompare, p)) for p in parts), ()
-        fields: dict[str, str] = {}
-        text = self._expr(expr, fields)
-        ordered = tuple(sorted(fields.items(), key=lambda item: item[1]))
-        return (), (ir.ExprFilter(text, ordered),)
-
-    def _checked_filter_type(
-        self, compare: FilterCompare
-    ) -> tuple[ir.DataFilterType, list[object]]:
-        values = list(compare.value) if compare.op == "in" else [compare.value]  # type: ignore[call-overload]
-        if not values:
-            raise DefinitionError(
-                "isin() needs at least one value",
-                fix="pass the accepted values",
-                field=self.field("filter"),
-            )
-        kinds = {_filter_type(v) for v in values}
-        if None in kinds or len(kinds) != 1:
-            raise DefinitionError(
-                f"filter values {values!r} must all be str, all numbers, or all bool",
-                fix="compare a field with values of one type",
-                field=self.field("filter"),
-            )
-        kind = cast(ir.DataFilterType, kinds.pop())
-        known = self._path_type(compare.path, "filter")
-        if known is not None:
-            fits = {"string": {"str"}, "number": {"int", "float"}, "bool": {"bool"}}[kind]
-            if known.kind not in fits:
-                raise DefinitionError(
-                    f"{compare.path!r} is a {known} but is compared with {values[0]!r}",
-                    fix="compare it with a value of its own type",
-                    field=self.field("filter"),
-                )
-        if kind != "number" and compare.op not in ("==", "!=", "in"):
-            raise DefinitionError(
-                f"`{compare.op}` needs numbers, got {values[0]!r}",
-                fix="order only numbers; use == or != (or isin) for strings and bools",
-                field=self.field("filter"),
-            )
-        return kind, values
-
-    def _data_filter(self, compare: FilterCompare) -> ir.DataFilter:
-        kind, values = self._checked_filter_type(compare)
-        if kind == "string":
-            # Argo Events matches string values as unanchored regular expressions.
-            texts = tuple(f"^{_regex_escape(str(v))}$" for v in values)
-        elif kind == "bool":
-            texts = tuple("true" if v else "false" for v in values)
-        else:
-            texts = tuple(json.dumps(v) for v in values)
-        comparator = "=" if compare.op == "in" else _FILTER_OPS[compare.op]
-        return ir.DataFilter(compare.path, kind, comparator, texts)
-
-    def _expr(self, expr: FilterExpr, fields: dict[str, str]) -> str:
-        if isinstance(expr, FilterAll):
-            return " && ".join(f"({self._expr(p, fields)})" for p in expr.parts)
-        if isinstance(expr, FilterAny):
-            return " || ".join(f"({self._expr(p, fields)})" for p in expr.parts)
-        if isinstance(expr, FilterNot):
-            return f"!({self._expr(expr.part, fields)})"
-        assert isinstance(expr, FilterCompare)
-        _, values = self._checked_filter_type(expr)
-        name = fields.setdefault(expr.path, f"f{len(fields)}")
-        literals = [json.dumps(v) for v in values]
-        if expr.op == "in":
-            return " || ".join(f"{name} == {lit}" for lit in literals)
-        return f"{name} {expr.op} {literals[0]}"
-
     # Delivery
 
     def _delivery(self, delivery: Delivery) -> ir.Delivery:
@@ -550,27 +473,6 @@ def check_topic(topic: object, *, field: str) -> str:
         fix=f"use letters, digits, '.', '_' and '-' (at most 249), e.g. {fixed!r}",
         field=field,
     )
-
-
-def _conjuncts(expr: FilterExpr) -> list[FilterExpr]:
-    """a & b & c as [a, b, c]: each may become one data filter under dataLogicalOperator and."""
-    if isinstance(expr, FilterAll):
-        return [c for part in expr.parts for c in _conjuncts(part)]
-    return [expr]
-
-
-def _filter_type(value: object) -> str | None:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return None
-
-
-def _regex_escape(text: str) -> str:
-    return "".join(f"\\{c}" if c in _REGEX_SPECIAL else c for c in text)
 
 
 def _positive(value: int | None, field: str) -> int | None:
